@@ -1,0 +1,231 @@
+"""The oracle: shapes, parameters and multiply-adds of a table, without a framework.
+
+This is the paper's Table 1 in code.  From a :class:`~common.spec.Spec` and an input
+size it computes, for every block, stage and primitive layer, the output shape
+(canonical channels-first: ``(C, H, W)`` or ``(F,)``), the number of trainable
+parameters and the multiply-adds of one forward pass of one example.
+
+Conventions (those of torchinfo and of the paper's "ops" column):
+
+* a conv costs ``C_out * H_out * W_out * C_in * k * k`` multiply-adds, a dense layer
+  ``in * out``; bias additions, activations, pooling, normalisation and
+  concatenation are not counted;
+* trainable parameters: conv and dense weights and biases, batch-norm scale and
+  shift (running statistics are buffers, not parameters);
+* pooling uses floor rounding (every framework's default).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple, Union
+
+from . import spec as S
+
+__all__ = ["LayerInfo", "Analysis", "analyze", "layer_info", "min_input_size",
+           "InputTooSmall", "param_shapes"]
+
+Shape = Tuple[int, ...]
+
+
+class InputTooSmall(S.SpecError):
+    """The input is too small for the table: some feature map would vanish."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str          # qualified, e.g. "b3.inception3a" or "b3.inception3a.p2_2"
+    kind: str          # record kind: conv, maxpool, inception, dense, ...
+    in_shape: Shape
+    out_shape: Shape
+    params: int
+    macs: int
+
+
+@dataclass
+class Analysis:
+    spec: S.Spec
+    input_shape: Shape
+    blocks: List[LayerInfo]                 # one row per top-level layer of each stage
+    layers: List[LayerInfo]                 # one row per primitive layer (Inception expanded)
+    stages: "OrderedDict[str, LayerInfo]"  # one row per stage (out shape, params, macs)
+    aux: "OrderedDict[str, LayerInfo]"     # one row per aux head
+
+    @property
+    def params(self) -> int:
+        """Trainable parameters of the main network (without auxiliary heads)."""
+        return sum(s.params for s in self.stages.values())
+
+    @property
+    def params_with_aux(self) -> int:
+        return self.params + sum(a.params for a in self.aux.values())
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one forward pass of one example, main network only."""
+        return sum(s.macs for s in self.stages.values())
+
+    @property
+    def output_shape(self) -> Shape:
+        return list(self.stages.values())[-1].out_shape
+
+
+def _out(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+def layer_info(name: str, layer, in_shape: Shape) -> List[LayerInfo]:
+    """Rows for one layer (one row, or for an Inception block its primitive rows
+    followed by the block row).  Raises :class:`InputTooSmall` on a vanished map."""
+    kind = layer.kind
+
+    def too_small():
+        raise InputTooSmall(f"{name} ({kind}) gets a {'x'.join(map(str, in_shape))} input "
+                            f"and its output would be empty")
+
+    if kind in ("conv", "maxpool", "avgpool", "lrn", "gap", "gmp", "inception") and len(in_shape) != 3:
+        raise S.SpecError(f"{name} ({kind}) needs a feature map, got shape {in_shape}")
+    if kind == "conv":
+        c, h, w = in_shape
+        ho, wo = _out(h, layer.kernel, layer.stride, layer.padding), _out(w, layer.kernel, layer.stride, layer.padding)
+        if ho < 1 or wo < 1:
+            too_small()
+        params = layer.out * c * layer.kernel ** 2 + (layer.out if layer.bias else 0)
+        params += 2 * layer.out if layer.norm == "bn" else 0
+        return [LayerInfo(name, kind, in_shape, (layer.out, ho, wo), params,
+                          layer.out * ho * wo * c * layer.kernel ** 2)]
+    if kind in ("maxpool", "avgpool"):
+        c, h, w = in_shape
+        if layer.padding * 2 > layer.kernel:
+            raise S.SpecError(f"{name}: pool padding must be at most half the kernel")
+        if kind == "avgpool" and layer.padding:
+            raise S.SpecError(f"{name}: average pooling takes no padding (frameworks disagree "
+                              f"on whether padded cells count)")
+        ho, wo = _out(h, layer.kernel, layer.stride, layer.padding), _out(w, layer.kernel, layer.stride, layer.padding)
+        if ho < 1 or wo < 1:
+            too_small()
+        return [LayerInfo(name, kind, in_shape, (c, ho, wo), 0, 0)]
+    if kind == "lrn":
+        return [LayerInfo(name, kind, in_shape, in_shape, 0, 0)]
+    if kind in ("gap", "gmp"):
+        return [LayerInfo(name, kind, in_shape, (in_shape[0], 1, 1), 0, 0)]
+    if kind == "flatten":
+        n = 1
+        for d in in_shape:
+            n *= d
+        return [LayerInfo(name, kind, in_shape, (n,), 0, 0)]
+    if kind == "dropout":
+        return [LayerInfo(name, kind, in_shape, in_shape, 0, 0)]
+    if kind == "dense":
+        if len(in_shape) != 1:
+            raise S.SpecError(f"{name} (dense) needs a flat input, got shape {in_shape}; add Flatten()")
+        f = in_shape[0]
+        return [LayerInfo(name, kind, in_shape, (layer.out,), f * layer.out + (layer.out if layer.bias else 0),
+                          f * layer.out)]
+    if kind == "inception":
+        rows, outs = [], []
+        for branch in layer.branches():
+            shape = in_shape
+            for sub_name, sub in branch:
+                row, = layer_info(f"{name}.{sub_name}", sub, shape)
+                rows.append(row)
+                shape = row.out_shape
+            outs.append(shape)
+        if len({o[1:] for o in outs}) != 1:
+            raise S.SpecError(f"{name}: branch outputs {outs} do not line up")
+        out = (sum(o[0] for o in outs),) + outs[0][1:]
+        return rows + [LayerInfo(name, kind, in_shape, out, sum(r.params for r in rows),
+                                 sum(r.macs for r in rows))]
+    raise S.SpecError(f"{name}: unknown layer kind {kind!r}")
+
+
+def _input_shape(spec: S.Spec, input_size) -> Shape:
+    if input_size is None:
+        input_size = spec.input_size
+    if isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    return (spec.in_channels,) + tuple(input_size)
+
+
+def analyze(spec: Union[S.Spec, str, None] = None, input_size=None) -> Analysis:
+    """Shapes, parameters and multiply-adds of every block, layer, stage and aux head."""
+    spec = S.get_spec(spec) if not isinstance(spec, S.Spec) else spec
+    shape = _input_shape(spec, input_size)
+    in_shape = shape
+    blocks, layers, stages, taps = [], [], OrderedDict(), {}
+    for st in spec.stages:
+        st_in, params, macs = shape, 0, 0
+        for name, layer in st.layers:
+            rows = layer_info(f"{st.name}.{name}", layer, shape)
+            block = rows[-1]
+            blocks.append(block)
+            layers.extend(rows[:-1] if layer.kind == "inception" else rows)
+            shape = block.out_shape
+            taps[block.name] = shape
+            params += block.params
+            macs += block.macs
+        stages[st.name] = LayerInfo(st.name, "stage", st_in, shape, params, macs)
+    aux = OrderedDict()
+    for head in spec.aux:
+        a_shape, a_in, params, macs = taps[head.tap], taps[head.tap], 0, 0
+        for name, layer in head.layers:
+            row, = layer_info(f"{head.name}.{name}", layer, a_shape)
+            layers.append(row)
+            a_shape, params, macs = row.out_shape, params + row.params, macs + row.macs
+        aux[head.name] = LayerInfo(head.name, "aux", a_in, a_shape, params, macs)
+    return Analysis(spec, in_shape, blocks, layers, stages, aux)
+
+
+def min_input_size(spec: Union[S.Spec, str, None] = None, limit: int = 1024) -> int:
+    """The smallest square input size the table accepts (aux heads included)."""
+    spec = S.get_spec(spec) if not isinstance(spec, S.Spec) else spec
+    for n in range(1, limit + 1):
+        try:
+            analyze(spec, n)
+            return n
+        except InputTooSmall:
+            continue
+    raise InputTooSmall(f"no input up to {limit}x{limit} fits the table {spec.name!r}")
+
+
+def check_input(spec: S.Spec, input_size) -> Analysis:
+    """:func:`analyze`, with an error that names the minimum size if the input is too small."""
+    try:
+        return analyze(spec, input_size)
+    except InputTooSmall as e:
+        raise InputTooSmall(f"input size {input_size} is too small for the table {spec.name!r}: {e}. "
+                            f"The smallest input it accepts is {min_input_size(spec)}x"
+                            f"{min_input_size(spec)}.") from None
+
+
+def param_shapes(spec: S.Spec, input_size=None) -> "OrderedDict[str, Shape]":
+    """Canonical names and shapes of every tensor of the framework-neutral weight file.
+
+    Convs: ``NAME.weight`` (O, I, kH, kW) and ``NAME.bias`` (O,); batch norm after a conv:
+    ``NAME.bn.weight``, ``NAME.bn.bias``, ``NAME.bn.running_mean``, ``NAME.bn.running_var``
+    (all (O,)); dense: ``NAME.weight`` (out, in) and ``NAME.bias`` (out,).
+    """
+    a = analyze(spec, input_size)
+    shapes = OrderedDict()
+    for row in a.layers:
+        if row.kind == "conv":
+            layer = _layer_by_name(spec, row.name)
+            shapes[f"{row.name}.weight"] = (row.out_shape[0], row.in_shape[0], layer.kernel, layer.kernel)
+            if layer.bias:
+                shapes[f"{row.name}.bias"] = (row.out_shape[0],)
+            if layer.norm == "bn":
+                for t in ("weight", "bias", "running_mean", "running_var"):
+                    shapes[f"{row.name}.bn.{t}"] = (row.out_shape[0],)
+        elif row.kind == "dense":
+            layer = _layer_by_name(spec, row.name)
+            shapes[f"{row.name}.weight"] = (row.out_shape[0], row.in_shape[0])
+            if layer.bias:
+                shapes[f"{row.name}.bias"] = (row.out_shape[0],)
+    return shapes
+
+
+def _layer_by_name(spec, qname):
+    for name, layer in S.iter_param_layers(spec):
+        if name == qname:
+            return layer
+    raise KeyError(qname)
