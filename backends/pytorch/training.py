@@ -17,10 +17,12 @@ class Trainer:
         lr, momentum, weight_decay: SGD hyperparameters (the book: 0.1, 0, 0).
         optimizer: ``'sgd'`` (the book's) or ``'adam'``.
         aux_weight: weight of each auxiliary loss when the net has aux heads (0.3).
+        fast: PyTorch's eager mode is already its fastest on the CPU here (see
+            docs/performance.md); kept for the common signature.
     """
 
     def __init__(self, net, *, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
-                 aux_weight=0.3):
+                 aux_weight=0.3, fast=True):
         check_optimizer(optimizer)
         self.net, self.aux_weight = net, aux_weight
         params = [p for p in net.parameters() if p.requires_grad]
