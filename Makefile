@@ -1,0 +1,27 @@
+# Two commands on a fresh machine; each creates the environment (.venv) on first use.
+#   make train [ARGS="--backend paddle --epochs 2 --data-dir DIR"]
+#   make test
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: train test summary bench compare clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) scripts/train.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests $(ARGS)
+
+summary: $(STAMP)
+	$(PY) scripts/summary.py $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

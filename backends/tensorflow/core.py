@@ -1,0 +1,42 @@
+"""TensorFlow: device, version, tensors, seeding.  Images are NHWC inside, NCHW outside."""
+import numpy as np
+import tensorflow as tf
+
+NAME = "tensorflow"
+
+
+def framework_version() -> str:
+    return tf.__version__
+
+
+def device() -> str:
+    """Where the backend computes: ``'/GPU:0'`` when a GPU is visible, else ``'cpu'``."""
+    return "/GPU:0" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def to_tensor(X, dtype=None):
+    """A NumPy batch as a tensor: images NCHW float32 become NHWC float32, integer labels int32."""
+    if isinstance(X, (tf.Tensor, tf.Variable)):
+        return X
+    X = np.asarray(X)
+    if np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float32, copy=False)
+        if X.ndim == 4:
+            X = X.transpose(0, 2, 3, 1)
+        return tf.constant(np.ascontiguousarray(X))
+    return tf.constant(X, dtype=dtype or tf.int32)
+
+
+def to_numpy(t) -> np.ndarray:
+    return t.numpy() if hasattr(t, "numpy") else np.asarray(t)
+
+
+def nchw(t) -> np.ndarray:
+    """A tensor as NumPy in canonical order: NHWC maps become NCHW, other ranks unchanged."""
+    a = to_numpy(t)
+    return a.transpose(0, 3, 1, 2) if a.ndim == 4 else a
+
+
+def seed(n: int) -> None:
+    """Seed the framework's own generator (dropout)."""
+    tf.random.set_seed(int(n))

@@ -1,0 +1,74 @@
+"""TensorFlow: the framework-specific pieces of the training loop."""
+import os
+
+import tensorflow as tf
+
+from common.train_config import check_optimizer
+
+
+class Trainer:
+    """One optimiser and loss for ``net``: ``train_step`` / ``eval_step`` on device batches.
+
+    Args:
+        net: a network from :func:`build`.
+        lr, momentum, weight_decay: SGD hyperparameters (the book: 0.1, 0, 0).  Weight
+            decay is the coupled L2 term ``grad += weight_decay * param`` of the other
+            backends' optimisers.
+        optimizer: ``'sgd'`` (the book's) or ``'adam'`` (epsilon 1e-8, as the others).
+        aux_weight: weight of each auxiliary loss when the net has aux heads (0.3).
+        fast: run the steps as ``tf.function`` graphs (see docs/performance.md).
+    """
+
+    def __init__(self, net, *, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
+                 aux_weight=0.3, fast=True):
+        check_optimizer(optimizer)
+        self.net, self.aux_weight, self.weight_decay = net, aux_weight, weight_decay
+        if optimizer == "sgd":
+            self.opt = tf.keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
+        else:
+            self.opt = tf.keras.optimizers.Adam(learning_rate=lr, epsilon=1e-8)
+        self.loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        wrap = (lambda f: tf.function(f, reduce_retracing=True)) if fast else (lambda f: f)
+        self._train, self._eval = wrap(self._train_step), wrap(self._eval_step)
+
+    def _correct(self, logits, y):
+        return tf.reduce_sum(tf.cast(tf.argmax(logits, 1, output_type=tf.int32)
+                                     == tf.cast(y, tf.int32), tf.int32))
+
+    def _train_step(self, X, y):
+        with tf.GradientTape() as tape:
+            out = self.net(X, training=True)
+            logits = out[0] if isinstance(out, tuple) else out
+            l = self.loss(y, logits)
+            if isinstance(out, tuple):
+                l = l + self.aux_weight * tf.add_n([self.loss(y, a) for a in out[1:]])
+        params = self.net.trainable_variables
+        grads = tape.gradient(l, params)
+        if self.weight_decay:
+            grads = [g + self.weight_decay * p for g, p in zip(grads, params)]
+        self.opt.apply_gradients(zip(grads, params))
+        return l, self._correct(logits, y)
+
+    def _eval_step(self, X, y):
+        logits = self.net(X, training=False)
+        return self.loss(y, logits), self._correct(logits, y)
+
+    def train_step(self, X, y):
+        """One optimiser step; returns (summed loss over the batch, correct predictions)."""
+        l, correct = self._train(X, y)
+        return float(l) * int(y.shape[0]), int(correct)
+
+    def eval_step(self, X, y):
+        """Evaluation mode, no gradients; returns (summed loss, correct predictions)."""
+        l, correct = self._eval(X, y)
+        return float(l) * int(y.shape[0]), int(correct)
+
+    def _checkpoint(self):
+        self.opt.build(self.net.trainable_variables)   # slots exist before a restore
+        return tf.train.Checkpoint(optimizer=self.opt)
+
+    def save_optimizer(self, directory):
+        self._checkpoint().write(os.path.join(directory, "optimizer"))
+
+    def load_optimizer(self, directory):
+        self._checkpoint().read(os.path.join(directory, "optimizer")).assert_consumed()

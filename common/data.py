@@ -1,0 +1,296 @@
+"""Fashion-MNIST, framework-free: download with checksums, IDX parsing, resize, batches.
+
+Where the data lives (first that is set): ``--data-dir`` > ``$GOOGLENET_DATA`` >
+``~/.cache/googlenet/fashion-mnist``.  The four official files are downloaded there on
+first use and their MD5 checked (the checksums torchvision uses).  Any folder holding
+the four IDX files (gzipped or not) works, for example a subset: counts are read from
+the headers, and every file is checked for a valid header and a complete body.
+
+Resizing (bilinear, half-pixel centres, like ``transforms.Resize`` on a PIL image, then
+rounded to uint8 as PIL does) is done once, vectorised, and cached in
+``$GOOGLENET_CACHE`` (default ``~/.cache/googlenet/resized``) keyed by the files'
+digests and the size.  Batches are ``float32`` in [0, 1] (``ToTensor``), NCHW, with
+examples shuffled each epoch from ``seed + epoch``.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import queue
+import tempfile
+import threading
+import urllib.request
+from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+
+ENV_DATA = "GOOGLENET_DATA"
+ENV_CACHE = "GOOGLENET_CACHE"
+MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+           "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
+#: file name -> (MD5 of the official file, IDX dimensions)
+FILES = {
+    "train-images-idx3-ubyte.gz": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", 3),
+    "train-labels-idx1-ubyte.gz": ("25c81989df183df01b3e8a0aad5dffbe", 1),
+    "t10k-images-idx3-ubyte.gz": ("bef4ecab320f06d8554ea6380940ec79", 3),
+    "t10k-labels-idx1-ubyte.gz": ("bb300cfdad3c16e7a12a480ee83cd310", 1),
+}
+CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+           "bag", "ankle boot")
+
+
+class DataError(RuntimeError):
+    """Missing, corrupt, truncated or mismatched data files."""
+
+
+def default_dir() -> str:
+    return os.path.join(os.path.expanduser("~"), ".cache", "googlenet", "fashion-mnist")
+
+
+def data_dir(path: Optional[str] = None) -> str:
+    """``path`` > ``$GOOGLENET_DATA`` > ``~/.cache/googlenet/fashion-mnist``."""
+    return os.path.abspath(os.path.expanduser(path or os.environ.get(ENV_DATA) or default_dir()))
+
+
+def cache_dir() -> str:
+    return os.path.abspath(os.path.expanduser(os.environ.get(ENV_CACHE) or os.path.join(
+        os.path.expanduser("~"), ".cache", "googlenet", "resized")))
+
+
+def md5(path: str) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _find(directory: str, name: str) -> Optional[str]:
+    for candidate in (name, name[:-3]):          # gzipped or plain
+        path = os.path.join(directory, candidate)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _offline_message(directory: str, error) -> str:
+    names = "\n".join(f"    {n}  (md5 {m})" for n, (m, _) in FILES.items())
+    return (f"Fashion-MNIST is not in {directory} and could not be downloaded ({error}).\n"
+            f"Put these four files there (gzipped or not):\n{names}\n"
+            f"from {MIRRORS[0]} or {MIRRORS[1]}\n"
+            f"or point --data-dir / ${ENV_DATA} at a folder that has them "
+            f"(offline here: ../shared/data/fashion-mnist-subset).")
+
+
+def download(directory: str, name: str, timeout: float = 30.0) -> str:
+    """Fetch one official file into ``directory``, checking its MD5; atomic."""
+    os.makedirs(directory, exist_ok=True)
+    expected = FILES[name][0]
+    last = None
+    for mirror in MIRRORS:
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
+        os.close(fd)
+        try:
+            with urllib.request.urlopen(mirror + name, timeout=timeout) as r, open(tmp, "wb") as f:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+            got = md5(tmp)
+            if got != expected:
+                last = DataError(f"{name} from {mirror}: MD5 {got} != {expected}")
+                continue
+            path = os.path.join(directory, name)
+            os.replace(tmp, path)
+            return path
+        except OSError as e:
+            last = e
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    raise DataError(_offline_message(directory, last))
+
+
+def locate(directory: Optional[str] = None, download_missing: bool = True) -> dict:
+    """Paths of the four files in ``directory`` (downloaded if missing and allowed)."""
+    directory = data_dir(directory)
+    paths = {}
+    for name in FILES:
+        path = _find(directory, name)
+        if path is None:
+            if not download_missing:
+                raise DataError(_offline_message(directory, "downloads disabled"))
+            path = download(directory, name)
+        paths[name] = path
+    return paths
+
+
+def read_idx(path: str, ndim: int) -> np.ndarray:
+    """Parse an IDX file (``.gz`` or plain): uint8 data, dimensions from the header."""
+    try:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot be read ({e}); the file is corrupt or truncated. "
+                        f"Delete it to download it again.") from None
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
+    zero, dtype, dims = raw[0] << 8 | raw[1], raw[2], raw[3]
+    if zero != 0 or dtype != 0x08 or dims != ndim:
+        raise DataError(f"{path}: not an IDX file of {ndim}-D uint8 data "
+                        f"(magic {raw[:4].hex()}, expected 000008{ndim:02x})")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = raw[4 + 4 * ndim:]
+    need = int(np.prod(shape))
+    if len(body) != need:
+        raise DataError(f"{path}: header says {shape} ({need} bytes of data) but the file has "
+                        f"{len(body)}; it is truncated or corrupt. Delete it to download it again.")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of uint8 ``(N, H, W)`` images to ``(N, size, size)`` uint8, vectorised
+    (half-pixel centres, as PIL / ``transforms.Resize`` do when enlarging)."""
+    n, h, w = images.shape
+    if (h, w) == (size, size):
+        return images.copy()
+
+    def weights(src, dst):
+        x = (np.arange(dst) + 0.5) * src / dst - 0.5
+        x = np.clip(x, 0, src - 1)
+        lo = np.floor(x).astype(int)
+        hi = np.minimum(lo + 1, src - 1)
+        m = np.zeros((dst, src), np.float32)
+        m[np.arange(dst), lo] += 1 - (x - lo)
+        m[np.arange(dst), hi] += x - lo
+        return m
+
+    A, B = weights(h, size), weights(w, size)
+    out = np.empty((n, size, size), np.uint8)
+    for i in range(0, n, 4096):                     # bounded memory
+        block = A @ images[i:i + 4096].astype(np.float32) @ B.T
+        out[i:i + 4096] = np.clip(np.rint(block), 0, 255)
+    return out
+
+
+@dataclass
+class Split:
+    images: np.ndarray   # uint8 (N, H, W)
+    labels: np.ndarray   # int64 (N,)
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def _load_split(paths: dict, prefix: str, size: int, use_cache: bool) -> Split:
+    img_path, lbl_path = paths[f"{prefix}-images-idx3-ubyte.gz"], paths[f"{prefix}-labels-idx1-ubyte.gz"]
+    labels = read_idx(lbl_path, 1).astype(np.int64)
+    key = f"{prefix}-{md5(img_path)[:12]}-{size}.npy"
+    cached = os.path.join(cache_dir(), key)
+    images = None
+    if use_cache and os.path.exists(cached):
+        try:
+            images = np.load(cached)
+        except (OSError, ValueError):
+            images = None                            # a broken cache is rebuilt
+    if images is None:
+        raw = read_idx(img_path, 3)
+        if len(raw) != len(labels):
+            raise DataError(f"{img_path} has {len(raw)} images but {lbl_path} has {len(labels)} labels")
+        images = resize(raw, size)
+        if use_cache:
+            os.makedirs(cache_dir(), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache_dir(), suffix=".npy")
+            os.close(fd)
+            np.save(tmp, images)
+            os.replace(tmp, cached)
+    if len(images) != len(labels):
+        raise DataError(f"{img_path} has {len(images)} images but {lbl_path} has {len(labels)} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
+        raise DataError(f"{lbl_path}: labels must be 0..9, found {labels.min()}..{labels.max()}")
+    return Split(images, labels)
+
+
+def load_fashion_mnist(directory: Optional[str] = None, resize_to: int = 96,
+                       download_missing: bool = True, use_cache: bool = True) -> Tuple[Split, Split]:
+    """(train, test) splits, resized to ``resize_to``; see the module docstring."""
+    paths = locate(directory, download_missing)
+    return (_load_split(paths, "train", resize_to, use_cache),
+            _load_split(paths, "t10k", resize_to, use_cache))
+
+
+def official(directory: Optional[str] = None) -> bool:
+    """Whether the folder holds exactly the official files (MD5 match)."""
+    paths = locate(directory, download_missing=False)
+    return all(p.endswith(".gz") and md5(p) == FILES[n][0] for n, p in paths.items())
+
+
+class Loader:
+    """Mini-batches of a split: ``float32`` NCHW images in [0, 1] and int64 labels.
+
+    ``shuffle`` draws a new permutation of the examples each epoch from
+    ``numpy.random.default_rng(seed + epoch)``, so epoch ``e`` sees the same order in
+    every run and every backend (and after a resume).  Batches are prepared in a
+    background thread so that the data never waits on the model.
+    """
+
+    def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 prefetch: int = 2):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
+        self.prefetch = prefetch
+
+    def __len__(self):
+        return -(-len(self.split) // self.batch_size)
+
+    def order(self, epoch: int = 0) -> np.ndarray:
+        n = len(self.split)
+        return np.random.default_rng(self.seed + epoch).permutation(n) if self.shuffle else np.arange(n)
+
+    def _batch(self, idx):
+        X = self.split.images[idx].astype(np.float32)[:, None] / np.float32(255)
+        return X, self.split.labels[idx]
+
+    def epoch(self, epoch: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        idx = self.order(epoch)
+        starts = range(0, len(idx), self.batch_size)
+        if self.prefetch <= 0:
+            for s in starts:
+                yield self._batch(idx[s:s + self.batch_size])
+            return
+        q, stop = queue.Queue(self.prefetch), threading.Event()
+
+        def work():
+            for s in starts:
+                if stop.is_set():
+                    return
+                q.put(self._batch(idx[s:s + self.batch_size]))
+            q.put(None)
+
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        try:
+            while (item := q.get()) is not None:
+                yield item
+        finally:
+            stop.set()
+            while t.is_alive():
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    t.join(0.01)
+
+    __iter__ = lambda self: self.epoch(0)
+
+
+def write_idx(path: str, array: np.ndarray) -> str:
+    """Write a uint8 array as an IDX file (gzipped if ``path`` ends in .gz); used by tests
+    and to make small datasets."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+    return path

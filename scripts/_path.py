@@ -1,0 +1,7 @@
+"""Lets the scripts run from a plain checkout (``python scripts/x.py``) as well as installed."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
