@@ -79,7 +79,7 @@ def _offline_message(directory: str, error) -> str:
     names = "\n".join(f"    {n}  (md5 {m})" for n, (m, _) in FILES.items())
     return (f"Fashion-MNIST is not in {directory} and could not be downloaded ({error}).\n"
             f"Put these four files there (gzipped or not):\n{names}\n"
-            f"from {MIRRORS[0]} or {MIRRORS[1]}\n"
+            f"from {' or '.join(MIRRORS)}\n"
             f"or point --data-dir / ${ENV_DATA} at a folder that has them "
             f"(offline here: ../shared/data/fashion-mnist-subset).")
 
@@ -108,6 +108,9 @@ def download(directory: str, name: str, timeout: float = 30.0) -> str:
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+    if isinstance(last, DataError):
+        raise DataError(f"{last}: the download is corrupt (or the mirror changed); nothing was "
+                        f"kept. Try again, or fetch the file by hand.")
     raise DataError(_offline_message(directory, last))
 
 

@@ -1,4 +1,5 @@
 """MXNet: GoogLeNet built from the channel-spec table with Gluon ``HybridBlock`` s."""
+import warnings
 from collections import OrderedDict
 from types import MappingProxyType
 
@@ -169,7 +170,9 @@ class GoogLeNet(nn.HybridBlock):
         if self._active and self.spec.aux and self._traced_training not in (None, training):
             self._clear_cached_op()        # the other mode's graph has other outputs
         self._traced_training = training
-        out = super().forward(X)
+        with warnings.catch_warnings():     # the eval graph leaves the aux heads' parameters unused
+            warnings.filterwarnings("ignore", message="Parameter .* is not used by any computation")
+            out = super().forward(X)
         return outputs_type(self.spec)(*out) if isinstance(out, (list, tuple)) else out
 
 

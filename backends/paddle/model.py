@@ -142,9 +142,16 @@ class GoogLeNet(nn.Layer):
         stage, name = qname.split(".")
         return self.stages[stage][name]
 
+    def call_block(self, qname, X):
+        return self.block(qname)(X)
+
+    def call_aux(self, name, X):
+        return self.aux[name](X)
+
     def forward(self, X, collect=()):
-        return M.run(self.spec, lambda q, x: self.block(q)(x), lambda a, x: self.aux[a](x),
-                     X, training=self.training, collect=collect)
+        # bound methods, not lambdas: Paddle's bytecode tracer (to_static) trips on closures
+        return M.run(self.spec, self.call_block, self.call_aux, X, training=self.training,
+                     collect=collect)
 
 
 def build(spec="d2l", *, input_size=None, seed=0, **options):
@@ -212,7 +219,7 @@ def layer_table(net, input_size=None):
     net.eval()
     X = paddle.zeros((1, net.spec.in_channels, net.input_size, net.input_size), dtype="float32")
     with paddle.no_grad():
-        return M.layer_table(net.spec, lambda q, x: net.block(q)(x), lambda a, x: net.aux[a](x), X,
+        return M.layer_table(net.spec, net.call_block, net.call_aux, X,
                              lambda t: tuple(t.shape[1:]), lambda n: _params_of(net, n),
                              net.input_size)
 

@@ -9,6 +9,22 @@ from common.train_config import check_optimizer
 from .core import to_tensor
 
 
+class WithLoss(nn.Layer):
+    """The network and its loss as one layer (``paddle.jit.to_static`` converts layers)."""
+
+    def __init__(self, net, aux_weight):
+        super().__init__()
+        self.net, self.aux_weight, self.loss = net, aux_weight, nn.CrossEntropyLoss()
+
+    def forward(self, X, y):
+        out = self.net(X)
+        logits = out[0] if isinstance(out, tuple) else out
+        l = self.loss(logits, y)
+        if isinstance(out, tuple):
+            l = l + self.aux_weight * sum(self.loss(a, y) for a in out[1:])
+        return l, logits
+
+
 class Trainer:
     """One optimiser and loss for ``net``: ``train_step`` / ``eval_step`` on device batches.
 
@@ -34,19 +50,13 @@ class Trainer:
         else:
             self.opt = paddle.optimizer.SGD(lr, parameters=params, weight_decay=wd)
         self.loss = nn.CrossEntropyLoss()
-        self._train = paddle.jit.to_static(self._loss, full_graph=True) if fast else self._loss
-
-    def _loss(self, X, y):
-        out = self.net(X)
-        logits = out[0] if isinstance(out, tuple) else out
-        l = self.loss(logits, y)
-        if isinstance(out, tuple):
-            l = l + self.aux_weight * sum(self.loss(a, y) for a in out[1:])
-        return l, logits
+        self._train = WithLoss(net, aux_weight)
+        if fast:
+            self._train = paddle.jit.to_static(self._train)
 
     def train_step(self, X, y):
         """One optimiser step; returns (summed loss over the batch, correct predictions)."""
-        self.net.train()
+        self._train.train()
         l, logits = self._train(X, y)
         self.opt.clear_grad()
         l.backward()
@@ -55,10 +65,10 @@ class Trainer:
 
     def eval_step(self, X, y):
         """Evaluation mode, no gradients; returns (summed loss, correct predictions)."""
-        self.net.eval()
+        self._train.eval()
         with paddle.no_grad():
-            logits = self.net(X)
-            return float(self.loss(logits, y)) * y.shape[0], int((logits.argmax(1) == y).sum())
+            l, logits = self._train(X, y)
+            return float(l) * y.shape[0], int((logits.argmax(1) == y).sum())
 
     def save_optimizer(self, directory):
         paddle.save(self.opt.state_dict(), os.path.join(directory, "optimizer.pdopt"))

@@ -6,6 +6,25 @@ import tensorflow as tf
 from common.train_config import check_optimizer
 
 
+class Adam(tf.keras.optimizers.Adam):
+    """Keras's Adam with PyTorch's epsilon: added to the bias-corrected ``sqrt(v_hat)``.
+
+    Keras adds it to the uncorrected ``sqrt(v)``, which at step ``t`` acts as an epsilon
+    ``1 / sqrt(1 - beta_2 ** t)`` times larger (about 30x at the first step).
+    """
+
+    def update_step(self, gradient, variable):
+        dtype = variable.dtype
+        lr, step = tf.cast(self.learning_rate, dtype), tf.cast(self.iterations + 1, dtype)
+        b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        i = self._index_dict[self._var_key(variable)]
+        m, v = self._momentums[i], self._velocities[i]
+        m.assign_add((gradient - m) * (1 - b1))
+        v.assign_add((tf.square(gradient) - v) * (1 - b2))
+        denom = tf.sqrt(v) / tf.sqrt(1 - tf.pow(b2, step)) + self.epsilon
+        variable.assign_sub(lr / (1 - tf.pow(b1, step)) * m / denom)
+
+
 class Trainer:
     """One optimiser and loss for ``net``: ``train_step`` / ``eval_step`` on device batches.
 
@@ -14,7 +33,7 @@ class Trainer:
         lr, momentum, weight_decay: SGD hyperparameters (the book: 0.1, 0, 0).  Weight
             decay is the coupled L2 term ``grad += weight_decay * param`` of the other
             backends' optimisers.
-        optimizer: ``'sgd'`` (the book's) or ``'adam'`` (epsilon 1e-8, as the others).
+        optimizer: ``'sgd'`` (the book's) or ``'adam'`` (PyTorch's update and epsilon 1e-8).
         aux_weight: weight of each auxiliary loss when the net has aux heads (0.3).
         fast: run the steps as ``tf.function`` graphs (see docs/performance.md).
     """
@@ -26,7 +45,7 @@ class Trainer:
         if optimizer == "sgd":
             self.opt = tf.keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
         else:
-            self.opt = tf.keras.optimizers.Adam(learning_rate=lr, epsilon=1e-8)
+            self.opt = Adam(learning_rate=lr, epsilon=1e-8)
         self.loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         wrap = (lambda f: tf.function(f, reduce_retracing=True)) if fast else (lambda f: f)
         self._train, self._eval = wrap(self._train_step), wrap(self._eval_step)
