@@ -1,0 +1,317 @@
+"""Side-by-side comparison of backends: run records in, one report folder out.
+
+Framework-free.  An *entry* is one backend's line of the comparison::
+
+    dict(backend=..., status=..., run_dir=..., record=<run.json or None>,
+         process=<process.json or None>, detail=<why it failed, or None>)
+
+``record`` is the run record written by :func:`common.loop.fit`; ``process`` is what
+``scripts/compare.py`` measured around the training subprocess (written next to the
+run record as ``process.json``: exit code, wall time, peak memory, initial weights).
+:func:`combine` turns entries into one structure; :func:`write_report` writes
+``report.md``, ``curves.png``, ``throughput.png`` and ``combined.json`` from it.
+The report prints the records' numbers, only formatted (see :data:`COLUMNS`).
+"""
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import os
+import shlex
+import time
+from typing import Iterable, List, Optional
+
+RUN = "run.json"
+PROCESS = "process.json"
+OK, FAILED, NOT_INSTALLED, MISSING = "ok", "failed", "not installed", "no run record"
+
+WHY = (
+    "All backends read the same examples in the same order, with the same hyperparameters, "
+    "from the same initial weights, so the differences that remain come from how each "
+    "framework computes, not from what it computes: "
+    "(1) float32 summation order: convolutions and matrix products are reduced in a "
+    "kernel-specific order (oneDNN, Eigen, MKL; cuDNN picks among algorithms), so results "
+    "differ in the last bits from the first step on, and training, being chaotic, amplifies "
+    "those bits into visibly different curves; "
+    "(2) framework-specific details of batch norm and of the optimiser: the constants are "
+    "shared (eps, momentum, unbiased running variance, coupled weight decay) but fused "
+    "kernels and the order of the update's operations differ (MXNet, for example, sums the "
+    "per-example losses and rescales the gradient by 1/batch where the others average in the "
+    "loss), which again changes rounding only; dropout masks, where the preset has dropout, "
+    "come from each framework's own random generator; "
+    "(3) on a GPU, nondeterministic kernels (atomic additions in backward convolutions, "
+    "autotuned algorithm choice) make even two runs of one backend differ. "
+    "Differences of a few tenths of a point after short training, on a small test set, are "
+    "within this noise; compare them with the spread of one backend over several seeds.")
+
+#: (heading, how to read the value from an entry, format)
+COLUMNS = (
+    ("backend", lambda e: e["backend"], "{}"),
+    ("framework", lambda e: _rec(e, "framework_version"), "{}"),
+    ("device", lambda e: _rec(e, "device"), "{}"),
+    ("parameters", lambda e: _rec(e, "params"), "{:,}"),
+    ("mult-adds / example", lambda e: _rec(e, "macs_per_example"), "{:,}"),
+    ("train loss", lambda e: _rec(e, "train_loss"), "{:.4f}"),
+    ("train acc", lambda e: _rec(e, "train_acc"), "{:.4f}"),
+    ("test acc", lambda e: _rec(e, "test_acc"), "{:.4f}"),
+    ("examples/s compute", lambda e: _rec(e, "examples_per_sec_compute"), "{:.1f}"),
+    ("examples/s end-to-end", lambda e: _rec(e, "examples_per_sec_end_to_end"), "{:.1f}"),
+    ("peak memory (MiB)", lambda e: _proc(e, "peak_rss_mib"), "{:.1f}"),
+    ("wall time (s)", lambda e: _proc(e, "wall_time"), "{:.1f}"),
+    ("status", lambda e: status_text(e), "{}"),
+)
+#: recipe and data fields that must agree for a fair comparison
+SAME = ("recipe", "model", "data_dir", "limit", "train_examples", "test_examples")
+
+
+def _rec(e, key):
+    return (e.get("record") or {}).get(key)
+
+
+def _proc(e, key):
+    return (e.get("process") or {}).get(key)
+
+
+def fmt(value, spec="{}") -> str:
+    """A cell: the value formatted, or an em dash where there is none."""
+    return "—" if value is None else spec.format(value)
+
+
+def has_numbers(e) -> bool:
+    """The entry has a run record with a final test accuracy (it succeeded)."""
+    return e["status"] == OK and _rec(e, "test_acc") is not None
+
+
+def status_text(e) -> str:
+    rec, code = e.get("record"), _proc(e, "returncode")
+    if e["status"] == FAILED and code is not None:
+        return f"failed (exit {code})"
+    if e["status"] == OK and rec and not rec.get("complete", True):
+        return f"ok, incomplete ({rec['epochs_done']}/{rec['recipe']['num_epochs']} epochs)"
+    return e["status"]
+
+
+def read_json(path) -> Optional[dict]:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+    return path
+
+
+def tail(path, n=20) -> str:
+    """The last ``n`` lines of a text file ('' if it does not exist)."""
+    if not path or not os.path.exists(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return "".join(f.readlines()[-n:])
+
+
+def entry(backend, status, run_dir=None, record=None, process=None, detail=None) -> dict:
+    return dict(backend=backend, status=status, run_dir=run_dir, record=record, process=process,
+                detail=detail)
+
+
+def load_run(run_dir) -> dict:
+    """The entry of a finished run folder: its run record and, if any, ``process.json``."""
+    record, process = read_json(os.path.join(run_dir, RUN)), read_json(os.path.join(run_dir, PROCESS))
+    backend = (record or {}).get("backend") or (process or {}).get("backend")
+    ok = record is not None and (process is None or process.get("returncode") == 0)
+    detail = None if ok else (process or {}).get("stderr_tail") or f"no {RUN} in {run_dir}"
+    return entry(backend, OK if ok else FAILED, run_dir, record, process, detail)
+
+
+def find_runs(root, backends: Optional[Iterable[str]] = None):
+    """Entries for the run records under ``root`` (any depth), newest per backend by mtime.
+
+    Returns ``(entries, notes)``: one entry per backend found (in ``backends`` order when
+    given, a ``no run record`` entry for each one not found) and a note for every backend
+    with several runs, naming the one taken.
+    """
+    paths = sorted(glob.glob(os.path.join(root, "**", RUN), recursive=True),
+                   key=os.path.getmtime, reverse=True)
+    by_backend = {}
+    for path in paths:
+        with open(path) as f:
+            by_backend.setdefault(json.load(f).get("backend"), []).append(os.path.dirname(path))
+    wanted = list(backends) if backends else sorted(b for b in by_backend if b)
+    entries, notes = [], []
+    for b in wanted:
+        runs = by_backend.get(b, [])
+        if not runs:
+            entries.append(entry(b, MISSING, detail=f"no {RUN} of {b} under {root}"))
+            continue
+        if len(runs) > 1:
+            notes.append(f"{b}: {len(runs)} run records under {root}; using the newest, {runs[0]}")
+        entries.append(load_run(runs[0]))
+    return entries, notes
+
+
+def largest_gap(entries) -> Optional[dict]:
+    """The pair of successful backends furthest apart in test accuracy (None if fewer than two)."""
+    done = [e for e in entries if has_numbers(e)]
+    if len(done) < 2:
+        return None
+    a, b = max(itertools.combinations(done, 2),
+               key=lambda p: abs(p[0]["record"]["test_acc"] - p[1]["record"]["test_acc"]))
+    hi, lo = sorted((a, b), key=lambda e: -e["record"]["test_acc"])
+    acc = (hi["record"]["test_acc"], lo["record"]["test_acc"])
+    return dict(pair=[hi["backend"], lo["backend"]], test_acc=list(acc),
+                points=100 * (acc[0] - acc[1]))
+
+
+def init_from(e) -> Optional[str]:
+    """The initial weight file of a run: ``process.json``'s, else ``--init-from`` in its command."""
+    if _proc(e, "init_from"):
+        return _proc(e, "init_from")
+    args = shlex.split(_rec(e, "command") or "")
+    return next((v for k, v in zip(args, args[1:]) if k == "--init-from"), None)
+
+
+def differences(entries) -> List[str]:
+    """What differs between the successful runs among the things that should not."""
+    done = [e for e in entries if has_numbers(e)]
+    lines = []
+    for key in SAME:
+        values = {e["backend"]: e["record"].get(key) for e in done}
+        if len({json.dumps(v, sort_keys=True) for v in values.values()}) > 1:
+            lines.append(f"{key} differs: " + "; ".join(f"{b} {v}" for b, v in values.items()))
+    inits = {e["backend"]: init_from(e) for e in done}
+    if len(set(inits.values())) > 1 or None in inits.values():
+        lines.append("initial weights not shown to be the same: " +
+                     "; ".join(f"{b} {v or 'its own initialisation'}" for b, v in inits.items()))
+    return lines
+
+
+def combine(entries, notes=(), command=None, init=None) -> dict:
+    """Everything the report shows, as one JSON-ready structure."""
+    done = [e for e in entries if has_numbers(e)]
+    return dict(created=time.strftime("%Y-%m-%d %H:%M:%S"), command=command, init_weights=init,
+                recipe=done[0]["record"].get("recipe") if done else None,
+                model=done[0]["record"].get("model") if done else None,
+                backends=list(entries), succeeded=[e["backend"] for e in done],
+                largest_gap=largest_gap(entries), differences=differences(entries), notes=list(notes),
+                columns=[c[0] for c in COLUMNS])
+
+
+def table(combined) -> List[str]:
+    """The results as a Markdown table, one row per backend."""
+    rows = [[fmt(get(e), spec) for _, get, spec in COLUMNS] for e in combined["backends"]]
+    head = [c[0] for c in COLUMNS]
+    align = ["---" if c in ("backend", "framework", "device", "status") else "---:" for c in head]
+    return ["| " + " | ".join(r) + " |" for r in [head, align] + rows]
+
+
+def gap_line(combined) -> str:
+    g = combined["largest_gap"]
+    if g is None:
+        return "Largest gap in test accuracy: needs at least two successful backends."
+    return (f"Largest pairwise gap in test accuracy: {g['points']:.2f} points, "
+            f"{g['pair'][0]} ({g['test_acc'][0]:.4f}) vs {g['pair'][1]} ({g['test_acc'][1]:.4f}).")
+
+
+def _settings(combined) -> List[str]:
+    r, m = combined["recipe"], combined["model"]
+    if not r:
+        return []
+    lines = [f"- model: {json.dumps(m)}",
+             f"- recipe: {r['num_epochs']} epochs, batch {r['batch_size']}, {r['optimizer']} "
+             f"lr {r['lr']} momentum {r['momentum']} weight decay {r['weight_decay']}, "
+             f"input {r['resize']}x{r['resize']}, seed {r['seed']}"]
+    done = [e for e in combined["backends"] if has_numbers(e)]
+    rec = done[0]["record"]
+    lines.append(f"- data: {rec.get('data_dir')}, {rec.get('train_examples')} train / "
+                 f"{rec.get('test_examples')} test examples")
+    lines.append(f"- initial weights: {combined['init_weights'] or init_from(done[0]) or 'each backend its own'}")
+    return lines
+
+
+def markdown(combined) -> str:
+    """The text of report.md."""
+    out = ["# GoogLeNet on four frameworks: side by side", "",
+           f"Created {combined['created']}" + (f" by `{combined['command']}`" if combined["command"] else "")
+           + ".", ""]
+    out += _settings(combined) + ["", "## Results", ""] + table(combined) + ["", gap_line(combined), ""]
+    out += [f"- Note: {n}" for n in combined["notes"] + combined["differences"]]
+    devices = {_rec(e, "device") for e in combined["backends"] if has_numbers(e)}
+    gpu = "" if devices - {"cpu"} else " (All runs here are on the CPU, so (3) does not apply.)"
+    out += ["", "## Why they differ", "", WHY + gpu, "",
+            "## Curves and throughput", "", "![per-epoch curves](curves.png)", "",
+            "![throughput](throughput.png)", "",
+            "Compute-only examples/s count only the time inside `train_step` (forward, backward, "
+            "update); end-to-end examples/s divide by the whole training part of each epoch, data "
+            "preparation and host-to-device copies included. Peak memory is the training "
+            "process's maximum resident set size (host memory); wall time is the whole process, "
+            "start-up and evaluation included. See docs/compare.md.", ""]
+    failed = [e for e in combined["backends"] if not has_numbers(e)]
+    if failed:
+        out += ["## Failures", ""]
+        for e in failed:
+            out += [f"### {e['backend']}: {status_text(e)}", "", "```", (e["detail"] or "").rstrip(), "```", ""]
+    return "\n".join(out)
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_curves(combined, path):
+    """Train loss (left) and train / test accuracy (right) per epoch, one colour per backend."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for i, e in enumerate(e for e in combined["backends"] if has_numbers(e)):
+        h, c = e["record"]["history"], f"C{i}"
+        ep = [x["epoch"] for x in h]
+        ax_loss.plot(ep, [x["train_loss"] for x in h], "-o", color=c, ms=3, label=e["backend"])
+        ax_acc.plot(ep, [x["train_acc"] for x in h], "-o", color=c, ms=3, label=f"{e['backend']} train")
+        ax_acc.plot(ep, [x["test_acc"] for x in h], "--s", color=c, ms=3, label=f"{e['backend']} test")
+    for ax, name in ((ax_loss, "train loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_throughput(combined, path):
+    """Examples per second, compute-only and end-to-end, one pair of bars per backend."""
+    plt = _pyplot()
+    done = [e for e in combined["backends"] if has_numbers(e)]
+    fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(done) + 2), 3.2))
+    x = range(len(done))
+    for k, (key, label) in enumerate((("examples_per_sec_compute", "compute-only"),
+                                      ("examples_per_sec_end_to_end", "end-to-end"))):
+        ax.bar([i + (k - 0.5) * 0.38 for i in x], [e["record"][key] or 0 for e in done], 0.38, label=label)
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([e["backend"] for e in done])
+    ax.set_ylabel("examples / s")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(combined, out_dir) -> str:
+    """Write report.md, curves.png, throughput.png and combined.json; return report.md's path."""
+    os.makedirs(out_dir, exist_ok=True)
+    plot_curves(combined, os.path.join(out_dir, "curves.png"))
+    plot_throughput(combined, os.path.join(out_dir, "throughput.png"))
+    write_json(os.path.join(out_dir, "combined.json"), combined)
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w") as f:
+        f.write(markdown(combined))
+    return path
