@@ -125,13 +125,14 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
     """
     os.makedirs(run_dir, exist_ok=True)
     trainer = bk.Trainer(net, fast=fast, **recipe.trainer_kwargs())
-    state = dict(epoch=0, history=[], compute_time=0.0, train_time=0.0, examples=0)
+    state = dict(epoch=0, history=[], compute_time=0.0, train_time=0.0, examples=0, steps=[])
     if resume:
         path = find_checkpoint(run_dir)
         if path is None:
             log(f"no checkpoint in {run_dir}; starting from scratch")
         else:
             state = load_checkpoint(bk, net, trainer, path)
+            state.setdefault("steps", [])
             log(f"resumed from {path} after epoch {state['epoch']}")
     start_wall = time.perf_counter()
     done_now = 0
@@ -155,6 +156,7 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
                     f"{'is ' + last if last else 'does not exist yet (no epoch finished)'}; "
                     f"nothing was written after the divergence.")
             loss, correct, n = loss + l, correct + c, n + len(y)
+            state["steps"].append([round(l / len(y), 5), round(c / len(y), 4)])
             bar.update(step, loss / n, correct / n)
         train_time = time.perf_counter() - t_epoch
         test_loss, test_acc = evaluate(bk, trainer, test_loader)
@@ -172,6 +174,7 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
     rec.update(_summary(state))
     rec.update(recipe=recipe.to_dict(), epochs_done=state["epoch"],
                complete=state["epoch"] >= recipe.num_epochs, history=state["history"],
+               steps_to_leave_chance=steps_to_leave_chance(state["steps"]), steps=state["steps"],
                wall_time_this_call=time.perf_counter() - start_wall)
     _atomic_json(os.path.join(run_dir, "run.json"), rec)
     if state["history"]:
@@ -188,6 +191,16 @@ def _summary(state):
                 examples_per_sec_compute=n / compute if compute else None,
                 examples_per_sec_end_to_end=n / train_time if train_time else None,
                 train_time=train_time)
+
+
+def steps_to_leave_chance(steps, window=10, threshold=0.2):
+    """The first step after which the mean training accuracy of the last ``window`` steps
+    exceeds ``threshold`` (twice chance for 10 classes); None if it never does."""
+    acc = [a for _, a in steps]
+    for i in range(window, len(acc) + 1):
+        if sum(acc[i - window:i]) / window > threshold:
+            return i
+    return None
 
 
 def closing_lines(rec) -> str:

@@ -221,7 +221,7 @@ def _settings(combined) -> List[str]:
     if not r:
         return []
     lines = [f"- model: {json.dumps(m)}",
-             f"- recipe: {r['num_epochs']} epochs, batch {r['batch_size']}, {r['optimizer']} "
+             f"- recipe: epochs {r['num_epochs']}, batch {r['batch_size']}, {r['optimizer']} "
              f"lr {r['lr']} momentum {r['momentum']} weight decay {r['weight_decay']}, "
              f"input {r['resize']}x{r['resize']}, seed {r['seed']}"]
     done = [e for e in combined["backends"] if has_numbers(e)]
@@ -267,6 +267,7 @@ def _pyplot():
 def plot_curves(combined, path):
     """Train loss (left) and train / test accuracy (right) per epoch, one colour per backend."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
     for i, e in enumerate(e for e in combined["backends"] if has_numbers(e)):
         h, c = e["record"]["history"], f"C{i}"
@@ -275,6 +276,8 @@ def plot_curves(combined, path):
         ax_acc.plot(ep, [x["train_acc"] for x in h], "-o", color=c, ms=3, label=f"{e['backend']} train")
         ax_acc.plot(ep, [x["test_acc"] for x in h], "--s", color=c, ms=3, label=f"{e['backend']} test")
     for ax, name in ((ax_loss, "train loss"), (ax_acc, "accuracy")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_xlabel("epoch")
         ax.set_title(name, fontsize=9)
         ax.grid(True, alpha=0.3)
