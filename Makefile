@@ -23,5 +23,11 @@ test: $(STAMP)
 summary: $(STAMP)
 	$(PY) scripts/summary.py $(ARGS)
 
+compare: $(STAMP)
+	$(PY) scripts/compare.py $(ARGS)
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py $(ARGS)
+
 clean-venv:
 	rm -rf $(VENV)

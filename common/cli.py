@@ -143,7 +143,7 @@ def train_main(argv=None, fixed_backend=None):
     record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),
                   model=model, params=bk.count_params(net), macs_per_example=analysis.macs,
                   data_dir=D.data_dir(data_dir), limit=limit, train_examples=len(train_iter.split),
-                  test_examples=len(test_iter.split), fast=args.fast,
+                  test_examples=len(test_iter.split), fast=args.fast, init_from=args.init_from,
                   python=platform.python_version(), command=" ".join(sys.argv))
     print(f"{name} {bk.framework_version()} on {bk.device()}: {model['preset']} net, "
           f"{record['params']:,} parameters, {len(train_iter.split)} train / "

@@ -281,7 +281,8 @@ def plot_curves(combined, path):
         ax.set_xlabel("epoch")
         ax.set_title(name, fontsize=9)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -301,7 +302,8 @@ def plot_throughput(combined, path):
     ax.set_xticklabels([e["backend"] for e in done])
     ax.set_ylabel("examples / s")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    if done:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -119,17 +119,16 @@ def run_backend(args, backend, run_dir, init, sha256):
 def main(argv=None):
     args = parser().parse_args(argv)
     out = args.out or os.path.join("reports", f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(out, exist_ok=True)
-    init = None
+    init, notes = None, []
     if args.from_runs:
         entries, notes = R.find_runs(args.from_runs, backend_list(args.backends, None))
     else:
+        backends = backend_list(args.backends, installed())
         model = model_options(args, in_channels=1, num_classes=10, input_size=args.resize)
         init = write_init(args, model, os.path.abspath(os.path.join(out, "init-weights.npz")))
         sha256 = hashlib.sha256(open(init, "rb").read()).hexdigest()
-        notes = []
         entries = [run_backend(args, b, os.path.abspath(os.path.join(out, "runs", b)), init, sha256)
-                   for b in backend_list(args.backends, installed())]
+                   for b in backends]
     command = " ".join(["scripts/compare.py"] + (sys.argv[1:] if argv is None else list(argv)))
     combined = R.combine(entries, notes, command=command, init=init)
     path = R.write_report(combined, out)
