@@ -12,6 +12,12 @@ from common.spec import BN_EPS, BN_MOMENTUM, get_spec
 from .core import to_numpy, to_tensor
 
 
+def relu(X):
+    """ReLU that keeps NaN, as PyTorch, TensorFlow and MXNet do (Paddle's ``F.relu`` maps NaN
+    to 0 and would hide a diverged step): ``hardtanh`` on [0, inf), same values and gradients."""
+    return F.hardtanh(X, 0.0, float("inf"))
+
+
 class BatchNorm2D(nn.BatchNorm2D):
     """Paddle's batch norm, its running variance fed PyTorch's unbiased batch variance.
 
@@ -52,7 +58,7 @@ class ConvBlock(nn.Layer):
         X = self.conv(X)
         if self.bn is not None:
             X = self.bn(X)
-        return F.relu(X) if self.relu else X
+        return relu(X) if self.relu else X
 
 
 class DenseBlock(nn.Layer):
@@ -65,7 +71,7 @@ class DenseBlock(nn.Layer):
 
     def forward(self, X):
         X = self.linear(X)
-        return F.relu(X) if self.relu else X
+        return relu(X) if self.relu else X
 
 
 class Concat(nn.Layer):
@@ -149,7 +155,7 @@ class GoogLeNet(nn.Layer):
         return self.aux[name](X)
 
     def forward(self, X, collect=()):
-        # bound methods, not lambdas: Paddle's bytecode tracer (to_static) trips on closures
+        # bound methods, not lambdas: paddle.jit.to_static (SOT) trips on closures over self
         return M.run(self.spec, self.call_block, self.call_aux, X, training=self.training,
                      collect=collect)
 

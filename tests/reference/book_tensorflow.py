@@ -8,7 +8,8 @@ stride-2 layers (b1's 7x7/2 conv and the four 3x3/2 pools on even inputs: 0 befo
 1 after for a pool on 48, 2 before, 3 after for the conv on 96).  So at 96x96 its
 logits differ from ours (and PyTorch's, MXNet's) for the same weights.  Where every
 stride-2 layer gets an odd input (97x97: 97, 49, 25, 13, 7), 'same' is symmetric and
-the book's net computes exactly our function.
+the book's net computes exactly our function; ``book_net(symmetric=True)`` pads those
+five layers symmetrically and matches ours at 96x96 too.
 """
 from collections import OrderedDict
 
@@ -90,10 +91,39 @@ def net():
 
 
 # --------------------------------------------------------------------------- glue
-def book_net():
-    """The book's model, built for a 1x96x96 input (Keras's default initialisers)."""
+#: The book's TensorFlow net pads its stride-2 layers with 'same' (asymmetric on even sizes).
+SAME_PADDING = True
+
+
+def _symmetric(layer):
+    """A stride-2 'same' layer of the book as explicit symmetric padding + 'valid' (ours)."""
+    k = layer.kernel_size[0] if hasattr(layer, "kernel_size") else layer.pool_size[0]
+    pad = [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]]
+    if isinstance(layer, tf.keras.layers.Conv2D):
+        return [tf.keras.layers.ZeroPadding2D(k // 2),
+                tf.keras.layers.Conv2D(layer.filters, k, strides=2, activation='relu')]
+    return [tf.keras.layers.Lambda(lambda x: tf.pad(x, pad, constant_values=float('-inf'))),
+            tf.keras.layers.MaxPool2D(pool_size=k, strides=2)]
+
+
+def book_net(symmetric=False, weights=None):
+    """The book's model, built for a 1x96x96 input (Keras's default initialisers).
+
+    Args:
+        symmetric: replace the five stride-2 'same' layers (b1's conv, the pools of b1 to
+            b4) by symmetric padding + 'valid', as in the table; everything else as written.
+        weights: a book model whose weights are copied in (same order either way).
+    """
     model = net()
+    if symmetric:
+        model = tf.keras.Sequential([
+            tf.keras.Sequential([new for layer in block.layers
+                                 for new in (_symmetric(layer) if getattr(layer, "strides", (1,))[0] == 2
+                                             else [layer])])
+            for block in model.layers[:5]] + [model.layers[5]])
     model(tf.zeros((1, 96, 96, 1)))
+    if weights is not None:
+        model.set_weights(weights.get_weights())
     return model
 
 
