@@ -125,7 +125,7 @@ def test_book_parity(name):
     if getattr(ref, "SAME_PADDING", False):
         # The book's TensorFlow net pads stride-2 layers asymmetrically ('same'); ours pads
         # symmetrically like the other three frameworks, so the numbers differ on purpose.
-        assert np.abs(ours - theirs).max() > 1e-3
+        assert np.abs(ours - theirs).max() > 0.02 * np.abs(theirs).max()
         sym = ref.book_logits(ref.book_net(symmetric=True, weights=book), X)
         np.testing.assert_allclose(ours, sym, **TOL)
     else:

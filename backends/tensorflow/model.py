@@ -63,22 +63,18 @@ class DenseBlock(layers.Layer):
 
 
 class MaxPool(layers.Layer):
-    """Max pooling with PyTorch's semantics: padded cells are -inf, so they never win, and
-    a NaN in a window gives NaN (TensorFlow's kernel skips NaNs; a gradient-free average
-    pool times zero puts them back, at a negligible cost)."""
+    """Max pooling; padded cells are -inf, so they never win (PyTorch's semantics)."""
 
     def __init__(self, layer, **kwargs):
         super().__init__(**kwargs)
         self.k, self.s, self.p = layer.kernel, layer.stride, layer.padding
 
     def call(self, X):
-        k, s, p = self.k, self.s, self.p
-        if _same(k, s, p):
-            Y, Z = tf.nn.max_pool2d(X, k, 1, "SAME"), tf.nn.avg_pool2d(X, k, 1, "SAME")
-        else:
-            Y = tf.nn.max_pool2d(tf.pad(X, _pads(p), constant_values=float("-inf")), k, s, "VALID")
-            Z = tf.nn.avg_pool2d(tf.pad(X, _pads(p)), k, s, "VALID")
-        return Y + 0 * tf.stop_gradient(Z)
+        if _same(self.k, self.s, self.p):
+            return tf.nn.max_pool2d(X, self.k, 1, "SAME")
+        if self.p:
+            X = tf.pad(X, _pads(self.p), constant_values=float("-inf"))
+        return tf.nn.max_pool2d(X, self.k, self.s, "VALID")
 
 
 class LRN(layers.Layer):
