@@ -235,9 +235,10 @@ def _params_of(net, name):
 
 
 def forward(net, X, training=False):
-    """Logits for a NumPy (NCHW) or tensor (NHWC) batch, as NumPy (a tuple with aux heads in training)."""
+    """Logits for a NumPy (NCHW) or tensor (NHWC) batch, as NumPy (a tuple with aux heads in
+    training); a feature map (``include_top=False, pooling=None``) comes back NCHW."""
     out = net(to_tensor(X), training=training)
-    return type(out)(*map(to_numpy, out)) if isinstance(out, tuple) else to_numpy(out)
+    return type(out)(*map(nchw, out)) if isinstance(out, tuple) else nchw(out)
 
 
 def _collect(net, X, names):

@@ -1,0 +1,94 @@
+"""The whole family from the table, on every backend: the paper's net with auxiliary heads,
+the batch-norm variant, and the constructor options."""
+import numpy as np
+import pytest
+
+from common import oracle, spec as S
+from common.loop import fit
+from common.train_config import Recipe
+from common import data as D
+from tests.datagen import make_dataset
+
+
+def test_paper_with_and_without_aux(bk):
+    with_aux = bk.build("paper", seed=None)
+    assert bk.count_params(with_aux) == 13_378_280
+    assert bk.count_params(bk.build("paper", aux_logits=False, seed=None)) == 6_998_552
+
+
+def test_torchvision_style(bk):
+    net = bk.build("bn", branch3_kernel=3, seed=None)
+    assert bk.count_params(net) == 13_004_888
+    assert bk.count_params(bk.build("bn", branch3_kernel=3, aux_logits=False, seed=None)) == 6_624_904
+
+
+def test_training_mode_returns_logits_aux2_aux1(bk):
+    spec = S.googlenet("paper", input_size=96, num_classes=7)
+    net = bk.build(spec)
+    X = np.random.default_rng(0).random((2, 3, 96, 96), dtype=np.float32)
+    out = bk.forward(net, X, training=True)
+    assert type(out).__name__ == "GoogLeNetOutputs" and out._fields == ("logits", "aux2", "aux1")
+    assert [o.shape for o in out] == [(2, 7)] * 3
+    assert bk.forward(net, X).shape == (2, 7)            # eval mode: logits alone
+
+
+def test_features_are_the_named_taps(bk):
+    spec = S.scale_channels(S.googlenet("d2l"), 0.25)
+    a = oracle.analyze(spec)
+    shapes = {b.name: b.out_shape for b in a.blocks}
+    X = np.random.default_rng(0).random((1, 1, 96, 96), dtype=np.float32)
+    feats = bk.features(bk.build(spec), X)
+    assert list(feats) == ["b3.inception3b", "b4.inception4a", "b4.inception4d", "b5.inception5b"]
+    for k, v in feats.items():
+        assert v.shape[1:] == shapes[k]
+
+
+@pytest.mark.parametrize("pooling, shape", [("avg", (1024,)), ("max", (1024,)), (None, (1024, 3, 3))])
+def test_include_top_false(bk, pooling, shape):
+    net = bk.build("d2l", include_top=False, pooling=pooling, seed=0)
+    X = np.random.default_rng(0).random((2, 1, 96, 96), dtype=np.float32)
+    assert bk.forward(net, X).shape == (2,) + shape
+    assert bk.count_params(net) == 5_977_530 - 10_250
+
+
+def test_in_channels_and_classes(bk):
+    net = bk.build("d2l", in_channels=3, num_classes=100, input_size=64)
+    X = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    assert bk.forward(net, X).shape == (2, 100)
+    assert bk.count_params(net) == oracle.analyze(net.spec).params
+
+
+def test_too_small_for_aux_heads_names_minimum(bk):
+    with pytest.raises(oracle.InputTooSmall, match="65x65"):
+        bk.build("paper", input_size=64)
+
+
+def _ce_sum(z, y):
+    z = z.astype(np.float64) - z.max(1, keepdims=True)
+    return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).sum())
+
+
+def test_step_loss_adds_weighted_aux_losses(bk, tmp_path):
+    """train_step optimises main + 0.3 x (aux1 + aux2) (dropout off, lr 0: a pure readout)."""
+    spec = S.scale_channels(S.googlenet("bn", in_channels=1, num_classes=10, input_size=65,
+                                        dropout=0.0, dropout_aux=0.0), 0.125)
+    net = bk.build(spec, seed=0)
+    X = np.random.default_rng(1).random((8, 1, 65, 65), dtype=np.float32)
+    y = np.arange(8) % 10
+    main, aux2, aux1 = (_ce_sum(z, y) for z in bk.forward(net, X, training=True))
+    loss, _ = bk.Trainer(net, lr=0.0, aux_weight=0.3).train_step(bk.to_tensor(X), bk.to_tensor(y))
+    assert loss == pytest.approx(main + 0.3 * (aux1 + aux2), rel=1e-4)
+    assert loss > main * 1.3                               # the aux terms really are there
+
+
+def test_bn_preset_with_aux_trains(bk, tmp_path):
+    data = make_dataset(str(tmp_path / "d"), 64, 32)
+    train, test = D.load_fashion_mnist(data, 65, download_missing=False)
+    spec = S.scale_channels(S.googlenet("bn", in_channels=1, num_classes=10, input_size=65), 0.125)
+    net = bk.build(spec, seed=0)
+    rec = fit(bk, net, D.Loader(train, 16, True), D.Loader(test, 32),
+              Recipe(num_epochs=2, batch_size=16, lr=0.05, momentum=0.9, resize=65),
+              str(tmp_path / "run"), progress=False, log=lambda *a: None)
+    h = rec["history"]
+    assert all(np.isfinite(e["train_loss"]) for e in h) and rec["epochs_done"] == 2
+    assert h[1]["train_loss"] < h[0]["train_loss"]
