@@ -8,6 +8,7 @@ Every backend subpackage (``backends.mxnet``, ``backends.pytorch``,
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from common.switch import BACKENDS, FRAMEWORK_MODULE, BackendError, canonical, installed, missing_message, resolve
 
@@ -30,8 +31,10 @@ def get_backend(name: str = None):
     name = resolve(name)
     # Note: in a process that uses both PyTorch and TensorFlow, import torch first
     # (tests/conftest.py does); choosing one backend imports no other framework.
+    framework = FRAMEWORK_MODULE[name]
     try:
-        importlib.import_module(FRAMEWORK_MODULE[name])
+        return importlib.import_module(f"backends.{name}")
     except ImportError as e:
-        raise BackendError(missing_message(name, e)) from None
-    return importlib.import_module(f"backends.{name}")
+        if (e.name or "").split(".")[0] == framework or importlib.util.find_spec(framework) is None:
+            raise BackendError(missing_message(name, e)) from None
+        raise

@@ -12,7 +12,9 @@ frameworks never share a process and the peak memory (max RSS) is that configura
 * ``book``  — the book's code: ``tests/reference/book_<backend>.py``'s ``book_net()`` and
   ``make_book_step`` (one step exactly as ``d2l.train_ch6``), ``book_logits`` for inference;
 * ``eager`` — ours without fast paths: ``build()`` + ``Trainer(net, fast=False)``;
-* ``fast``  — ours as shipped: ``build()`` + ``Trainer(net, fast=True)`` (the default).
+* ``fast``  — ours as shipped: ``build()`` + ``Trainer(net, fast=True)`` (the default);
+* opt-in fast paths that are not the default, for PyTorch ``channels_last``
+  (``Trainer(net, fast='channels_last')``); ``--no-opt-in`` leaves them out.
 
 Training throughput: ``--warmup`` steps excluded, then ``--repeats`` timings of ``--steps``
 steps each; the median is reported.  A step takes a NumPy batch (generated data, four
@@ -48,6 +50,11 @@ from common import bench as B
 from common.switch import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
 
 CONFIGS = ("book", "eager", "fast")
+#: ours: config name -> the Trainer's ``fast`` argument
+OURS = {"eager": False, "fast": True}
+#: documented opt-in fast paths that are not the default (they change float32 summation
+#: order beyond the equivalence tests' tolerance), measured as extra configurations
+OPT_IN = {"pytorch": {"channels_last": "channels_last"}}
 MARK = "BENCH-RESULT "
 #: the issue's targets (2-core CPU, batch 32, 96x96)
 TARGET_RATIO, TARGET_ROOFLINE, TARGET_BEST_ROOFLINE = 1.5, 0.5, 0.6
@@ -66,6 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=8, help="steps per timed repeat")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="which of book,eager,fast to run")
+    p.add_argument("--no-opt-in", dest="opt_in", action="store_false",
+                   help="skip the opt-in fast paths (PyTorch channels_last)")
     p.add_argument("--pipeline-backend", default="pytorch",
                    help="backend for the data-pipeline check (end-to-end vs compute-only); 'none' skips it")
     p.add_argument("--pipeline-batches", type=int, default=24, help="batches per epoch of that check")
@@ -114,9 +123,9 @@ def worker_config(backend, config, args):
         step = ref.make_book_step(net, lr=0.1)
         train = lambda X, y: step(X, y)                             # noqa: E731
         infer = lambda X, y: ref.book_logits(net, X)                # noqa: E731
-    elif config in ("eager", "fast"):
+    elif config in OURS or config in OPT_IN.get(backend, {}):
         net = bk.build(input_size=args.input_size)
-        trainer = bk.Trainer(net, lr=0.1, fast=config == "fast")
+        trainer = bk.Trainer(net, lr=0.1, fast=OURS.get(config, OPT_IN.get(backend, {}).get(config)))
         train = lambda X, y: trainer.train_step(bk.to_tensor(X), bk.to_tensor(y))  # noqa: E731
         infer = lambda X, y: trainer.eval_step(bk.to_tensor(X), bk.to_tensor(y))   # noqa: E731
     else:
@@ -239,6 +248,11 @@ def summarize_backend(res, flops, peak):
                fast_gain_train=B.ratio(g("fast", "train_ex_s"), g("eager", "train_ex_s")),
                fast_gain_infer=B.ratio(g("fast", "infer_ex_s"), g("eager", "infer_ex_s")),
                memory_ratio=B.ratio(g("fast", "peak_rss_mb"), g("book", "peak_rss_mb")))
+    res["opt_in"] = {c: dict(ratio_train=B.ratio(g(c, "train_ex_s"), g("book", "train_ex_s")),
+                             gain_train=B.ratio(g(c, "train_ex_s"), g("eager", "train_ex_s")),
+                             ratio_infer=B.ratio(g(c, "infer_ex_s"), g("book", "infer_ex_s")),
+                             gain_infer=B.ratio(g(c, "infer_ex_s"), g("eager", "infer_ex_s")))
+                     for c in cfg if c not in CONFIGS}
     return res
 
 
@@ -287,9 +301,10 @@ def tables(rep):
            f"{rep['load_after']}.",
            "",
            f"FLOPs per training example: {f['train_flops'] / 1e9:.3f} GFLOP "
-           f"({f['forward_macs']:,} forward MACs; {B.FLOP_CONVENTION}). Matmul peak "
-           f"{rf['peak_gflops']:.0f} GFLOP/s ({rf['peak_library']}, {s['matmul_size']}^2 float32) "
-           f"-> roofline {rf['roofline_ex_s']:.1f} examples/s.",
+           f"({f['forward_macs']:,} forward MACs; {B.FLOP_CONVENTION}). " + (
+               f"Matmul peak {rf['peak_gflops']:.0f} GFLOP/s ({rf['peak_library']}, {s['matmul_size']}^2 "
+               f"float32, best median of this run) -> roofline {rf['roofline_ex_s']:.1f} examples/s."
+               if rf.get("peak_gflops") else "The matmul peak could not be measured."),
            "",
            "Training (examples/s):",
            "",
@@ -300,6 +315,21 @@ def tables(rep):
            "",
            B.markdown_table(["backend", "book", "ours eager", "ours fast", "ours/book", "RSS book",
                              "RSS eager", "RSS fast", "1st step book", "1st step fast"], inf_rows)]
+    opt_rows = []
+    for name, r in rep["backends"].items():
+        for c, o in (r.get("opt_in") or {}).items():
+            rc = r["configs"][c]
+            if rc.get("status") != "ok":
+                opt_rows.append([f"{name} {c}", rc.get("status", "")] + [""] * 6)
+                continue
+            opt_rows.append([f"{name} `{c}`", B.fmt(rc["train_ex_s"]), B.fmt(o["ratio_train"], 2, suffix="x"),
+                             B.fmt(o["gain_train"], 2, suffix="x"), B.fmt(rc.get("roofline_fraction"), pct=True),
+                             B.fmt(rc["infer_ex_s"]), B.fmt(o["gain_infer"], 2, suffix="x"),
+                             B.fmt(rc["peak_rss_mb"], 0)])
+    if opt_rows:
+        out += ["", "Opt-in fast paths (not the default; training and inference examples/s):", "",
+                B.markdown_table(["backend, path", "train", "/book", "/eager", "of roofline", "inference",
+                                  "/eager", "RSS"], opt_rows)]
     p = rep.get("pipeline")
     if p and p.get("status") == "ok":
         out += ["", f"Data pipeline ({p['backend']}, common.loop.fit + Loader, {p['examples']} generated "
@@ -356,7 +386,8 @@ def main(argv=None):
             print(f"{name}: skipped ({backends[name]['reason']})")
             continue
         res = dict(status="ok", configs={})
-        for config in configs:
+        extra = list(OPT_IN.get(name, {})) if args.opt_in else []
+        for config in configs + extra:
             print(f"{name}: {config} ...", flush=True)
             r = run_worker(args, name, config)
             res["configs"][config] = r

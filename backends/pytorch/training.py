@@ -17,23 +17,28 @@ class Trainer:
         lr, momentum, weight_decay: SGD hyperparameters (the book: 0.1, 0, 0).
         optimizer: ``'sgd'`` (the book's) or ``'adam'``.
         aux_weight: weight of each auxiliary loss when the net has aux heads (0.3).
-        fast: channels-last memory format (NHWC): the network's parameters are
-            converted in place (``net.to(memory_format=torch.channels_last)``, which also
-            speeds up ``forward`` on it afterwards) and every batch is passed as
-            channels-last, so oneDNN runs its convolutions without converting layouts at
-            every call.  About 1.3-1.4x faster training on the CPU, no start-up cost; the
-            numbers change only by float32 summation order (as with another thread
-            count).  ``torch.compile`` was measured and is not used: slower here and
-            about a minute of compilation (see docs/performance.md).
+        fast: ``True`` (the default) is eager PyTorch, already its fastest path that
+            changes no numbers (``torch.compile`` was measured: slower here, and about a
+            minute of compilation).  ``fast='channels_last'`` opts in to the channels-last
+            memory format: the network's parameters are converted in place
+            (``net.to(memory_format=torch.channels_last)``; ``forward`` on it is then
+            channels-last too) and every batch is passed channels-last, so oneDNN runs
+            its convolutions without layout conversions: about 1.3x faster training on
+            a CPU, no start-up cost.  It is not the default because it changes float32
+            summation order: one step stays within 1e-5 of eager, but three momentum
+            steps drift past the equivalence tests' 1e-4 (a ReLU input at 1e-8 flips
+            sign).  See docs/performance.md.
     """
 
     def __init__(self, net, *, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
                  aux_weight=0.3, fast=True):
         check_optimizer(optimizer)
         self.net, self.aux_weight = net, aux_weight
-        self.memory_format = torch.channels_last if fast else None
-        if fast:
-            net.to(memory_format=torch.channels_last)
+        if fast not in (True, False, "channels_last"):
+            raise ValueError(f"fast must be True, False or 'channels_last', not {fast!r}")
+        self.memory_format = torch.channels_last if fast == "channels_last" else None
+        if self.memory_format is not None:
+            net.to(memory_format=self.memory_format)
         params = [p for p in net.parameters() if p.requires_grad]
         if optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)

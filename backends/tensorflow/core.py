@@ -1,6 +1,10 @@
 """TensorFlow: device, version, tensors, seeding.  Images are NHWC inside, NCHW outside."""
+import os
+
 import numpy as np
-import tensorflow as tf
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # keep TensorFlow's start-up chatter quiet
+import tensorflow as tf  # noqa: E402
 
 NAME = "tensorflow"
 
