@@ -45,6 +45,11 @@ FORWARD_SPECS = {
     "bn": lambda: S.googlenet("bn", in_channels=1, num_classes=10, input_size=96, aux_logits=False),
     "paper-lrn-3x3": lambda: S.googlenet("paper", norm="lrn", branch3_kernel=3, input_size=112),
 }
+TRAIN_SPECS = {
+    "d2l": lambda: S.googlenet("d2l"),
+    "bn-nodrop": lambda: S.googlenet("bn", in_channels=1, num_classes=10, input_size=96,
+                                     aux_logits=False, dropout=0.0),
+}
 
 
 def forward_outputs(key):
@@ -84,7 +89,7 @@ def test_forward_equal(a, b, key):
 # --------------------------------------------------------------------------- training
 def steps(key, n_steps, **trainer_kwargs):
     def compute(bk):
-        spec = S.googlenet("d2l") if key == "d2l" else FORWARD_SPECS[key]()
+        spec = TRAIN_SPECS[key]()
         net = bk.build(spec, seed=11)
         trainer = bk.Trainer(net, **trainer_kwargs)
         losses = []
@@ -168,3 +173,16 @@ def test_mismatched_weights_name_first_layer_and_load_nothing(bk):
     with pytest.raises(W.WeightsError, match=r"b3\.inception3b\.p2_2\.weight.*missing"):
         bk.set_weights(net, bad)
     compare(bk.get_weights(net), before, tol=dict(atol=0, rtol=0), what="half-loaded:")
+
+
+@pytest.mark.parametrize("a, b", PAIRS)
+def test_bn_step_loss_and_running_stats_equal(a, b):
+    """Batch norm in training mode: the loss and the running statistics agree.  (The updated
+    weights of this net are ill-conditioned in float32 at initialisation: PyTorch float32
+    itself differs from PyTorch float64 by ~4e-3 after one step, see docs/fidelity.md.)"""
+    kw = dict(lr=0.1)
+    (la, wa), (lb, wb) = (cached(n, "bn-step", steps("bn-nodrop", 1, **kw)) for n in (a, b))
+    np.testing.assert_allclose(la, lb, rtol=1e-4)
+    stats = [k for k in wa if k.endswith("running_mean") or k.endswith("running_var")]
+    assert stats
+    compare({k: wa[k] for k in stats}, {k: wb[k] for k in stats}, what=f"{a} vs {b} BN stats:")

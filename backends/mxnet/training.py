@@ -3,7 +3,16 @@ import os
 
 from mxnet import autograd, gluon
 
+from common import oracle
+from common.spec import BN_MOMENTUM
 from common.train_config import check_optimizer
+
+
+def _bn_running_vars(net):
+    """(running_var parameter, output H*W) of every batch norm, for the variance fix-up."""
+    shapes = {r.name: r.out_shape for r in oracle.analyze(net.spec, net.input_size).layers}
+    return [(m.bn.running_var, shapes[q][1] * shapes[q][2]) for q, m in net.param_layers.items()
+            if getattr(m, "bn", None) is not None]
 
 
 class Trainer:
@@ -32,6 +41,18 @@ class Trainer:
         # Parameters with grad_req 'null' (batch-norm running statistics) are not updated.
         self.trainer = gluon.Trainer(net.collect_params(), optimizer, hyper)
         self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
+        self._bn = _bn_running_vars(net)
+
+    def _fix_running_vars(self, before, batch):
+        """MXNet updates the running variance with the biased batch variance; PyTorch,
+        TensorFlow and (ours) Paddle with the unbiased one.  With m = 1 - BN_MOMENTUM,
+        new = m*old + (1-m)*biased, so the unbiased update is new + (new - m*old)/(n-1)."""
+        m = 1 - BN_MOMENTUM
+        for (p, hw), old in zip(self._bn, before):
+            n = batch * hw
+            if n > 1:
+                new = p.data()
+                p.set_data(new + (new - m * old) / (n - 1))
 
     @staticmethod
     def _correct(logits, y):
@@ -43,7 +64,7 @@ class Trainer:
         As in the book, the per-example losses are summed by ``backward`` and
         ``trainer.step(batch_size)`` divides the gradient by the batch size, so the
         optimised loss is the batch mean.  Gluon updates batch-norm running statistics
-        in the backward pass.
+        in the backward pass (with the biased variance, fixed up here).
         """
         with autograd.record():
             out = self.net(X)
@@ -51,8 +72,11 @@ class Trainer:
             l = self.loss(logits, y)
             if isinstance(out, tuple):
                 l = l + self.aux_weight * sum(self.loss(a, y) for a in out[1:])
+        before = [p.data().copy() for p, _ in self._bn]
         l.backward()
         self.trainer.step(X.shape[0])
+        if self._bn:
+            self._fix_running_vars(before, X.shape[0])
         return float(l.sum()), self._correct(logits, y)
 
     def eval_step(self, X, y):

@@ -1,0 +1,78 @@
+"""scripts/bench.py: a smoke run (``--quick``) writes the report with every field; the FLOP
+accounting is the oracle's.  No timing is asserted (the machine may be busy)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from common import bench as B, oracle
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_flops_convention():
+    f = B.flops("d2l", 96)
+    assert f["forward_macs"] == oracle.analyze("d2l", 96).macs == 276_066_304
+    assert f["forward_flops"] == 2 * f["forward_macs"]
+    assert f["train_flops"] == 6 * f["forward_macs"] == 1_656_397_824      # ~1.66 GFLOP
+
+
+def test_derived_numbers_and_table():
+    r = B.derive(dict(train_ex_s=50.0), train_flops=2_000_000_000, peak_gflops=200.0)
+    assert r["train_gflops"] == pytest.approx(100.0) and r["roofline_fraction"] == pytest.approx(0.5)
+    assert B.ratio(3.0, 2.0) == 1.5 and B.ratio(None, 2.0) is None
+    table = B.markdown_table(["a", "b"], [["x", "1"]])
+    assert table.splitlines() == ["| a | b |", "| --- | ---: |", "| x | 1 |"]
+
+
+def test_quick_run_pytorch(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "bench"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench.py"), "--quick",
+                        "--backends", "pytorch", "--out", str(out)],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rep = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.md").read_text().count("| pytorch") >= 2
+
+    s = rep["settings"]
+    assert rep["flops"]["train_flops"] == 6 * oracle.analyze("d2l", s["input_size"]).macs
+    assert rep["flops"]["forward_macs"] == oracle.analyze("d2l", s["input_size"]).macs
+    for key in ("command", "time", "machine", "load_before", "load_after", "roofline", "targets",
+                "pipeline"):
+        assert key in rep, key
+    assert rep["roofline"]["peak_gflops"] > 0
+    assert rep["roofline"]["roofline_ex_s"] == pytest.approx(
+        rep["roofline"]["peak_gflops"] * 1e9 / rep["flops"]["train_flops"])
+
+    bk = rep["backends"]["pytorch"]
+    assert bk["status"] == "ok"
+    assert set(bk["configs"]) >= {"book", "eager", "fast"}
+    for name, c in bk["configs"].items():
+        assert c["status"] == "ok", (name, c.get("error"), c.get("traceback"))
+        for key in ("train_ex_s", "train_runs", "infer_ex_s", "peak_rss_mb", "train_gflops",
+                    "roofline_fraction", "first_step_s", "framework_version"):
+            assert key in c, (name, key)
+        assert len(c["train_runs"]) == s["repeats"] and c["train_ex_s"] > 0
+        assert c["train_gflops"] == pytest.approx(c["train_ex_s"] * rep["flops"]["train_flops"] / 1e9)
+    for key in ("ratio_train", "ratio_infer", "fast_gain_train", "fast_gain_infer"):
+        assert bk[key] > 0, key
+    assert bk["ratio_train"] == pytest.approx(bk["configs"]["fast"]["train_ex_s"]
+                                              / bk["configs"]["book"]["train_ex_s"])
+    assert rep["pipeline"]["status"] == "ok", rep["pipeline"]
+    assert rep["pipeline"]["end_to_end_ex_s"] > 0 and "within_10pct" in rep["pipeline"]
+    assert "pytorch" in rep["targets"] and "best_roofline_met" in rep["targets"]
+
+
+def test_missing_backend_is_skipped(tmp_path, monkeypatch):
+    """A backend whose framework is not installed is reported as skipped, not an error."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "scripts"))
+    import bench as script
+    monkeypatch.setattr(script, "is_installed", lambda name: False)
+    monkeypatch.setattr(script, "run_worker", lambda *a, **k: dict(status="failed", error="offline"))
+    rep = script.main(["--quick", "--backends", "paddle", "--pipeline-backend", "none",
+                       "--out", str(tmp_path)])
+    assert rep["backends"]["paddle"]["status"] == "skipped"
+    assert json.loads((tmp_path / "bench.json").read_text())["backends"]["paddle"]["status"] == "skipped"
