@@ -89,3 +89,28 @@ def test_device_is_reported(bk):
     import shutil
     if shutil.which("nvidia-smi") is None:
         assert "cpu" in d.lower()
+
+
+def test_four_public_apis_are_the_same():
+    """Every installed backend exposes the same public names with the same signatures."""
+    import inspect
+    from common.switch import installed
+    from tests.conftest import backend_or_skip
+    mods = [backend_or_skip(n) for n in installed()]
+    if len(mods) < 2:
+        pytest.skip("needs two installed backends")
+
+    def public(m):
+        return {n for n in dir(m) if not n.startswith("_") and n not in ("core", "model", "training")}
+
+    def sig(f):
+        return str(inspect.signature(f))
+    first = mods[0]
+    for m in mods[1:]:
+        assert public(m) == public(first), (m.NAME, public(m) ^ public(first))
+        for name in ("build", "forward", "stage_outputs", "set_weights", "init_weights",
+                     "layer_table", "save_native", "load_native"):
+            assert sig(getattr(m, name)) == sig(getattr(first, name)), (m.NAME, name)
+        assert sig(m.Trainer.__init__) == sig(first.Trainer.__init__), m.NAME
+        for meth in ("train_step", "eval_step", "save_optimizer", "load_optimizer"):
+            assert sig(getattr(m.Trainer, meth)) == sig(getattr(first.Trainer, meth)), (m.NAME, meth)

@@ -186,3 +186,51 @@ def test_bn_step_loss_and_running_stats_equal(a, b):
     stats = [k for k in wa if k.endswith("running_mean") or k.endswith("running_var")]
     assert stats
     compare({k: wa[k] for k in stats}, {k: wb[k] for k in stats}, what=f"{a} vs {b} BN stats:")
+
+
+# --------------------------------------------------------------------------- native formats
+@pytest.mark.parametrize("name", BACKENDS)
+def test_native_format_roundtrip_through_convert(name, tmp_path):
+    """convert.py: neutral -> the framework's own format -> neutral, numbers unchanged."""
+    import subprocess
+    import sys
+    bk = backend_or_skip(name)
+    spec = S.googlenet("d2l")
+    src = str(tmp_path / "w.npz")
+    W.save(src, perturbed(spec, seed=2))
+    native, back = str(tmp_path / ("m" + bk.NATIVE_SUFFIX)), str(tmp_path / "back.npz")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for a, b in ((src, native), (native, back)):
+        out = subprocess.run([sys.executable, "scripts/convert.py", a, b], cwd=root,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert "max |diff| 0.00e+00" in out.stdout
+    compare(W.load(back), W.load(src), tol=dict(atol=0, rtol=0), what="round trip:")
+
+
+@pytest.mark.parametrize("dst", BACKENDS)
+def test_model_trained_in_one_framework_scores_the_same_in_another(dst, tmp_path_factory):
+    """A checkpoint trained with PyTorch evaluates to the same test accuracy elsewhere."""
+    from common import data as D
+    from common.loop import evaluate, fit
+    from common.train_config import Recipe
+    from tests.datagen import make_dataset
+
+    def trained(bk):
+        tmp = tmp_path_factory.mktemp("trained")
+        data = make_dataset(str(tmp / "d"), 96, 64)
+        train, test = D.load_fashion_mnist(data, 32, download_missing=False)
+        spec = S.scale_channels(S.googlenet("d2l", input_size=32), 0.25)
+        net = bk.build(spec, seed=0)
+        rec = fit(bk, net, D.Loader(train, 32, True), D.Loader(test, 32),
+                  Recipe(num_epochs=1, batch_size=32, lr=0.05, momentum=0.9, resize=32),
+                  str(tmp / "run"), progress=False, log=lambda *a: None)
+        return spec, test, rec, W.load(str(tmp / "run" / "checkpoint" / "weights.npz"))
+
+    spec, test, rec, weights = cached("pytorch", "trained", trained)
+    bk = backend_or_skip(dst)
+    net = bk.build(spec, seed=None)
+    bk.set_weights(net, weights)
+    loss, acc = evaluate(bk, bk.Trainer(net), D.Loader(test, 32))
+    assert acc == rec["test_acc"]
+    assert loss == pytest.approx(rec["history"][-1]["test_loss"], rel=1e-4)

@@ -274,3 +274,17 @@ def set_weights(net, weights):
 def init_weights(net, seed=0):
     """The recipe's initialisation (see :func:`common.weights.xavier_init`)."""
     return set_weights(net, W.xavier_init(net.spec, seed, net.input_size))
+
+
+NATIVE_SUFFIX = ".params"
+
+
+def save_native(net, path):
+    """Gluon's own format: ``net.save_parameters(path)``."""
+    net.save_parameters(path)
+    return path
+
+
+def load_native(net, path):
+    net.load_parameters(path, ctx=_device())
+    return net

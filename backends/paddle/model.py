@@ -268,3 +268,17 @@ def set_weights(net, weights):
 def init_weights(net, seed=0):
     """The recipe's initialisation (see :func:`common.weights.xavier_init`)."""
     return set_weights(net, W.xavier_init(net.spec, seed, net.input_size))
+
+
+NATIVE_SUFFIX = ".pdparams"
+
+
+def save_native(net, path):
+    """Paddle's own format: ``paddle.save(net.state_dict(), path)``."""
+    paddle.save(net.state_dict(), path)
+    return path
+
+
+def load_native(net, path):
+    net.set_state_dict(paddle.load(path))
+    return net

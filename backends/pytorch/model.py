@@ -218,3 +218,17 @@ def set_weights(net, weights):
 def init_weights(net, seed=0):
     """The recipe's initialisation (see :func:`common.weights.xavier_init`)."""
     return set_weights(net, W.xavier_init(net.spec, seed, net.input_size))
+
+
+NATIVE_SUFFIX = ".pt"
+
+
+def save_native(net, path):
+    """PyTorch's own format: ``torch.save(net.state_dict(), path)``."""
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def load_native(net, path):
+    net.load_state_dict(torch.load(path, map_location=_device()))
+    return net

@@ -154,6 +154,11 @@ class GoogLeNet(tf.keras.Model):
     ``net.param_layers`` (qualified name -> ConvBlock / DenseBlock) describe it.
     """
 
+    def get_config(self):
+        """Weights travel as files (save_native / the neutral .npz); the table is not
+        serialised into Keras configs."""
+        return {"spec": self.spec.name, "input_size": self.input_size}
+
     def __init__(self, spec, input_size):
         super().__init__(name=f"googlenet_{spec.name}".replace("*", "_"))
         self.spec, self.input_size = spec, input_size
@@ -310,3 +315,17 @@ def set_weights(net, weights):
 def init_weights(net, seed=0):
     """The recipe's initialisation (see :func:`common.weights.xavier_init`)."""
     return set_weights(net, W.xavier_init(net.spec, seed, net.input_size))
+
+
+NATIVE_SUFFIX = ".weights.h5"
+
+
+def save_native(net, path):
+    """Keras's own format: ``net.save_weights(path)`` (HDF5)."""
+    net.save_weights(path)
+    return path
+
+
+def load_native(net, path):
+    net.load_weights(path)
+    return net
