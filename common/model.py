@@ -73,3 +73,34 @@ def layer_table(spec: Spec, call_block: Callable, call_aux: Callable, X, shape_o
         rows.append(dict(name=h.name, kind="aux", out_shape=tuple(shape_of(out)),
                          params=int(params_of(h.name)), macs=macs[h.name]))
     return rows
+
+
+def construct(spec: Spec, input_size, primitive: Callable, concat: Callable, chain: Callable):
+    """Build one framework module per block of the table, walking it once for every backend.
+
+    ``primitive(layer, qname, in_shape)`` makes the module of a primitive record (its input
+    shape, canonical (C, H, W) / (F,), read off the oracle so that no shape is deferred);
+    ``concat(qname, branches)`` runs branch modules on one input and concatenates their
+    channels (an Inception block); ``chain(qname, modules)`` runs modules in sequence.
+    Returns ordered dicts: ``blocks`` (qualified block name -> module), ``aux`` (head name ->
+    module) and ``param_layers`` (qualified name -> the module of each conv / dense record,
+    the keys of the weight file).
+    """
+    analysis = oracle.check_input(spec, input_size)
+    in_shapes = {r.name: r.in_shape for r in analysis.layers + analysis.blocks}
+    param_layers = OrderedDict()
+
+    def make(qname, layer):
+        if layer.kind == "inception":
+            return concat(qname, [chain(f"{qname}.branch{i + 1}",
+                                        [make(f"{qname}.{name}", sub) for name, sub in branch])
+                                  for i, branch in enumerate(layer.branches())])
+        module = primitive(layer, qname, in_shapes[qname])
+        if layer.kind in ("conv", "dense"):
+            param_layers[qname] = module
+        return module
+
+    blocks = OrderedDict((q, make(q, layer)) for _, q, layer in iter_blocks(spec))
+    aux = OrderedDict((h.name, chain(h.name, [make(f"{h.name}.{n}", layer) for n, layer in h.layers]))
+                      for h in spec.aux)
+    return blocks, aux, param_layers

@@ -6,7 +6,7 @@ from types import MappingProxyType
 from mxnet import autograd, np
 from mxnet.gluon import nn
 
-from common import model as M, oracle, weights as W
+from common import model as M, weights as W
 from common.spec import BN_EPS, BN_MOMENTUM, get_spec, outputs_type
 
 from .core import _device, to_numpy, to_tensor
@@ -100,6 +100,12 @@ def _primitive(layer, in_shape):
     raise ValueError(f"unknown layer kind {kind!r}")
 
 
+def _chain(qname, blocks):
+    seq = nn.HybridSequential()
+    seq.add(*blocks)
+    return seq
+
+
 class GoogLeNet(nn.HybridBlock):
     """GoogLeNet from a :class:`common.spec.Spec`.
 
@@ -118,37 +124,14 @@ class GoogLeNet(nn.HybridBlock):
     def __init__(self, spec, input_size, **kwargs):
         super().__init__(**kwargs)
         self.spec, self.input_size = spec, input_size
-        analysis = oracle.check_input(spec, input_size)
-        in_shapes = {r.name: r.in_shape for r in analysis.layers + analysis.blocks}
-        param_layers = OrderedDict()
-
-        def make(qname, layer):
-            if layer.kind == "inception":
-                branches = []
-                for branch in layer.branches():
-                    seq = nn.HybridSequential()
-                    with seq.name_scope():
-                        seq.add(*(make(f"{qname}.{name}", sub) for name, sub in branch))
-                    branches.append(seq)
-                return Concat(branches)
-            block = _primitive(layer, in_shapes[qname])
-            if layer.kind in ("conv", "dense"):
-                param_layers[qname] = block
-            return block
-
-        self.blocks, self.aux = OrderedDict(), OrderedDict()
         with self.name_scope():
-            for st in spec.stages:
-                for name, layer in st.layers:
-                    qname = f"{st.name}.{name}"
-                    self.blocks[qname] = make(qname, layer)
-                    self.register_child(self.blocks[qname], f"{st.name}_{name}")
-            for head in spec.aux:
-                seq = nn.HybridSequential()
-                with seq.name_scope():
-                    seq.add(*(make(f"{head.name}.{name}", layer) for name, layer in head.layers))
-                self.aux[head.name] = seq
-                self.register_child(seq, head.name)
+            self.blocks, self.aux, param_layers = M.construct(
+                spec, input_size, lambda layer, q, shape: _primitive(layer, shape),
+                lambda q, branches: Concat(branches), _chain)
+        for qname, block in self.blocks.items():
+            self.register_child(block, qname.replace(".", "_"))
+        for name, head in self.aux.items():
+            self.register_child(head, name)
         # A read-only view: Gluon warns about plain dicts of blocks that are not its children.
         self.param_layers = MappingProxyType(param_layers)
         self._traced_training = None

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import model as M, oracle, weights as W
+from common import model as M, weights as W
 from common.spec import BN_EPS, BN_MOMENTUM, get_spec
 
 from .core import _device, to_numpy, to_tensor
@@ -87,30 +87,13 @@ class GoogLeNet(nn.Module):
     def __init__(self, spec, input_size):
         super().__init__()
         self.spec, self.input_size = spec, input_size
-        analysis = oracle.check_input(spec, input_size)
-        in_shapes = {r.name: r.in_shape for r in analysis.layers + analysis.blocks}
-        self.param_layers = OrderedDict()
-
-        def make(qname, layer):
-            if layer.kind == "inception":
-                branches = []
-                for branch in layer.branches():
-                    branches.append(nn.Sequential(OrderedDict(
-                        (name, make(f"{qname}.{name}", sub)) for name, sub in branch)))
-                return Concat(branches)
-            module = _primitive(layer, in_shapes[qname])
-            if layer.kind in ("conv", "dense"):
-                self.param_layers[qname] = module
-            return module
-
-        self.stages = nn.ModuleDict()
+        blocks, aux, self.param_layers = M.construct(
+            spec, input_size, lambda layer, q, shape: _primitive(layer, shape),
+            lambda q, branches: Concat(branches), lambda q, modules: nn.Sequential(*modules))
+        self.stages = nn.ModuleDict()                # registered as stages.b3.inception3a ...
         for st in spec.stages:
-            self.stages[st.name] = nn.ModuleDict(
-                (name, make(f"{st.name}.{name}", layer)) for name, layer in st.layers)
-        self.aux = nn.ModuleDict()
-        for head in spec.aux:
-            self.aux[head.name] = nn.Sequential(OrderedDict(
-                (name, make(f"{head.name}.{name}", layer)) for name, layer in head.layers))
+            self.stages[st.name] = nn.ModuleDict((n, blocks[f"{st.name}.{n}"]) for n, _ in st.layers)
+        self.aux = nn.ModuleDict(aux)
 
     def block(self, qname):
         stage, name = qname.split(".")

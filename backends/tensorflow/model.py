@@ -10,7 +10,7 @@ from collections import OrderedDict
 import numpy as np
 import tensorflow as tf
 
-from common import model as M, oracle, weights as W
+from common import model as M, weights as W
 from common.spec import BN_EPS, BN_MOMENTUM, get_spec
 
 from .core import nchw, to_numpy, to_tensor
@@ -162,24 +162,11 @@ class GoogLeNet(tf.keras.Model):
     def __init__(self, spec, input_size):
         super().__init__(name=f"googlenet_{spec.name}".replace("*", "_"))
         self.spec, self.input_size = spec, input_size
-        oracle.check_input(spec, input_size)
-        param_layers = OrderedDict()
-
-        def make(qname, layer):
-            name = qname.replace(".", "_")
-            if layer.kind == "inception":
-                return Concat([Chain([make(f"{qname}.{n}", sub) for n, sub in branch],
-                                     name=f"{name}_branch{i + 1}")
-                               for i, branch in enumerate(layer.branches())], name=name)
-            module = _primitive(layer, name)
-            if layer.kind in ("conv", "dense"):
-                param_layers[qname] = module
-            return module
-
-        self.blocks = {f"{st.name}.{n}": make(f"{st.name}.{n}", layer)
-                       for st in spec.stages for n, layer in st.layers}
-        self.aux = {h.name: Chain([make(f"{h.name}.{n}", layer) for n, layer in h.layers],
-                                  name=h.name) for h in spec.aux}
+        keras_name = lambda q: q.replace(".", "_")
+        self.blocks, self.aux, param_layers = M.construct(
+            spec, input_size, lambda layer, q, shape: _primitive(layer, keras_name(q)),
+            lambda q, branches: Concat(branches, name=keras_name(q)),
+            lambda q, modules: Chain(modules, name=keras_name(q)))
         self._param_names = list(param_layers)
         self._param_modules = list(param_layers.values())
 
