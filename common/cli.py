@@ -110,8 +110,11 @@ def train_main(argv=None, fixed_backend=None):
     recipe = recipe_from(args)
     if args.resume:
         run_dir = args.resume
-        with open(os.path.join(run_dir, "run.json")) as f:
-            previous = json.load(f)
+        try:
+            with open(os.path.join(run_dir, "run.json")) as f:
+                previous = json.load(f)
+        except (OSError, ValueError) as e:
+            sys.exit(f"error: --resume {run_dir}: not a run folder with a readable run.json ({e})")
         name, model = previous["backend"], previous["model"]
         recipe = Recipe(**previous["recipe"])
         if args.num_epochs is not None:        # --epochs extends (or sets) the resumed run

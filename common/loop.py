@@ -135,6 +135,18 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
             state.setdefault("steps", [])
             log(f"resumed from {path} after epoch {state['epoch']}")
     start_wall = time.perf_counter()
+    base = dict(record or {}, recipe=recipe.to_dict())
+
+    def write_record():
+        """The run record, rewritten after every epoch, so an interrupted run can resume."""
+        rec = dict(base, **_summary(state))
+        rec.update(epochs_done=state["epoch"], complete=state["epoch"] >= recipe.num_epochs,
+                   history=state["history"], steps_to_leave_chance=steps_to_leave_chance(state["steps"]),
+                   steps=state["steps"], wall_time_this_call=time.perf_counter() - start_wall)
+        _atomic_json(os.path.join(run_dir, "run.json"), rec)
+        return rec
+
+    write_record()
     done_now = 0
     for epoch in range(state["epoch"], recipe.num_epochs):
         if stop_after is not None and done_now >= stop_after:
@@ -168,15 +180,10 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
         log(f"epoch {epoch + 1}: loss {loss / n:.3f}, train acc {correct / n:.3f}, "
             f"test acc {test_acc:.3f}, {n / compute:.1f} examples/sec (compute)")
         save_checkpoint(bk, net, trainer, run_dir, state)
+        write_record()
         done_now += 1
 
-    rec = dict(record or {})
-    rec.update(_summary(state))
-    rec.update(recipe=recipe.to_dict(), epochs_done=state["epoch"],
-               complete=state["epoch"] >= recipe.num_epochs, history=state["history"],
-               steps_to_leave_chance=steps_to_leave_chance(state["steps"]), steps=state["steps"],
-               wall_time_this_call=time.perf_counter() - start_wall)
-    _atomic_json(os.path.join(run_dir, "run.json"), rec)
+    rec = write_record()
     if state["history"]:
         plot_curves(state["history"], os.path.join(run_dir, "curves.png"),
                     title=f"{rec.get('backend', bk.NAME)} on {rec.get('device', '')}")

@@ -123,3 +123,28 @@ def test_cli_train_resume_and_evaluate(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert f"test acc {rec['test_acc']:.4f}" in ev.stdout
+
+
+def test_cli_interrupted_run_resumes(tmp_path):
+    """Ctrl-C in the middle of a run, then --resume: it finishes from the last checkpoint."""
+    import signal
+    import time
+    pytest.importorskip("torch")
+    data = make_dataset(str(tmp_path / "data"), n_train=256, n_test=32)
+    env = dict(os.environ, GOOGLENET_CACHE=str(tmp_path / "cache"), GOOGLENET_BACKEND="pytorch")
+    run = str(tmp_path / "run")
+    p = subprocess.Popen([sys.executable, "scripts/train.py", "--no-progress", "--data-dir", data,
+                          "--resize", "32", "--batch-size", "32", "--epochs", "30", "--run-dir", run],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while find_checkpoint(run) is None and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0 and f"--resume {run}" in err
+    done = json.load(open(os.path.join(run, "run.json")))["epochs_done"]
+    assert 1 <= done < 30
+    out = _train_cli("--resume", run, "--epochs", str(done + 1), env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"after epoch {done}" in out.stdout + out.stderr
+    assert json.load(open(os.path.join(run, "run.json")))["epochs_done"] == done + 1
