@@ -5,7 +5,7 @@
     .venv/bin/python scripts/bench.py --backends pytorch,mxnet --repeats 7 --steps 10
     .venv/bin/python scripts/bench.py --quick --backends pytorch   # a smoke test (seconds)
 
-For each backend, three configurations, each in its own subprocess
+For each backend, three configurations (and any opt-in ones), each in its own subprocess
 (``scripts/bench.py --worker BACKEND --config CONFIG`` prints one JSON line), so that
 frameworks never share a process and the peak memory (max RSS) is that configuration's:
 
@@ -22,9 +22,9 @@ batches cycled) and returns host numbers, so it is synchronised and includes the
 NumPy-to-tensor conversion for both the book and ours.  Inference: the same with the
 eval step (``book_logits`` / ``Trainer.eval_step``).
 
-Also measured in the same run: the float32 matrix-multiply rate of this machine (NumPy
-and PyTorch, 2048x2048, median; before and after the backends), from which the
-roofline follows (examples/s = peak FLOP/s / training FLOPs per example; see
+Also measured in the same run: the float32 matrix-multiply rate of this machine
+(2048x2048, median of 7) with NumPy and with each selected framework in its own process
+(NumPy again at the end); the best of them is the roofline (examples/s = peak FLOP/s / training FLOPs per example; see
 ``common/bench.py`` for the FLOP convention), and, for one backend, the data
 pipeline: ``common.loop.fit`` with ``common.data.Loader`` on a generated dataset,
 compute-only vs end-to-end examples/s.
@@ -99,16 +99,45 @@ def _emit(obj):
 
 
 def worker_roofline(args):
-    """Matrix-multiply rate with NumPy's BLAS and, where installed, PyTorch's."""
-    out = {"numpy": B.numpy_matmul_peak(args.matmul_size)}
-    if is_installed("pytorch"):
+    """Matrix-multiply rate of NumPy's BLAS (no framework in this process)."""
+    return {"numpy": B.numpy_matmul_peak(args.matmul_size)}
+
+
+def _framework_matmul(backend):
+    """(library name, matmul(a, b) that returns once the product is computed) for a backend."""
+    if backend == "pytorch":
         import torch
-        a, b = torch.rand(args.matmul_size, args.matmul_size), torch.rand(args.matmul_size, args.matmul_size)
-        with torch.no_grad():
-            runs = B.matmul_gflops(torch.matmul, a, b, args.matmul_size)
-        out["torch"] = dict(library="torch " + torch.__version__, n=args.matmul_size,
-                            gflops=B.median(runs), runs=runs, threads=torch.get_num_threads())
-    return out
+
+        def mm(a, b):
+            c = torch.matmul(a, b)
+            if c.is_cuda:
+                torch.cuda.synchronize()
+            return c
+        return "torch " + torch.__version__, mm
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return "tensorflow " + tf.__version__, lambda a, b: tf.linalg.matmul(a, b).numpy()
+    if backend == "mxnet":
+        import mxnet as mx
+        return "mxnet " + mx.__version__, lambda a, b: mx.nd.dot(a, b).wait_to_read()
+    if backend == "paddle":
+        import paddle
+        return "paddle " + paddle.__version__, lambda a, b: paddle.matmul(a, b).numpy()
+    raise ValueError(backend)
+
+
+def worker_matmul(backend, args):
+    """The same float32 matrix multiply with the backend's framework, in its own process."""
+    import numpy as np
+    from backends import get_backend
+    bk = get_backend(backend)
+    library, mm = _framework_matmul(backend)
+    n = args.matmul_size
+    rng = np.random.default_rng(0)
+    to = (lambda x: __import__("mxnet").nd.array(x)) if backend == "mxnet" else bk.to_tensor
+    a, b = (to(rng.random((n, n), dtype=np.float32)) for _ in range(2))
+    runs = B.matmul_gflops(mm, a, b, n)
+    return dict(library=library, n=n, gflops=B.median(runs), runs=runs)
 
 
 def worker_config(backend, config, args):
@@ -180,6 +209,8 @@ def worker_main(args):
     try:
         if args.worker == "roofline":
             res = worker_roofline(args)
+        elif args.config == "matmul":
+            res = worker_matmul(canonical(args.worker), args)
         elif args.config == "pipeline":
             res = worker_pipeline(canonical(args.worker), args)
         else:
@@ -306,6 +337,12 @@ def tables(rep):
                f"float32, best median of this run) -> roofline {rf['roofline_ex_s']:.1f} examples/s."
                if rf.get("peak_gflops") else "The matmul peak could not be measured."),
            "",
+           "Matmul GFLOP/s (median), before the backends: " + ", ".join(
+               f"{v['library']} {v['gflops']:.0f}" for v in rf["before"].values()
+               if isinstance(v, dict) and v.get("gflops")) + "; after: " + ", ".join(
+               f"{v['library']} {v['gflops']:.0f}" for v in rf["after"].values()
+               if isinstance(v, dict) and v.get("gflops")) + ".",
+           "",
            "Training (examples/s):",
            "",
            B.markdown_table(["backend", "version", "book", "ours eager", "ours fast", "ours/book",
@@ -379,6 +416,13 @@ def main(argv=None):
     print(f"load average {rep['load_before']} on {rep['machine']['cpus']} CPUs")
 
     roof = {"before": run_worker(args, "roofline")}
+    for name in names:                       # each framework's own matmul, in its own process
+        if is_installed(name):
+            r = run_worker(args, name, "matmul")
+            if r.get("status") == "ok":
+                roof["before"][name] = r
+    print("matmul GFLOP/s: " + ", ".join(f"{v['library']} {v['gflops']:.0f}" for v in roof["before"].values()
+                                           if isinstance(v, dict) and "gflops" in v), flush=True)
     backends = {}
     for name in names:
         if not is_installed(name):
@@ -409,9 +453,9 @@ def main(argv=None):
     roof["after"] = run_worker(args, "roofline")
     rep["load_after"] = loadavg()
 
-    # the roofline: the best matmul rate measured in this run (the stricter ceiling)
-    cands = [(v["gflops"], v["library"]) for when in ("before", "after") if roof[when].get("status") == "ok"
-             for k, v in roof[when].items() if isinstance(v, dict)]
+    # the roofline: the best matmul rate measured in this run, any library (the stricter ceiling)
+    cands = [(v["gflops"], v["library"]) for when in ("before", "after")
+             for v in roof[when].values() if isinstance(v, dict) and v.get("gflops")]
     peak, lib = max(cands) if cands else (None, None)
     rep["roofline"] = dict(roof, peak_gflops=peak, peak_library=lib,
                            roofline_ex_s=peak * 1e9 / fl["train_flops"] if peak else None)
