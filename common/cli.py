@@ -59,14 +59,10 @@ def get_backend_or_exit(name):
         sys.exit(f"error: {e}")
 
 
-def train_parser(fixed_backend=None):
+def add_recipe_args(p, epochs_default=None):
+    """The recipe's options, shared by train.py and compare.py (defaults: the book's)."""
     r = Recipe()
-    p = argparse.ArgumentParser(description="Train GoogLeNet on Fashion-MNIST (the book's recipe "
-                                            "by default: 10 epochs, batch 128, SGD lr 0.1, 96x96).")
-    add_backend_arg(p, fixed_backend)
-    p.add_argument("--data-dir", help=f"Fashion-MNIST folder (default: ${D.ENV_DATA}, else "
-                                      f"{D.default_dir()}; downloaded there if missing)")
-    p.add_argument("--epochs", "--num-epochs", dest="num_epochs", type=int,
+    p.add_argument("--epochs", "--num-epochs", dest="num_epochs", type=int, default=epochs_default,
                    help=f"epochs ({r.num_epochs})")
     p.add_argument("--batch-size", type=int, default=r.batch_size)
     p.add_argument("--lr", type=float, default=r.lr)
@@ -75,8 +71,18 @@ def train_parser(fixed_backend=None):
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=r.optimizer)
     p.add_argument("--seed", type=int, default=r.seed, help="initial weights and example order")
     p.add_argument("--resize", type=int, default=r.resize, help="input size (96)")
-    p.add_argument("--aux-weight", type=float, default=r.aux_weight)
     p.add_argument("--limit", type=int, help="use only the first N training examples (smoke runs)")
+    return p
+
+
+def train_parser(fixed_backend=None):
+    p = argparse.ArgumentParser(description="Train GoogLeNet on Fashion-MNIST (the book's recipe "
+                                            "by default: 10 epochs, batch 128, SGD lr 0.1, 96x96).")
+    add_backend_arg(p, fixed_backend)
+    p.add_argument("--data-dir", help=f"Fashion-MNIST folder (default: ${D.ENV_DATA}, else "
+                                      f"{D.default_dir()}; downloaded there if missing)")
+    add_recipe_args(p)
+    p.add_argument("--aux-weight", type=float, default=Recipe.aux_weight)
     p.add_argument("--run-dir", help="run folder (default: runs/<backend>-<preset>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--init-from", metavar="WEIGHTS", help="start from a weight file (.npz, any backend)")

@@ -20,15 +20,15 @@ import time
 
 import _path  # noqa: F401
 from common import report as R, weights as W
-from common.cli import add_model_args, model_options
+from common.cli import add_model_args, add_recipe_args, model_options
 from common.oracle import check_input
 from common.spec import SpecError, get_spec
 from common.switch import BackendError, canonical, installed, is_installed, missing_message
-from common.train_config import OPTIMIZERS, Recipe
+from common.train_config import Recipe
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 #: options handed unchanged to every scripts/train.py
-PASSED = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "seed", "resize",
+PASSED = ("num_epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "seed", "resize",
           "limit", "data_dir")
 
 
@@ -40,15 +40,7 @@ def parser():
     p.add_argument("--from-runs", metavar="DIR", help="aggregate the run records under DIR, train nothing")
     p.add_argument("--out", help="report folder (default: reports/compare-<time>)")
     p.add_argument("--data-dir")
-    p.add_argument("--epochs", type=int, default=r.num_epochs)
-    p.add_argument("--batch-size", type=int, default=r.batch_size)
-    p.add_argument("--lr", type=float, default=r.lr)
-    p.add_argument("--momentum", type=float, default=r.momentum)
-    p.add_argument("--weight-decay", type=float, default=r.weight_decay)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=r.optimizer)
-    p.add_argument("--seed", type=int, default=r.seed, help="initial weights and example order")
-    p.add_argument("--resize", type=int, default=r.resize)
-    p.add_argument("--limit", type=int, help="use only the first N training examples")
+    add_recipe_args(p, epochs_default=r.num_epochs)
     add_model_args(p)
     return p
 
