@@ -6,6 +6,18 @@ from dataclasses import asdict, dataclass, field
 OPTIMIZERS = ("sgd", "adam")
 
 
+def step_loss(out, loss_of, aux_weight: float):
+    """(main logits, the loss a training step optimises) for a network's output.
+
+    ``out`` is the logits, or the named tuple ``(logits, aux2, aux1)`` of a network with
+    auxiliary heads in training mode; ``loss_of(logits)`` is the framework's batch loss.
+    With aux heads: main loss + ``aux_weight`` x each auxiliary loss (the paper's 0.3).
+    """
+    if not isinstance(out, tuple):
+        return out, loss_of(out)
+    return out[0], loss_of(out[0]) + aux_weight * sum(loss_of(a) for a in out[1:])
+
+
 def check_optimizer(name: str) -> str:
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")

@@ -5,7 +5,7 @@ from mxnet import autograd, gluon
 
 from common import oracle
 from common.spec import BN_MOMENTUM
-from common.train_config import check_optimizer
+from common.train_config import check_optimizer, step_loss
 
 
 def _bn_running_vars(net):
@@ -69,10 +69,7 @@ class Trainer:
         """
         with autograd.record():
             out = self.net(X)
-            logits = out[0] if isinstance(out, tuple) else out
-            l = self.loss(logits, y)
-            if isinstance(out, tuple):
-                l = l + self.aux_weight * sum(self.loss(a, y) for a in out[1:])
+            logits, l = step_loss(out, lambda z: self.loss(z, y), self.aux_weight)
         before = [p.data().copy() for p, _ in self._bn]
         l.backward()
         self.trainer.step(X.shape[0])

@@ -4,7 +4,7 @@ import os
 import paddle
 from paddle import nn
 
-from common.train_config import check_optimizer
+from common.train_config import check_optimizer, step_loss
 
 from .model import _tensors
 
@@ -42,10 +42,7 @@ class Trainer:
         """One optimiser step; returns (summed loss over the batch, correct predictions)."""
         self.net.train()
         out = self.net(X)
-        logits = out[0] if isinstance(out, tuple) else out
-        l = self.loss(logits, y)
-        if isinstance(out, tuple):
-            l = l + self.aux_weight * sum(self.loss(a, y) for a in out[1:])
+        logits, l = step_loss(out, lambda z: self.loss(z, y), self.aux_weight)
         self.opt.clear_grad()
         l.backward()
         self.opt.step()

@@ -4,7 +4,7 @@ import os
 import torch
 from torch import nn
 
-from common.train_config import check_optimizer
+from common.train_config import check_optimizer, step_loss
 
 from .core import to_tensor
 
@@ -56,10 +56,7 @@ class Trainer:
         X = self._input(X)
         self.net.train()
         out = self.net(X)
-        logits = out[0] if isinstance(out, tuple) else out
-        l = self.loss(logits, y)
-        if isinstance(out, tuple):
-            l = l + self.aux_weight * sum(self.loss(a, y) for a in out[1:])
+        logits, l = step_loss(out, lambda z: self.loss(z, y), self.aux_weight)
         self.opt.zero_grad()
         l.backward()
         self.opt.step()

@@ -3,7 +3,7 @@ import os
 
 import tensorflow as tf
 
-from common.train_config import check_optimizer
+from common.train_config import check_optimizer, step_loss
 
 
 class Adam(tf.keras.optimizers.Adam):
@@ -66,10 +66,7 @@ class Trainer:
     def _train_step(self, X, y):
         with tf.GradientTape() as tape:
             out = self.net(X, training=True)
-            logits = out[0] if isinstance(out, tuple) else out
-            l = self.loss(y, logits)
-            if isinstance(out, tuple):
-                l = l + self.aux_weight * tf.add_n([self.loss(y, a) for a in out[1:]])
+            logits, l = step_loss(out, lambda z: self.loss(y, z), self.aux_weight)
         params = self.net.trainable_variables
         grads = tape.gradient(l, params)
         if self.weight_decay:
