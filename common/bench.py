@@ -18,6 +18,8 @@ training example.
 """
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -131,3 +133,152 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the report
+CONFIGS = ("book", "eager", "fast")
+#: the issue's targets (2-core CPU, batch 32, 96x96)
+TARGET_RATIO, TARGET_ROOFLINE, TARGET_BEST_ROOFLINE = 1.5, 0.5, 0.6
+
+
+def machine_info():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return dict(cpu=cpu, cpus=os.cpu_count(), platform=platform.platform(),
+                python=platform.python_version())
+
+
+def loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def summarize_backend(res, flops, peak):
+    """Derived numbers of one backend: GFLOP/s, roofline fraction, ratios."""
+    cfg = {c: derive(r, flops, peak) if r.get("status") == "ok" else r
+           for c, r in res["configs"].items()}
+    res["configs"] = cfg
+    g = lambda c, k: cfg.get(c, {}).get(k)                         # noqa: E731
+    res.update(ratio_train=ratio(g("fast", "train_ex_s"), g("book", "train_ex_s")),
+               ratio_infer=ratio(g("fast", "infer_ex_s"), g("book", "infer_ex_s")),
+               fast_gain_train=ratio(g("fast", "train_ex_s"), g("eager", "train_ex_s")),
+               fast_gain_infer=ratio(g("fast", "infer_ex_s"), g("eager", "infer_ex_s")),
+               memory_ratio=ratio(g("fast", "peak_rss_mb"), g("book", "peak_rss_mb")))
+    res["opt_in"] = {c: dict(ratio_train=ratio(g(c, "train_ex_s"), g("book", "train_ex_s")),
+                             gain_train=ratio(g(c, "train_ex_s"), g("eager", "train_ex_s")),
+                             ratio_infer=ratio(g(c, "infer_ex_s"), g("book", "infer_ex_s")),
+                             gain_infer=ratio(g(c, "infer_ex_s"), g("eager", "infer_ex_s")))
+                     for c in cfg if c not in CONFIGS}
+    return res
+
+
+def check_targets(backends):
+    """The issue's targets, per backend and overall: met / missed (None where unmeasured)."""
+    out, best = {}, None
+    for name, r in backends.items():
+        if r["status"] != "ok":
+            continue
+        frac = r["configs"].get("fast", {}).get("roofline_fraction")
+        best = max(best or 0, frac or 0) if frac is not None else best
+        out[name] = dict(ratio=r["ratio_train"],
+                         ratio_met=None if r["ratio_train"] is None else r["ratio_train"] >= TARGET_RATIO,
+                         roofline_fraction=frac,
+                         roofline_met=None if frac is None else frac >= TARGET_ROOFLINE)
+    out["best_roofline_fraction"] = best
+    out["best_roofline_met"] = None if best is None else best >= TARGET_BEST_ROOFLINE
+    return out
+
+
+def tables(rep):
+    """The markdown report: training, inference and memory, and the pipeline check."""
+    f, rf = rep["flops"], rep["roofline"]
+    s = rep["settings"]
+    rows, inf_rows = [], []
+    for name, r in rep["backends"].items():
+        if r["status"] != "ok":
+            rows.append([name, r["status"] + (": " + r.get("reason", "") if r.get("reason") else "")]
+                        + [""] * 8)
+            continue
+        c = r["configs"]
+        t = lambda k, key="train_ex_s": c.get(k, {}).get(key)        # noqa: E731
+        rows.append([name, r.get("framework_version", ""), fmt(t("book")), fmt(t("eager")),
+                     fmt(t("fast")), fmt(r["ratio_train"], 2, suffix="x"),
+                     fmt(r["fast_gain_train"], 2, suffix="x"), fmt(t("fast", "train_gflops"), 0),
+                     fmt(t("fast", "roofline_fraction"), pct=True),
+                     fmt(t("book", "roofline_fraction"), pct=True)])
+        inf_rows.append([name, fmt(t("book", "infer_ex_s")), fmt(t("eager", "infer_ex_s")),
+                         fmt(t("fast", "infer_ex_s")), fmt(r["ratio_infer"], 2, suffix="x"),
+                         fmt(t("book", "peak_rss_mb"), 0), fmt(t("eager", "peak_rss_mb"), 0),
+                         fmt(t("fast", "peak_rss_mb"), 0), fmt(t("book", "first_step_s"), 1),
+                         fmt(t("fast", "first_step_s"), 1)])
+    out = [f"Batch {s['batch_size']}, {s['input_size']}x{s['input_size']}, median of {s['repeats']} x "
+           f"{s['steps']} steps after {s['warmup']} warm-up; {rep['machine']['cpus']} CPUs "
+           f"({rep['machine']['cpu']}), load average before {rep['load_before']}, after "
+           f"{rep['load_after']}.",
+           "",
+           f"FLOPs per training example: {f['train_flops'] / 1e9:.3f} GFLOP "
+           f"({f['forward_macs']:,} forward MACs; {FLOP_CONVENTION}). " + (
+               f"Matmul peak {rf['peak_gflops']:.0f} GFLOP/s ({rf['peak_library']}, {s['matmul_size']}^2 "
+               f"float32, best median of this run) -> roofline {rf['roofline_ex_s']:.1f} examples/s."
+               if rf.get("peak_gflops") else "The matmul peak could not be measured."),
+           "",
+           "Matmul GFLOP/s (median), before the backends: " + ", ".join(
+               f"{v['library']} {v['gflops']:.0f}" for v in rf["before"].values()
+               if isinstance(v, dict) and v.get("gflops")) + "; after: " + ", ".join(
+               f"{v['library']} {v['gflops']:.0f}" for v in rf["after"].values()
+               if isinstance(v, dict) and v.get("gflops")) + ".",
+           "",
+           "Training (examples/s):",
+           "",
+           markdown_table(["backend", "version", "book", "ours eager", "ours fast", "ours/book",
+                             "fast/eager", "GFLOP/s", "of roofline", "book of roofline"], rows),
+           "",
+           "Inference (examples/s), peak memory (max RSS of the process, MiB), first step (s):",
+           "",
+           markdown_table(["backend", "book", "ours eager", "ours fast", "ours/book", "RSS book",
+                             "RSS eager", "RSS fast", "1st step book", "1st step fast"], inf_rows)]
+    opt_rows = []
+    for name, r in rep["backends"].items():
+        for c, o in (r.get("opt_in") or {}).items():
+            rc = r["configs"][c]
+            if rc.get("status") != "ok":
+                opt_rows.append([f"{name} {c}", rc.get("status", "")] + [""] * 6)
+                continue
+            opt_rows.append([f"{name} `{c}`", fmt(rc["train_ex_s"]), fmt(o["ratio_train"], 2, suffix="x"),
+                             fmt(o["gain_train"], 2, suffix="x"), fmt(rc.get("roofline_fraction"), pct=True),
+                             fmt(rc["infer_ex_s"]), fmt(o["gain_infer"], 2, suffix="x"),
+                             fmt(rc["peak_rss_mb"], 0)])
+    if opt_rows:
+        out += ["", "Opt-in fast paths (not the default; training and inference examples/s):", "",
+                markdown_table(["backend, path", "train", "/book", "/eager", "of roofline", "inference",
+                                  "/eager", "RSS"], opt_rows)]
+    p = rep.get("pipeline")
+    if p and p.get("status") == "ok":
+        out += ["", f"Data pipeline ({p['backend']}, common.loop.fit + Loader, {p['examples']} generated "
+                    f"examples, second epoch): compute-only {p['compute_ex_s']:.1f}, end-to-end "
+                    f"{p['end_to_end_ex_s']:.1f} examples/s ({100 * p['end_to_end_over_compute']:.0f} %; "
+                    f"within 10 %: {'yes' if p['within_10pct'] else 'NO'})."]
+    t = rep["targets"]
+    lines = []
+    for name, v in t.items():
+        if isinstance(v, dict):
+            lines.append(f"- {name}: ours/book {fmt(v['ratio'], 2, suffix='x')} "
+                         f"({_met(v['ratio_met'])} >= {TARGET_RATIO}x), "
+                         f"{fmt(v['roofline_fraction'], pct=True)} of roofline "
+                         f"({_met(v['roofline_met'])} >= {TARGET_ROOFLINE:.0%})")
+    lines.append(f"- best: {fmt(t['best_roofline_fraction'], pct=True)} of roofline "
+                 f"({_met(t['best_roofline_met'])} >= {TARGET_BEST_ROOFLINE:.0%})")
+    out += ["", "Targets:", ""] + lines
+    return "\n".join(out) + "\n"
+
+
+def _met(v):
+    return "—" if v is None else ("met" if v else "MISSED")
+
+

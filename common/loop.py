@@ -15,51 +15,60 @@ Throughput is reported two ways:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import sys
 import time
 from typing import Callable, Optional
 
-import numpy as np
-
-from . import weights as W
+from . import checkpoint, plots
+from .checkpoint import CheckpointError  # noqa: F401  (raised by fit)
 from .train_config import Recipe
 
-CHECKPOINT = "checkpoint"
+find_checkpoint = checkpoint.find
 
 
 class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class Progress:
-    """A one-line progress bar (loss, accuracy, ETA) on a terminal; a few lines otherwise."""
+class _Lines:
+    """A file for tqdm that turns its in-place updates into whole lines, for logs and CI."""
 
-    def __init__(self, total, prefix, stream=None, enabled=True):
-        self.total, self.prefix, self.enabled = total, prefix, enabled
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start, self.last = time.perf_counter(), -1
+    def __init__(self, stream):
+        self.stream, self.last = stream, None
 
-    def update(self, step, loss, acc):
-        if not self.enabled:
-            return
-        pct = step * 10 // self.total
-        if not self.tty and pct == self.last and step != self.total:
-            return
-        self.last = pct
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / step * (self.total - step)
-        bar = "#" * (step * 20 // self.total)
-        line = (f"{self.prefix} [{bar:<20}] {step}/{self.total} loss {loss:.3f} acc {acc:.3f} "
-                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        if self.tty and step == self.total:
-            self.stream.write("\n")
+    def write(self, s):
+        line = s.replace("\r", "").strip()
+        if line and line != self.last:
+            self.stream.write(line + "\n")
+            self.last = line
+
+    def flush(self):
         self.stream.flush()
+
+
+def _in_notebook() -> bool:
+    try:
+        return "IPKernelApp" in sys.modules["IPython"].get_ipython().config
+    except Exception:
+        return False
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True, stream=None):
+    """A tqdm progress bar: live on a terminal or in a notebook (``tqdm.auto``: a widget with
+    ipywidgets, text without), about ten plain lines per epoch when the output goes to a
+    file or a CI log."""
+    from tqdm import tqdm
+    if stream is None and _in_notebook():
+        from tqdm.auto import tqdm as auto
+        return auto(total=total, desc=desc, disable=not enabled, leave=True)
+    stream = stream or sys.stderr
+    if getattr(stream, "isatty", lambda: False)():
+        return tqdm(total=total, desc=desc, disable=not enabled, file=stream, leave=True,
+                    dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, disable=not enabled, file=_Lines(stream), leave=True,
+                mininterval=0, miniters=max(1, total // 10), ncols=100)
 
 
 def evaluate(bk, trainer, loader):
@@ -69,49 +78,6 @@ def evaluate(bk, trainer, loader):
         l, c = trainer.eval_step(bk.to_tensor(X), bk.to_tensor(y))
         loss, correct, n = loss + l, correct + c, n + len(y)
     return loss / max(n, 1), correct / max(n, 1)
-
-
-def _atomic_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(bk, net, trainer, run_dir, state):
-    """Write ``run_dir/checkpoint`` atomically: a new folder, then a swap of names."""
-    final = os.path.join(run_dir, CHECKPOINT)
-    new, old = final + ".new", final + ".old"
-    shutil.rmtree(new, ignore_errors=True)
-    os.makedirs(new)
-    W.save(os.path.join(new, "weights.npz"), bk.get_weights(net), backend=bk.NAME,
-           spec=net.spec.name, input_size=net.input_size)
-    trainer.save_optimizer(new)
-    _atomic_json(os.path.join(new, "state.json"), state)
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(final):
-        os.replace(final, old)
-    os.replace(new, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def find_checkpoint(run_dir):
-    """The last complete checkpoint of a run (also after a crash mid-swap), or None."""
-    for name in (CHECKPOINT, CHECKPOINT + ".old"):
-        path = os.path.join(run_dir, name)
-        if os.path.exists(os.path.join(path, "state.json")):
-            return path
-    return None
-
-
-def load_checkpoint(bk, net, trainer, path):
-    with open(os.path.join(path, "state.json")) as f:
-        state = json.load(f)
-    bk.set_weights(net, W.load(os.path.join(path, "weights.npz")))
-    if trainer is not None:
-        trainer.load_optimizer(path)
-    return state
 
 
 def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, resume: bool = False,
@@ -127,11 +93,11 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
     trainer = bk.Trainer(net, fast=fast, **recipe.trainer_kwargs())
     state = dict(epoch=0, history=[], compute_time=0.0, train_time=0.0, examples=0, steps=[])
     if resume:
-        path = find_checkpoint(run_dir)
-        if path is None:
+        loaded = checkpoint.load(bk, net, trainer, run_dir, log=log)
+        if loaded is None:
             log(f"no checkpoint in {run_dir}; starting from scratch")
         else:
-            state = load_checkpoint(bk, net, trainer, path)
+            path, state = loaded
             state.setdefault("steps", [])
             log(f"resumed from {path} after epoch {state['epoch']}")
     start_wall = time.perf_counter()
@@ -143,7 +109,12 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
         rec.update(epochs_done=state["epoch"], complete=state["epoch"] >= recipe.num_epochs,
                    history=state["history"], steps_to_leave_chance=steps_to_leave_chance(state["steps"]),
                    steps=state["steps"], wall_time_this_call=time.perf_counter() - start_wall)
-        _atomic_json(os.path.join(run_dir, "run.json"), rec)
+        try:
+            checkpoint.write_json(os.path.join(run_dir, "run.json"), rec)
+        except OSError as e:
+            if checkpoint.no_space(e, run_dir, 2 ** 20):
+                raise CheckpointError(checkpoint.space_message("the run record", run_dir, 2 ** 20)) from None
+            raise
         return rec
 
     write_record()
@@ -152,7 +123,7 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
         if stop_after is not None and done_now >= stop_after:
             break
         bk.seed(recipe.seed + epoch)
-        bar = Progress(len(train_loader), f"epoch {epoch + 1}/{recipe.num_epochs}", enabled=progress)
+        bar = progress_bar(len(train_loader), f"epoch {epoch + 1}/{recipe.num_epochs}", enabled=progress)
         loss, correct, n, compute = 0.0, 0, 0, 0.0
         t_epoch = time.perf_counter()
         for step, (X, y) in enumerate(train_loader.epoch(epoch), 1):
@@ -161,6 +132,7 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
             l, c = trainer.train_step(X, y_t)
             compute += time.perf_counter() - t0
             if not math.isfinite(l):
+                bar.close()
                 last = find_checkpoint(run_dir)
                 raise NonFiniteLoss(
                     f"the loss became {l / len(y)} at epoch {epoch + 1}, step {step}: training "
@@ -169,7 +141,9 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
                     f"nothing was written after the divergence.")
             loss, correct, n = loss + l, correct + c, n + len(y)
             state["steps"].append([round(l / len(y), 5), round(c / len(y), 4)])
-            bar.update(step, loss / n, correct / n)
+            bar.set_postfix(loss=f"{loss / n:.3f}", acc=f"{correct / n:.3f}", refresh=False)
+            bar.update(1)
+        bar.close()
         train_time = time.perf_counter() - t_epoch
         test_loss, test_acc = evaluate(bk, trainer, test_loader)
         state["history"].append(dict(epoch=epoch + 1, train_loss=loss / n, train_acc=correct / n,
@@ -179,14 +153,15 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
                      train_time=state["train_time"] + train_time, examples=state["examples"] + n)
         log(f"epoch {epoch + 1}: loss {loss / n:.3f}, train acc {correct / n:.3f}, "
             f"test acc {test_acc:.3f}, {n / compute:.1f} examples/sec (compute)")
-        save_checkpoint(bk, net, trainer, run_dir, state)
+        checkpoint.save(bk, net, trainer, run_dir, state)
         write_record()
         done_now += 1
 
     rec = write_record()
     if state["history"]:
-        plot_curves(state["history"], os.path.join(run_dir, "curves.png"),
-                    title=f"{rec.get('backend', bk.NAME)} on {rec.get('device', '')}")
+        plots.epoch_curves({rec.get("backend", bk.NAME): state["history"]},
+                           os.path.join(run_dir, "curves.png"),
+                           title=f"{rec.get('backend', bk.NAME)} on {rec.get('device', '')}")
     return rec
 
 
@@ -216,25 +191,3 @@ def closing_lines(rec) -> str:
             f"test acc {rec['test_acc']:.3f}\n"
             f"{rec['examples_per_sec_compute']:.1f} examples/sec on {rec.get('device', '?')} "
             f"(end-to-end {rec['examples_per_sec_end_to_end']:.1f})")
-
-
-def plot_curves(history, path, title=""):
-    """train loss, train acc and test acc per epoch, like the book's figure."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot(ep, [h["train_loss"] for h in history], "-", label="train loss")
-    ax.plot(ep, [h["train_acc"] for h in history], "m--", label="train acc")
-    ax.plot(ep, [h["test_acc"] for h in history], "g-.", label="test acc")
-    ax.set_xlabel("epoch")
-    ax.set_xlim(0.5, max(ep) + 0.5)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

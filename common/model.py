@@ -1,16 +1,25 @@
-"""Framework-free walking of a table: the forward order, aux taps, stage taps, summary rows.
+"""Everything about a network that is not a framework call, written once for all backends.
 
-Each backend builds one framework layer per block of the table and then calls
-:func:`run` from its own forward method with two small callables, so the order of
-blocks, the auxiliary taps and the outputs are written once, here.
+* :func:`construct` walks the table and builds one framework module per block from a
+  backend's table of layer constructors (record kind -> constructor);
+* :func:`run` is the forward order, with the auxiliary taps and the stage taps;
+* :func:`layer_table` measures the summary rows on a built network;
+* :class:`NetAPI` is the public model API of every backend (``build``, ``forward``,
+  ``stage_outputs``, ``features``, ``layer_table``, ``count_params``, ``get_weights``,
+  ``set_weights``, ``init_weights``) over a handful of framework calls that each backend
+  passes in; :class:`WeightNames` says where a framework keeps each tensor of the
+  framework-neutral weight file.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Optional, Tuple
 
-from . import oracle
-from .spec import Spec, iter_blocks, outputs_type
+import numpy as np
+
+from . import oracle, weights as W
+from .spec import Spec, SpecError, get_spec, iter_blocks, iter_param_layers, outputs_type
 
 
 def run(spec: Spec, call_block: Callable, call_aux: Callable, X, training: bool = False,
@@ -75,11 +84,12 @@ def layer_table(spec: Spec, call_block: Callable, call_aux: Callable, X, shape_o
     return rows
 
 
-def construct(spec: Spec, input_size, primitive: Callable, concat: Callable, chain: Callable):
+def construct(spec: Spec, input_size, layers: Mapping[str, Callable], concat: Callable, chain: Callable):
     """Build one framework module per block of the table, walking it once for every backend.
 
-    ``primitive(layer, qname, in_shape)`` makes the module of a primitive record (its input
-    shape, canonical (C, H, W) / (F,), read off the oracle so that no shape is deferred);
+    ``layers`` is the backend's table of constructors, record kind -> ``make(layer,
+    in_shape, name)`` (``in_shape`` canonical (C, H, W) / (F,), read off the oracle so that
+    no shape is deferred; ``name`` the qualified name, for frameworks that name layers);
     ``concat(qname, branches)`` runs branch modules on one input and concatenates their
     channels (an Inception block); ``chain(qname, modules)`` runs modules in sequence.
     Returns ordered dicts: ``blocks`` (qualified block name -> module), ``aux`` (head name ->
@@ -95,7 +105,9 @@ def construct(spec: Spec, input_size, primitive: Callable, concat: Callable, cha
             return concat(qname, [chain(f"{qname}.branch{i + 1}",
                                         [make(f"{qname}.{name}", sub) for name, sub in branch])
                                   for i, branch in enumerate(layer.branches())])
-        module = primitive(layer, qname, in_shapes[qname])
+        if layer.kind not in layers:
+            raise SpecError(f"{qname}: this backend has no layer for the record kind {layer.kind!r}")
+        module = layers[layer.kind](layer, in_shapes[qname], qname)
         if layer.kind in ("conv", "dense"):
             param_layers[qname] = module
         return module
@@ -104,3 +116,158 @@ def construct(spec: Spec, input_size, primitive: Callable, concat: Callable, cha
     aux = OrderedDict((h.name, chain(h.name, [make(f"{h.name}.{n}", layer) for n, layer in h.layers]))
                       for h in spec.aux)
     return blocks, aux, param_layers
+
+
+# --------------------------------------------------------------------------- weight names
+@dataclass(frozen=True)
+class WeightNames:
+    """Where a framework keeps the tensors of the weight file, and in which layout.
+
+    Every backend's conv module holds ``conv`` (and ``bn`` with batch norm), its dense
+    module ``linear``; this record names the framework's attributes on those layers
+    (``weight``/``bias``; batch norm's scale, shift, running mean, running variance)
+    and the axes that take a canonical weight (conv OIHW, dense (out, in)) to the
+    framework's layout (``None``: the same layout).
+    """
+    weight: str = "weight"
+    bias: str = "bias"
+    bn: Tuple[str, str, str, str] = ("weight", "bias", "running_mean", "running_var")
+    conv_axes: Optional[Tuple[int, ...]] = None
+    dense_axes: Optional[Tuple[int, ...]] = None
+
+    def locate(self, module, kind: str, role: str):
+        """(owning layer, attribute, axes) of canonical tensor ``role`` of a conv / dense module."""
+        if role.startswith("bn."):
+            return module.bn, self.bn[BN_ROLES.index(role[3:])], None
+        layer = module.conv if kind == "conv" else module.linear
+        axes = (self.conv_axes if kind == "conv" else self.dense_axes) if role == "weight" else None
+        return layer, self.weight if role == "weight" else self.bias, axes
+
+
+BN_ROLES = ("weight", "bias", "running_mean", "running_var")
+
+
+def split_name(name: str) -> Tuple[str, str]:
+    """A canonical tensor name as (qualified layer name, role): ``b2.conv2.bn.weight`` ->
+    (``b2.conv2``, ``bn.weight``); ``head.fc.bias`` -> (``head.fc``, ``bias``)."""
+    if ".bn." in name:
+        qname, rest = name.rsplit(".bn.", 1)
+        return qname, "bn." + rest
+    return tuple(name.rsplit(".", 1))
+
+
+# --------------------------------------------------------------------------- the public API
+class NetAPI:
+    """The public model functions of a backend, written once over its framework calls.
+
+    A backend passes only what calls its framework:
+
+    * ``new(spec, input_size)``: a new network on the device, every parameter created,
+      in evaluation mode; the network has ``spec``, ``input_size``, ``param_layers``,
+      ``block(qname)``, ``aux`` and the methods ``call_block(qname, X)`` and
+      ``call_aux(name, X)`` (evaluation mode unless the framework's mode says otherwise);
+    * ``call(net, X, training)``: the network's output on a device batch, in that mode;
+    * ``evaluating(net)``: a context manager for evaluation mode without gradients;
+    * ``count(module)``: trainable parameters of a module, as the framework counts them;
+    * ``to_tensor`` / ``to_canonical``: NumPy NCHW to a device batch, and a device tensor
+      back to NumPy in canonical order (NCHW maps, (N, F) features);
+    * ``names`` (:class:`WeightNames`), ``read(tensor)`` and ``write(tensor, array)`` for
+      the weight file.
+
+    Its methods are the backend's public functions (``backends.<name>.build`` is
+    ``api.build``), so their documentation and their behaviour are the same for all four.
+    """
+
+    def __init__(self, *, new, call, evaluating, count, to_tensor, to_canonical, names, read, write):
+        self._new, self._call, self._evaluating, self._count = new, call, evaluating, count
+        self._to_tensor, self._to_canonical = to_tensor, to_canonical
+        self.names, self._read, self._write = names, read, write
+
+    # ----------------------------------------------------------------- building
+    def build(self, spec="d2l", *, input_size=None, seed=0, **options):
+        """Build GoogLeNet from a table on the backend's device, in evaluation mode.
+
+        Args:
+            spec: a preset name (``'d2l'``, ``'paper'``, ``'bn'``) or a :class:`~common.spec.Spec`.
+            input_size: square input size (default: the table's, 96 for ``d2l``); needed
+                because dense layers after a flatten take their width from it.
+            seed: seed of the recipe's initialisation (Xavier-uniform weights, zero biases),
+                identical on every backend; ``None`` keeps the framework's default initialisers.
+            **options: preset keywords (``in_channels``, ``num_classes``, ``aux_logits``, ...).
+        """
+        spec = get_spec(spec, **options)
+        net = self._new(spec, input_size or spec.input_size)
+        if seed is not None:
+            self.init_weights(net, seed)
+        return net
+
+    def count_params(self, net) -> int:
+        """Trainable parameters, as the framework counts them (all heads included, batch-norm
+        running statistics excluded)."""
+        return int(self._count(net))
+
+    def _module(self, net, name):
+        return net.aux[name] if name in net.aux else net.block(name)
+
+    # ----------------------------------------------------------------- running
+    def _numpy(self, out):
+        return type(out)(*map(self._to_canonical, out)) if isinstance(out, tuple) else self._to_canonical(out)
+
+    def forward(self, net, X, training=False):
+        """Logits for a NumPy NCHW batch (or a device batch), as NumPy; in training mode with
+        aux heads the named tuple ``(logits, aux2, aux1)``; a feature map
+        (``include_top=False, pooling=None``) comes back NCHW."""
+        return self._numpy(self._call(net, self._to_tensor(X), training))
+
+    def _collect(self, net, X, names):
+        with self._evaluating(net):
+            outs = run(net.spec, net.call_block, net.call_aux, self._to_tensor(X), collect=names)
+        return OrderedDict((k, self._to_canonical(v)) for k, v in outs.items())
+
+    def stage_outputs(self, net, X):
+        """Every stage's output (evaluation mode) as NumPy, canonical NCHW / (N, F)."""
+        return self._collect(net, X, net.spec.stage_names())
+
+    def features(self, net, X):
+        """The named taps of the table (3b, 4a, 4d, 5b for GoogLeNet) as NumPy NCHW."""
+        return self._collect(net, X, net.spec.features)
+
+    def layer_table(self, net, input_size=None):
+        """Per-block rows (name, kind, out_shape, params, macs) measured on the built network
+        (see :func:`common.model.layer_table`)."""
+        s = net.input_size
+        X = self._to_tensor(np.zeros((1, net.spec.in_channels, s, s), np.float32))
+        with self._evaluating(net):
+            return layer_table(net.spec, net.call_block, net.call_aux, X,
+                               lambda t: self._to_canonical(t).shape[1:],
+                               lambda n: self._count(self._module(net, n)), s)
+
+    # ----------------------------------------------------------------- weights
+    def tensors(self, net) -> "OrderedDict[str, tuple]":
+        """Canonical name -> (framework tensor, axes from canonical to framework layout)."""
+        records = dict(iter_param_layers(net.spec))
+        out = OrderedDict()
+        for name in oracle.param_shapes(net.spec, net.input_size):
+            qname, role = split_name(name)
+            owner, attr, axes = self.names.locate(net.param_layers[qname], records[qname].kind, role)
+            out[name] = (getattr(owner, attr), axes)
+        return out
+
+    def get_weights(self, net):
+        """All tensors in canonical names and layouts (conv OIHW, dense (out, in)), as NumPy."""
+        return OrderedDict((k, np.array(self._read(t).transpose(np.argsort(axes)) if axes else self._read(t),
+                                        dtype=np.float32, order="C", copy=True))
+                           for k, (t, axes) in self.tensors(net).items())
+
+    def set_weights(self, net, weights):
+        """Load canonical weights; checked in full first (:func:`common.weights.check`), so a
+        mismatch raises ``WeightsError`` naming the first bad layer and nothing is half-loaded."""
+        weights = W.check(net.spec, weights, net.input_size)
+        for name, (t, axes) in self.tensors(net).items():
+            w = weights[name]
+            self._write(t, np.ascontiguousarray(w.transpose(axes) if axes else w))
+        return net
+
+    def init_weights(self, net, seed=0):
+        """The recipe's initialisation (see :func:`common.weights.xavier_init`)."""
+        return self.set_weights(net, W.xavier_init(net.spec, seed, net.input_size))

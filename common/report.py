@@ -22,6 +22,8 @@ import shlex
 import time
 from typing import Iterable, List, Optional
 
+from . import plots
+
 RUN = "run.json"
 PROCESS = "process.json"
 OK, FAILED, NOT_INSTALLED, MISSING = "ok", "failed", "not installed", "no run record"
@@ -257,64 +259,17 @@ def markdown(combined) -> str:
     return "\n".join(out)
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def plot_curves(combined, path):
-    """Train loss (left) and train / test accuracy (right) per epoch, one colour per backend."""
-    plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for i, e in enumerate(e for e in combined["backends"] if has_numbers(e)):
-        h, c = e["record"]["history"], f"C{i}"
-        ep = [x["epoch"] for x in h]
-        ax_loss.plot(ep, [x["train_loss"] for x in h], "-o", color=c, ms=3, label=e["backend"])
-        ax_acc.plot(ep, [x["train_acc"] for x in h], "-o", color=c, ms=3, label=f"{e['backend']} train")
-        ax_acc.plot(ep, [x["test_acc"] for x in h], "--s", color=c, ms=3, label=f"{e['backend']} test")
-    for ax, name in ((ax_loss, "train loss"), (ax_acc, "accuracy")):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.ticklabel_format(axis="y", useOffset=False)
-        ax.set_xlabel("epoch")
-        ax.set_title(name, fontsize=9)
-        ax.grid(True, alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def plot_throughput(combined, path):
-    """Examples per second, compute-only and end-to-end, one pair of bars per backend."""
-    plt = _pyplot()
-    done = [e for e in combined["backends"] if has_numbers(e)]
-    fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(done) + 2), 3.2))
-    x = range(len(done))
-    for k, (key, label) in enumerate((("examples_per_sec_compute", "compute-only"),
-                                      ("examples_per_sec_end_to_end", "end-to-end"))):
-        ax.bar([i + (k - 0.5) * 0.38 for i in x], [e["record"][key] or 0 for e in done], 0.38, label=label)
-    ax.set_xticks(list(x))
-    ax.set_xticklabels([e["backend"] for e in done])
-    ax.set_ylabel("examples / s")
-    ax.grid(True, axis="y", alpha=0.3)
-    if done:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def _done(combined):
+    return {e["backend"]: e for e in combined["backends"] if has_numbers(e)}
 
 
 def write_report(combined, out_dir) -> str:
     """Write report.md, curves.png, throughput.png and combined.json; return report.md's path."""
     os.makedirs(out_dir, exist_ok=True)
-    plot_curves(combined, os.path.join(out_dir, "curves.png"))
-    plot_throughput(combined, os.path.join(out_dir, "throughput.png"))
+    done = _done(combined)
+    plots.epoch_curves({b: e["record"]["history"] for b, e in done.items()},
+                       os.path.join(out_dir, "curves.png"))
+    plots.throughput({b: e["record"] for b, e in done.items()}, os.path.join(out_dir, "throughput.png"))
     write_json(os.path.join(out_dir, "combined.json"), combined)
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as f:

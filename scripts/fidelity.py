@@ -3,64 +3,15 @@
 
     python scripts/fidelity.py [--backends ...] [--batch 4]
 
-For the book's net (and its batch-norm variant) every backend loads the same
-framework-neutral weights; the script prints, per stage, the largest absolute difference
-from the reference backend (PyTorch if installed), then the same after one SGD step (loss
-and weights).  The tables in docs/fidelity.md come from this script.
+The tables in docs/fidelity.md come from this script.
 """
-import argparse
-
 import _path  # noqa: F401
 import importlib.util
 
 if importlib.util.find_spec("torch"):
     import torch  # noqa: F401  (before TensorFlow)
-import numpy as np
-
-from backends import get_backend
-from common import spec as S, weights as W
-from common.switch import installed
-
-SPECS = {"d2l": lambda: S.googlenet("d2l"),
-         "bn": lambda: S.googlenet("bn", in_channels=1, num_classes=10, input_size=96,
-                                   aux_logits=False, dropout=0.0)}
-
-
-def measure(bk, spec, X, y, seed):
-    net = bk.build(spec, seed=seed)
-    outs = bk.stage_outputs(net, X)
-    trainer = bk.Trainer(net, lr=0.1)
-    loss, _ = trainer.train_step(bk.to_tensor(X), bk.to_tensor(y))
-    return outs, loss, bk.get_weights(net)
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backends", default=",".join(installed()))
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    names = args.backends.split(",")
-    ref = "pytorch" if "pytorch" in names else names[0]
-    rng = np.random.default_rng(args.seed)
-    for key, make in SPECS.items():
-        spec = make()
-        X = rng.random((args.batch, 1, 96, 96), dtype=np.float32)
-        y = np.arange(args.batch) % 10
-        res = {n: measure(get_backend(n), spec, X, y, args.seed) for n in names}
-        others = [n for n in names if n != ref]
-        print(f"\n### `{key}`: largest |difference| from {ref} (batch {args.batch}, float32, CPU)\n")
-        print("| | " + " | ".join(others) + " |")
-        print("| --- |" + " --- |" * len(others))
-        for stage in res[ref][0]:
-            print(f"| {stage} | " + " | ".join(
-                f"{np.abs(res[n][0][stage] - res[ref][0][stage]).max():.1e}" for n in others) + " |")
-        print("| loss after one SGD step (batch sum) | " + " | ".join(
-            f"{abs(res[n][1] - res[ref][1]):.1e}" for n in others) + " |")
-        print("| weights after one SGD step | " + " | ".join(
-            f"{max(np.abs(res[n][2][k] - res[ref][2][k]).max() for k in res[ref][2]):.1e}"
-            for n in others) + " |")
-
+from cli.errors import run
+from cli.fidelity import main
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,7 +6,8 @@
     python scripts/train.py --resume runs/<run>                      # continue a run
 """
 import _path  # noqa: F401
-from common.cli import train_main
+from cli.errors import run
+from cli.train import main
 
 if __name__ == "__main__":
-    train_main()
+    run(main)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Train GoogLeNet on Fashion-MNIST with the tensorflow backend (same options as train.py)."""
 import _path  # noqa: F401
-from common.cli import train_main
+from cli.errors import run
+from cli.train import main
 
 if __name__ == "__main__":
-    train_main(fixed_backend="tensorflow")
+    run(main, fixed_backend="tensorflow")

@@ -68,11 +68,10 @@ def test_quick_run_pytorch(tmp_path):
 
 def test_missing_backend_is_skipped(tmp_path, monkeypatch):
     """A backend whose framework is not installed is reported as skipped, not an error."""
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "scripts"))
-    import bench as script
+    from cli import bench as script
     monkeypatch.setattr(script, "is_installed", lambda name: False)
     monkeypatch.setattr(script, "run_worker", lambda *a, **k: dict(status="failed", error="offline"))
-    rep = script.main(["--quick", "--backends", "paddle", "--pipeline-backend", "none",
-                       "--out", str(tmp_path)])
+    rep = script.run_benchmark(script.parse_args(["--quick", "--backends", "paddle", "--pipeline-backend",
+                                                  "none", "--out", str(tmp_path)]))
     assert rep["backends"]["paddle"]["status"] == "skipped"
     assert json.loads((tmp_path / "bench.json").read_text())["backends"]["paddle"]["status"] == "skipped"

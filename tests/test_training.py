@@ -100,7 +100,7 @@ def test_cli_offline_without_data_names_the_files(tmp_path):
     env = dict(os.environ, GOOGLENET_DATA=str(tmp_path / "nothing"))
     out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, '.');"
                           "import common.data as D; D.MIRRORS = ('http://127.0.0.1:9/',);"
-                          "from common.cli import train_main; train_main(['--epochs', '1'])"],
+                          "from cli.train import main; sys.exit(main(['--epochs', '1']))"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode != 0
     assert "train-images-idx3-ubyte.gz" in out.stderr and "t10k-labels-idx1-ubyte.gz" in out.stderr

@@ -1,13 +1,12 @@
-"""MXNet: GoogLeNet built from the channel-spec table with Gluon ``HybridBlock`` s."""
+"""MXNet: the table's layers as Gluon ``HybridBlock`` s; the rest is :class:`common.model.NetAPI`."""
 import warnings
-from collections import OrderedDict
 from types import MappingProxyType
 
 from mxnet import autograd, np
 from mxnet.gluon import nn
 
-from common import model as M, weights as W
-from common.spec import BN_EPS, BN_MOMENTUM, get_spec, outputs_type
+from common import model as M
+from common.spec import BN_EPS, BN_MOMENTUM, outputs_type
 
 from .core import _device, to_numpy, to_tensor
 
@@ -77,27 +76,22 @@ class Concat(nn.HybridBlock):
         return F.np.concatenate([b(X) for b in self.branches], axis=1)
 
 
-def _primitive(layer, in_shape):
-    kind = layer.kind
-    if kind == "conv":
-        return ConvBlock(layer, in_shape[0])
-    if kind == "dense":
-        return DenseBlock(layer, in_shape[0])
-    if kind == "maxpool":   # MXNet's max pool pads with -inf; floor ('valid') rounding by default
-        return nn.MaxPool2D(layer.kernel, layer.stride, layer.padding)
-    if kind == "avgpool":
-        return nn.AvgPool2D(layer.kernel, layer.stride)
-    if kind == "lrn":
-        return LRN(layer)
-    if kind == "gap":
-        return nn.GlobalAvgPool2D()
-    if kind == "gmp":
-        return nn.GlobalMaxPool2D()
-    if kind == "flatten":
-        return nn.Flatten()
-    if kind == "dropout":
-        return nn.Dropout(layer.rate)
-    raise ValueError(f"unknown layer kind {kind!r}")
+#: the table's records -> Gluon blocks: ``make(layer, in_shape, name)``
+LAYERS = {
+    "conv": lambda l, shape, name: ConvBlock(l, shape[0]),
+    "dense": lambda l, shape, name: DenseBlock(l, shape[0]),
+    # MXNet's max pool pads with -inf; floor ('valid') rounding by default
+    "maxpool": lambda l, shape, name: nn.MaxPool2D(l.kernel, l.stride, l.padding),
+    "avgpool": lambda l, shape, name: nn.AvgPool2D(l.kernel, l.stride),
+    "lrn": lambda l, shape, name: LRN(l),
+    "gap": lambda l, shape, name: nn.GlobalAvgPool2D(),
+    "gmp": lambda l, shape, name: nn.GlobalMaxPool2D(),
+    "flatten": lambda l, shape, name: nn.Flatten(),
+    "dropout": lambda l, shape, name: nn.Dropout(l.rate),
+}
+#: where Gluon keeps the weight file's tensors: its own names and layouts
+WEIGHT_NAMES = M.WeightNames(weight="weight", bias="bias",
+                             bn=("gamma", "beta", "running_mean", "running_var"))
 
 
 def _chain(qname, blocks):
@@ -126,8 +120,7 @@ class GoogLeNet(nn.HybridBlock):
         self.spec, self.input_size = spec, input_size
         with self.name_scope():
             self.blocks, self.aux, param_layers = M.construct(
-                spec, input_size, lambda layer, q, shape: _primitive(layer, shape),
-                lambda q, branches: Concat(branches), _chain)
+                spec, input_size, LAYERS, lambda q, branches: Concat(branches), _chain)
         for qname, block in self.blocks.items():
             self.register_child(block, qname.replace(".", "_"))
         for name, head in self.aux.items():
@@ -139,13 +132,14 @@ class GoogLeNet(nn.HybridBlock):
     def block(self, qname):
         return self.blocks[qname]
 
-    def run(self, X, collect=()):
-        """The table's forward (:func:`common.model.run`) in the current autograd mode."""
-        return M.run(self.spec, lambda q, x: self.blocks[q](x), lambda a, x: self.aux[a](x),
-                     X, training=autograd.is_training(), collect=collect)
+    def call_block(self, qname, X):
+        return self.blocks[qname](X)
+
+    def call_aux(self, name, X):
+        return self.aux[name](X)
 
     def hybrid_forward(self, F, X):
-        out = self.run(X)
+        out = M.run(self.spec, self.call_block, self.call_aux, X, training=autograd.is_training())
         return tuple(out) if isinstance(out, tuple) else out
 
     def forward(self, X):
@@ -159,105 +153,28 @@ class GoogLeNet(nn.HybridBlock):
         return outputs_type(self.spec)(*out) if isinstance(out, (list, tuple)) else out
 
 
-def build(spec="d2l", *, input_size=None, seed=0, **options):
-    """Build GoogLeNet from a table on the backend's device.
-
-    Args:
-        spec: a preset name (``'d2l'``, ``'paper'``, ``'bn'``) or a :class:`~common.spec.Spec`.
-        input_size: square input size (default: the table's, 96 for ``d2l``); needed
-            because dense layers after a flatten take their width from it.
-        seed: seed of the recipe's initialisation (Xavier-uniform weights, zero biases),
-            identical on every backend; ``None`` keeps Gluon's default initialisers.
-        **options: preset keywords (``in_channels``, ``num_classes``, ``aux_logits``, ...).
-    """
-    spec = get_spec(spec, **options)
-    input_size = input_size or spec.input_size
+def _new(spec, input_size):
     net = GoogLeNet(spec, input_size)
     net.initialize(ctx=_device())          # every shape is known: nothing is deferred
-    if seed is not None:
-        init_weights(net, seed)
     return net
 
 
-def _trainable(block):
-    return [p for p in block.collect_params().values() if p.grad_req != "null"]
-
-
-def count_params(net) -> int:
-    """Trainable parameters, as Gluon counts them (all heads included, BN running stats not)."""
-    return sum(p.data().size for p in _trainable(net))
-
-
-def _params_of(net, name):
-    block = net.aux[name] if name in net.aux else net.block(name)
-    return sum(p.data().size for p in _trainable(block))
-
-
-def forward(net, X, training=False):
-    """Logits for a NumPy (NCHW) or tensor batch, as NumPy (a tuple with aux heads in training)."""
+def _call(net, X, training):
     with autograd.train_mode() if training else autograd.predict_mode():
-        out = net(to_tensor(X))
-    return type(out)(*map(to_numpy, out)) if isinstance(out, tuple) else to_numpy(out)
+        return net(X)
 
 
-def _collect(net, X, names):
-    with autograd.predict_mode():
-        outs = net.run(to_tensor(X), collect=names)
-    return OrderedDict((k, to_numpy(v)) for k, v in outs.items())
+def _count(block):
+    return sum(p.data().size for p in block.collect_params().values() if p.grad_req != "null")
 
 
-def stage_outputs(net, X):
-    """Every stage's output (eval mode) as NumPy, canonical NCHW / (N, F)."""
-    return _collect(net, X, net.spec.stage_names())
-
-
-def features(net, X):
-    """The named taps of the table (3b, 4a, 4d, 5b for GoogLeNet) as NumPy NCHW."""
-    return _collect(net, X, net.spec.features)
-
-
-def layer_table(net, input_size=None):
-    """Per-block rows (name, kind, out_shape, params, macs) measured on the built network."""
-    X = np.zeros((1, net.spec.in_channels, net.input_size, net.input_size), ctx=_device())
-    with autograd.predict_mode():
-        return M.layer_table(net.spec, lambda q, x: net.block(q)(x), lambda a, x: net.aux[a](x), X,
-                             lambda t: tuple(t.shape[1:]), lambda n: _params_of(net, n),
-                             net.input_size)
-
-
-# --------------------------------------------------------------------------- weights
-def _tensors(net):
-    """Canonical name -> the Gluon ``Parameter`` that holds it."""
-    out = OrderedDict()
-    for qname, m in net.param_layers.items():
-        lin = m.conv if isinstance(m, ConvBlock) else m.linear
-        out[f"{qname}.weight"] = lin.weight
-        if lin.bias is not None:
-            out[f"{qname}.bias"] = lin.bias
-        if isinstance(m, ConvBlock) and m.bn is not None:
-            for t, p in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"),
-                         ("running_var", "running_var")):
-                out[f"{qname}.bn.{t}"] = getattr(m.bn, p)
-    return out
-
-
-def get_weights(net):
-    """All tensors in canonical names and layouts (conv OIHW, dense (out, in): MXNet's own)."""
-    return OrderedDict((k, to_numpy(p.data()).copy()) for k, p in _tensors(net).items())
-
-
-def set_weights(net, weights):
-    """Load canonical weights; checked in full first, so nothing is half-loaded."""
-    weights = W.check(net.spec, weights, net.input_size)
-    for name, p in _tensors(net).items():
-        p.set_data(np.array(weights[name], ctx=_device()))
-    return net
-
-
-def init_weights(net, seed=0):
-    """The recipe's initialisation (see :func:`common.weights.xavier_init`)."""
-    return set_weights(net, W.xavier_init(net.spec, seed, net.input_size))
-
+api = M.NetAPI(
+    new=_new, call=_call, evaluating=lambda net: autograd.predict_mode(), count=_count,
+    to_tensor=to_tensor, to_canonical=to_numpy, names=WEIGHT_NAMES,
+    read=lambda p: p.data().asnumpy(), write=lambda p, a: p.set_data(np.array(a, ctx=_device())))
+build, count_params, forward, stage_outputs, features, layer_table = (
+    api.build, api.count_params, api.forward, api.stage_outputs, api.features, api.layer_table)
+get_weights, set_weights, init_weights = api.get_weights, api.set_weights, api.init_weights
 
 NATIVE_SUFFIX = ".params"
 

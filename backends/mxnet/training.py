@@ -1,11 +1,12 @@
-"""MXNet: the framework-specific pieces of the training loop."""
+"""MXNet: the framework calls of the training step (the rest is common.trainer)."""
 import os
 
 from mxnet import autograd, gluon
 
 from common import oracle
 from common.spec import BN_MOMENTUM
-from common.train_config import check_optimizer, step_loss
+from common.train_config import step_loss
+from common.trainer import TrainerBase
 
 
 def _bn_running_vars(net):
@@ -15,32 +16,24 @@ def _bn_running_vars(net):
             if getattr(m, "bn", None) is not None]
 
 
-class Trainer:
-    """One optimiser and loss for ``net``: ``train_step`` / ``eval_step`` on device batches.
+class Trainer(TrainerBase):
+    """MXNet's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`).
 
-    Args:
-        net: a network from :func:`build`.
-        lr, momentum, weight_decay: SGD hyperparameters (the book: 0.1, 0, 0).
-        optimizer: ``'sgd'`` (the book's) or ``'adam'``.
-        aux_weight: weight of each auxiliary loss when the net has aux heads (0.3).
-        fast: hybridize the network (one cached graph, ``static_alloc`` and
-            ``static_shape``): bit-identical numbers; on a 2-core CPU about 1.1x faster
-            training than eager Gluon and the same inference speed (the oneDNN kernels
-            dominate); it saves more of the Python overhead where that matters, on a
-            GPU (see docs/performance.md).
+    ``fast``: hybridize the network (one cached graph, ``static_alloc`` and
+    ``static_shape``): bit-identical numbers; on a 2-core CPU about 1.1x faster training
+    than eager Gluon and the same inference speed (the oneDNN kernels dominate); it saves
+    more of the Python overhead where that matters, on a GPU (see docs/performance.md).
     """
 
-    def __init__(self, net, *, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
-                 aux_weight=0.3, fast=True):
-        check_optimizer(optimizer)
-        self.net, self.aux_weight = net, aux_weight
-        if fast:
+    def setup(self):
+        net = self.net
+        if self.fast:
             net.hybridize(static_alloc=True, static_shape=True)
-        hyper = {"learning_rate": lr, "wd": weight_decay}
-        if optimizer == "sgd":
-            hyper["momentum"] = momentum
+        hyper = {"learning_rate": self.lr, "wd": self.weight_decay}
+        if self.optimizer == "sgd":
+            hyper["momentum"] = self.momentum
         # Parameters with grad_req 'null' (batch-norm running statistics) are not updated.
-        self.trainer = gluon.Trainer(net.collect_params(), optimizer, hyper)
+        self.trainer = gluon.Trainer(net.collect_params(), self.optimizer, hyper)
         self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
         self._bn = _bn_running_vars(net)
 
@@ -78,7 +71,6 @@ class Trainer:
         return float(l.sum()), self._correct(logits, y)
 
     def eval_step(self, X, y):
-        """Evaluation mode, no gradients; returns (summed loss, correct predictions)."""
         with autograd.predict_mode():
             logits = self.net(X)
             return float(self.loss(logits, y).sum()), self._correct(logits, y)

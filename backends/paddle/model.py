@@ -1,4 +1,5 @@
-"""PaddlePaddle: GoogLeNet built from the channel-spec table with ``paddle.nn`` layers."""
+"""PaddlePaddle: the table's layers as ``paddle.nn`` layers; the rest is :class:`common.model.NetAPI`."""
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
@@ -6,8 +7,8 @@ import paddle
 from paddle import nn
 import paddle.nn.functional as F
 
-from common import model as M, weights as W
-from common.spec import BN_EPS, BN_MOMENTUM, get_spec
+from common import model as M
+from common.spec import BN_EPS, BN_MOMENTUM
 
 from .core import to_numpy, to_tensor
 
@@ -85,27 +86,21 @@ class Concat(nn.Layer):
         return paddle.concat([b(X) for b in self.branches], axis=1)
 
 
-def _primitive(layer, in_shape):
-    kind = layer.kind
-    if kind == "conv":
-        return ConvBlock(layer, in_shape[0])
-    if kind == "dense":
-        return DenseBlock(layer, in_shape[0])
-    if kind == "maxpool":
-        return nn.MaxPool2D(layer.kernel, layer.stride, layer.padding)
-    if kind == "avgpool":
-        return nn.AvgPool2D(layer.kernel, layer.stride)
-    if kind == "lrn":
-        return nn.LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
-    if kind == "gap":
-        return nn.AdaptiveAvgPool2D(1)
-    if kind == "gmp":
-        return nn.AdaptiveMaxPool2D(1)
-    if kind == "flatten":
-        return nn.Flatten()
-    if kind == "dropout":
-        return nn.Dropout(layer.rate)
-    raise ValueError(f"unknown layer kind {kind!r}")
+#: the table's records -> Paddle layers: ``make(layer, in_shape, name)``
+LAYERS = {
+    "conv": lambda l, shape, name: ConvBlock(l, shape[0]),
+    "dense": lambda l, shape, name: DenseBlock(l, shape[0]),
+    "maxpool": lambda l, shape, name: nn.MaxPool2D(l.kernel, l.stride, l.padding),
+    "avgpool": lambda l, shape, name: nn.AvgPool2D(l.kernel, l.stride),
+    "lrn": lambda l, shape, name: nn.LocalResponseNorm(l.size, l.alpha, l.beta, l.k),
+    "gap": lambda l, shape, name: nn.AdaptiveAvgPool2D(1),
+    "gmp": lambda l, shape, name: nn.AdaptiveMaxPool2D(1),
+    "flatten": lambda l, shape, name: nn.Flatten(),
+    "dropout": lambda l, shape, name: nn.Dropout(l.rate),
+}
+#: where Paddle keeps the weight file's tensors, and its layouts: ``Linear`` is (in, out)
+WEIGHT_NAMES = M.WeightNames(weight="weight", bias="bias", bn=("weight", "bias", "_mean", "_variance"),
+                             dense_axes=(1, 0))
 
 
 class GoogLeNet(nn.Layer):
@@ -120,8 +115,8 @@ class GoogLeNet(nn.Layer):
         super().__init__()
         self.spec, self.input_size = spec, input_size
         blocks, aux, self.param_layers = M.construct(
-            spec, input_size, lambda layer, q, shape: _primitive(layer, shape),
-            lambda q, branches: Concat(branches), lambda q, modules: nn.Sequential(*modules))
+            spec, input_size, LAYERS, lambda q, branches: Concat(branches),
+            lambda q, modules: nn.Sequential(*modules))
         self.stages = nn.LayerDict()                 # registered as stages.b3.inception3a ...
         for st in spec.stages:
             self.stages[st.name] = nn.LayerDict(OrderedDict(
@@ -138,121 +133,41 @@ class GoogLeNet(nn.Layer):
     def call_aux(self, name, X):
         return self.aux[name](X)
 
-    def forward(self, X, collect=()):
+    def forward(self, X):
         # bound methods, not lambdas: paddle.jit.to_static (SOT) trips on closures over self
-        return M.run(self.spec, self.call_block, self.call_aux, X, training=self.training,
-                     collect=collect)
+        return M.run(self.spec, self.call_block, self.call_aux, X, training=self.training)
 
 
-def build(spec="d2l", *, input_size=None, seed=0, **options):
-    """Build GoogLeNet from a table on the backend's device.
-
-    Args:
-        spec: a preset name (``'d2l'``, ``'paper'``, ``'bn'``) or a :class:`~common.spec.Spec`.
-        input_size: square input size (default: the table's, 96 for ``d2l``); needed
-            because dense layers after a flatten take their width from it.
-        seed: seed of the recipe's initialisation (Xavier-uniform weights, zero biases),
-            identical on every backend; ``None`` keeps Paddle's default initialisers.
-        **options: preset keywords (``in_channels``, ``num_classes``, ``aux_logits``, ...).
-    """
-    spec = get_spec(spec, **options)
-    input_size = input_size or spec.input_size
+def _new(spec, input_size):
     net = GoogLeNet(spec, input_size)  # created on the device set by paddle.set_device
-    if seed is not None:
-        init_weights(net, seed)
     net.eval()
     return net
 
 
-def _trainable(layer):
-    return [p for p in layer.parameters() if not p.stop_gradient]
-
-
-def count_params(net) -> int:
-    """Trainable parameters, as Paddle counts them (all heads included; BN statistics excluded)."""
-    return sum(int(np.prod(p.shape)) for p in _trainable(net))
-
-
-def _params_of(net, name):
-    module = net.aux[name] if name in net.aux else net.block(name)
-    return sum(int(np.prod(p.shape)) for p in _trainable(module))
-
-
-def forward(net, X, training=False):
-    """Logits for a NumPy (NCHW) or tensor batch, as NumPy (a tuple with aux heads in training)."""
+def _call(net, X, training):
     net.train() if training else net.eval()
-    with paddle.set_grad_enabled(training):
-        out = net(to_tensor(X))
-    net.eval()
-    return type(out)(*map(to_numpy, out)) if isinstance(out, tuple) else to_numpy(out)
+    try:
+        with paddle.set_grad_enabled(training):
+            return net(X)
+    finally:
+        net.eval()
 
 
-def _collect(net, X, names):
+@contextlib.contextmanager
+def _evaluating(net):
     net.eval()
     with paddle.no_grad():
-        outs = net(to_tensor(X), collect=names)
-    return OrderedDict((k, to_numpy(v)) for k, v in outs.items())
+        yield
 
 
-def stage_outputs(net, X):
-    """Every stage's output (eval mode) as NumPy, canonical NCHW / (N, F)."""
-    return _collect(net, X, net.spec.stage_names())
-
-
-def features(net, X):
-    """The named taps of the table (3b, 4a, 4d, 5b for GoogLeNet) as NumPy NCHW."""
-    return _collect(net, X, net.spec.features)
-
-
-def layer_table(net, input_size=None):
-    """Per-block rows (name, kind, out_shape, params, macs) measured on the built network."""
-    net.eval()
-    X = paddle.zeros((1, net.spec.in_channels, net.input_size, net.input_size), dtype="float32")
-    with paddle.no_grad():
-        return M.layer_table(net.spec, net.call_block, net.call_aux, X,
-                             lambda t: tuple(t.shape[1:]), lambda n: _params_of(net, n),
-                             net.input_size)
-
-
-# --------------------------------------------------------------------------- weights
-#: canonical batch-norm tensor -> Paddle's attribute
-_BN = {"weight": "weight", "bias": "bias", "running_mean": "_mean", "running_var": "_variance"}
-
-
-def _tensors(net):
-    """Canonical name -> (the framework tensor that holds it, transposed?)."""
-    out = OrderedDict()
-    for qname, m in net.param_layers.items():
-        lin = m.conv if isinstance(m, ConvBlock) else m.linear
-        out[f"{qname}.weight"] = (lin.weight, isinstance(m, DenseBlock))  # Linear is (in, out)
-        if lin.bias is not None:
-            out[f"{qname}.bias"] = (lin.bias, False)
-        if isinstance(m, ConvBlock) and m.bn is not None:
-            for t, attr in _BN.items():
-                out[f"{qname}.bn.{t}"] = (getattr(m.bn, attr), False)
-    return out
-
-
-def get_weights(net):
-    """All tensors in canonical names and layouts (conv OIHW: Paddle's; dense (out, in): transposed)."""
-    return OrderedDict((k, np.ascontiguousarray(to_numpy(t).T if tr else to_numpy(t)))
-                       for k, (t, tr) in _tensors(net).items())
-
-
-def set_weights(net, weights):
-    """Load canonical weights; checked in full first, so nothing is half-loaded."""
-    weights = W.check(net.spec, weights, net.input_size)
-    with paddle.no_grad():
-        for name, (t, tr) in _tensors(net).items():
-            w = weights[name]
-            t.set_value(np.ascontiguousarray(w.T if tr else w))
-    return net
-
-
-def init_weights(net, seed=0):
-    """The recipe's initialisation (see :func:`common.weights.xavier_init`)."""
-    return set_weights(net, W.xavier_init(net.spec, seed, net.input_size))
-
+api = M.NetAPI(
+    new=_new, call=_call, evaluating=_evaluating,
+    count=lambda layer: sum(int(np.prod(p.shape)) for p in layer.parameters() if not p.stop_gradient),
+    to_tensor=to_tensor, to_canonical=to_numpy, names=WEIGHT_NAMES,
+    read=to_numpy, write=lambda t, a: t.set_value(a))
+build, count_params, forward, stage_outputs, features, layer_table = (
+    api.build, api.count_params, api.forward, api.stage_outputs, api.features, api.layer_table)
+get_weights, set_weights, init_weights = api.get_weights, api.set_weights, api.init_weights
 
 NATIVE_SUFFIX = ".pdparams"
 

@@ -1,45 +1,37 @@
-"""PaddlePaddle: the framework-specific pieces of the training loop."""
+"""PaddlePaddle: the framework calls of the training step (the rest is common.trainer)."""
 import os
 
 import paddle
 from paddle import nn
 
-from common.train_config import check_optimizer, step_loss
+from common.train_config import step_loss
+from common.trainer import TrainerBase
 
-from .model import _tensors
+from .model import api
 
 
-class Trainer:
-    """One optimiser and loss for ``net``: ``train_step`` / ``eval_step`` on device batches.
+class Trainer(TrainerBase):
+    """Paddle's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`); weight decay is
+    Paddle's ``L2Decay`` (``grad += wd * param``, as in PyTorch).
 
-    Args:
-        net: a network from :func:`build`.
-        lr, momentum, weight_decay: SGD hyperparameters (the book: 0.1, 0, 0); a weight
-            decay is Paddle's ``L2Decay`` (``grad += wd * param``, as in PyTorch).
-        optimizer: ``'sgd'`` (the book's) or ``'adam'``.
-        aux_weight: weight of each auxiliary loss when the net has aux heads (0.3).
-        fast: Paddle's dynamic mode is already its fastest on the CPU here:
-            ``paddle.jit.to_static`` gives the same numbers and the same step time
-            (2.1 s per batch of 32 at 96x96) after ~10 s of tracing per input shape
-            (see docs/performance.md); kept for the common signature.
+    ``fast``: Paddle's dynamic mode is already its fastest on the CPU here:
+    ``paddle.jit.to_static`` gives the same numbers and the same step time (2.1 s per
+    batch of 32 at 96x96) after ~10 s of tracing per input shape (see
+    docs/performance.md); kept for the common signature.
     """
 
-    def __init__(self, net, *, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
-                 aux_weight=0.3, fast=True):
-        check_optimizer(optimizer)
-        self.net, self.aux_weight = net, aux_weight
-        params = [p for p in net.parameters() if not p.stop_gradient]
-        wd = weight_decay or None
-        if optimizer == "adam":
+    def setup(self):
+        params = [p for p in self.net.parameters() if not p.stop_gradient]
+        lr, wd = self.lr, self.weight_decay or None
+        if self.optimizer == "adam":
             self.opt = paddle.optimizer.Adam(lr, parameters=params, weight_decay=wd)
-        elif momentum:
-            self.opt = paddle.optimizer.Momentum(lr, momentum, parameters=params, weight_decay=wd)
+        elif self.momentum:
+            self.opt = paddle.optimizer.Momentum(lr, self.momentum, parameters=params, weight_decay=wd)
         else:
             self.opt = paddle.optimizer.SGD(lr, parameters=params, weight_decay=wd)
         self.loss = nn.CrossEntropyLoss()
 
     def train_step(self, X, y):
-        """One optimiser step; returns (summed loss over the batch, correct predictions)."""
         self.net.train()
         out = self.net(X)
         logits, l = step_loss(out, lambda z: self.loss(z, y), self.aux_weight)
@@ -49,7 +41,6 @@ class Trainer:
         return float(l) * y.shape[0], int((logits.argmax(1) == y).sum())
 
     def eval_step(self, X, y):
-        """Evaluation mode, no gradients; returns (summed loss, correct predictions)."""
         self.net.eval()
         with paddle.no_grad():
             logits = self.net(X)
@@ -59,7 +50,7 @@ class Trainer:
     # (``conv2d_7.w_0_velocity_0``); the file keys it by canonical weight names instead,
     # so a checkpoint loads into any network built from the same table.
     def _names(self):
-        return {t.name: k for k, (t, _) in _tensors(self.net).items() if not t.stop_gradient}
+        return {t.name: k for k, (t, _) in api.tensors(self.net).items() if not t.stop_gradient}
 
     def save_optimizer(self, directory):
         names = self._names()

@@ -1,49 +1,41 @@
-"""PyTorch: the framework-specific pieces of the training loop."""
+"""PyTorch: the framework calls of the training step (the rest is common.trainer)."""
 import os
 
 import torch
 from torch import nn
 
-from common.train_config import check_optimizer, step_loss
+from common.train_config import step_loss
+from common.trainer import TrainerBase
 
-from .core import to_tensor
 
+class Trainer(TrainerBase):
+    """PyTorch's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`).
 
-class Trainer:
-    """One optimiser and loss for ``net``: ``train_step`` / ``eval_step`` on device batches.
-
-    Args:
-        net: a network from :func:`build`.
-        lr, momentum, weight_decay: SGD hyperparameters (the book: 0.1, 0, 0).
-        optimizer: ``'sgd'`` (the book's) or ``'adam'``.
-        aux_weight: weight of each auxiliary loss when the net has aux heads (0.3).
-        fast: ``True`` (the default) is eager PyTorch, already its fastest path that
-            changes no numbers (``torch.compile`` was measured: slower here, and about a
-            minute of compilation).  ``fast='channels_last'`` opts in to the channels-last
-            memory format: the network's parameters are converted in place
-            (``net.to(memory_format=torch.channels_last)``; ``forward`` on it is then
-            channels-last too) and every batch is passed channels-last, so oneDNN runs
-            its convolutions without layout conversions: about 1.3x faster training on
-            a CPU, no start-up cost.  It is not the default because it changes float32
-            summation order: one step stays within 1e-5 of eager, but three momentum
-            steps drift past the equivalence tests' 1e-4 (a ReLU input at 1e-8 flips
-            sign).  See docs/performance.md.
+    ``fast``: ``True`` (the default) is eager PyTorch, already its fastest path that
+    changes no numbers (``torch.compile`` was measured: slower here, and about a minute
+    of compilation).  ``fast='channels_last'`` opts in to the channels-last memory format:
+    the network's parameters are converted in place (``net.to(memory_format=
+    torch.channels_last)``; ``forward`` on it is then channels-last too) and every batch
+    is passed channels-last, so oneDNN runs its convolutions without layout conversions:
+    about 1.3x faster training on a CPU, no start-up cost.  It is not the default because
+    it changes float32 summation order: one step stays within 1e-5 of eager, but three
+    momentum steps drift past the equivalence tests' 1e-4 (a ReLU input at 1e-8 flips
+    sign).  See docs/performance.md.
     """
 
-    def __init__(self, net, *, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
-                 aux_weight=0.3, fast=True):
-        check_optimizer(optimizer)
-        self.net, self.aux_weight = net, aux_weight
+    def setup(self):
+        net, fast = self.net, self.fast
         if fast not in (True, False, "channels_last"):
             raise ValueError(f"fast must be True, False or 'channels_last', not {fast!r}")
         self.memory_format = torch.channels_last if fast == "channels_last" else None
         if self.memory_format is not None:
             net.to(memory_format=self.memory_format)
         params = [p for p in net.parameters() if p.requires_grad]
-        if optimizer == "sgd":
-            self.opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        if self.optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
+                                       weight_decay=self.weight_decay)
         else:
-            self.opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+            self.opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         self.loss = nn.CrossEntropyLoss()
 
     def _input(self, X):
@@ -52,7 +44,6 @@ class Trainer:
         return X
 
     def train_step(self, X, y):
-        """One optimiser step; returns (summed loss over the batch, correct predictions)."""
         X = self._input(X)
         self.net.train()
         out = self.net(X)
@@ -63,7 +54,6 @@ class Trainer:
         return float(l.detach()) * y.shape[0], int((logits.argmax(1) == y).sum())
 
     def eval_step(self, X, y):
-        """Evaluation mode, no gradients; returns (summed loss, correct predictions)."""
         X = self._input(X)
         self.net.eval()
         with torch.no_grad():
@@ -74,4 +64,4 @@ class Trainer:
         torch.save(self.opt.state_dict(), os.path.join(directory, "optimizer.pt"))
 
     def load_optimizer(self, directory):
-        self.opt.load_state_dict(torch.load(os.path.join(directory, "optimizer.pt")))
+        self.opt.load_state_dict(torch.load(os.path.join(directory, "optimizer.pt"), weights_only=True))

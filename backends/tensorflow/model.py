@@ -1,19 +1,20 @@
-"""TensorFlow: GoogLeNet built from the channel-spec table with ``tf.keras`` layers.
+"""TensorFlow: the table's layers as ``tf.keras`` layers; the rest is :class:`common.model.NetAPI`.
 
 Inside, maps are NHWC; outside (inputs, stage outputs, weights) everything is in the
 canonical NCHW / OIHW order.  Padding is explicit and symmetric as in the table (never
 TensorFlow's asymmetric ``'same'`` for strided layers), so shapes and numbers match
 the other backends.
 """
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
 import tensorflow as tf
 
-from common import model as M, weights as W
-from common.spec import BN_EPS, BN_MOMENTUM, get_spec
+from common import model as M
+from common.spec import BN_EPS, BN_MOMENTUM
 
-from .core import nchw, to_numpy, to_tensor
+from .core import nchw, to_tensor
 
 layers = tf.keras.layers
 
@@ -123,27 +124,26 @@ class Concat(layers.Layer):
         return tf.concat([b(X, training=training) for b in self.branches], axis=-1)
 
 
-def _primitive(layer, name):
-    kind = layer.kind
-    if kind == "conv":
-        return ConvBlock(layer, name=name)
-    if kind == "dense":
-        return DenseBlock(layer, name=name)
-    if kind == "maxpool":
-        return MaxPool(layer, name=name)
-    if kind == "avgpool":
-        return layers.AveragePooling2D(layer.kernel, layer.stride, name=name)
-    if kind == "lrn":
-        return LRN(layer, name=name)
-    if kind == "gap":
-        return layers.GlobalAveragePooling2D(keepdims=True, name=name)
-    if kind == "gmp":
-        return layers.GlobalMaxPooling2D(keepdims=True, name=name)
-    if kind == "flatten":
-        return Flatten(name=name)
-    if kind == "dropout":
-        return layers.Dropout(layer.rate, name=name)
-    raise ValueError(f"unknown layer kind {kind!r}")
+def _keras_name(qname):
+    return qname.replace(".", "_")
+
+
+#: the table's records -> Keras layers: ``make(layer, in_shape, name)`` (named after the table)
+LAYERS = {
+    "conv": lambda l, shape, name: ConvBlock(l, name=_keras_name(name)),
+    "dense": lambda l, shape, name: DenseBlock(l, name=_keras_name(name)),
+    "maxpool": lambda l, shape, name: MaxPool(l, name=_keras_name(name)),
+    "avgpool": lambda l, shape, name: layers.AveragePooling2D(l.kernel, l.stride, name=_keras_name(name)),
+    "lrn": lambda l, shape, name: LRN(l, name=_keras_name(name)),
+    "gap": lambda l, shape, name: layers.GlobalAveragePooling2D(keepdims=True, name=_keras_name(name)),
+    "gmp": lambda l, shape, name: layers.GlobalMaxPooling2D(keepdims=True, name=_keras_name(name)),
+    "flatten": lambda l, shape, name: Flatten(name=_keras_name(name)),
+    "dropout": lambda l, shape, name: layers.Dropout(l.rate, name=_keras_name(name)),
+}
+#: where Keras keeps the weight file's tensors, and its layouts: conv HWIO, dense (in, out)
+WEIGHT_NAMES = M.WeightNames(weight="kernel", bias="bias",
+                             bn=("gamma", "beta", "moving_mean", "moving_variance"),
+                             conv_axes=(2, 3, 1, 0), dense_axes=(1, 0))
 
 
 class GoogLeNet(tf.keras.Model):
@@ -162,11 +162,9 @@ class GoogLeNet(tf.keras.Model):
     def __init__(self, spec, input_size):
         super().__init__(name=f"googlenet_{spec.name}".replace("*", "_"))
         self.spec, self.input_size = spec, input_size
-        keras_name = lambda q: q.replace(".", "_")
         self.blocks, self.aux, param_layers = M.construct(
-            spec, input_size, lambda layer, q, shape: _primitive(layer, keras_name(q)),
-            lambda q, branches: Concat(branches, name=keras_name(q)),
-            lambda q, modules: Chain(modules, name=keras_name(q)))
+            spec, input_size, LAYERS, lambda q, branches: Concat(branches, name=_keras_name(q)),
+            lambda q, modules: Chain(modules, name=_keras_name(q)))
         self._param_names = list(param_layers)
         self._param_modules = list(param_layers.values())
 
@@ -177,132 +175,38 @@ class GoogLeNet(tf.keras.Model):
     def block(self, qname):
         return self.blocks[qname]
 
-    def call(self, X, training=False, collect=()):
-        return M.run(self.spec, lambda q, x: self.blocks[q](x, training=training),
-                     lambda a, x: self.aux[a](x, training=training), X, training=training,
-                     collect=collect)
+    def call_block(self, qname, X, training=False):
+        return self.blocks[qname](X, training=training)
+
+    def call_aux(self, name, X, training=False):
+        return self.aux[name](X, training=training)
+
+    def call(self, X, training=False):
+        return M.run(self.spec, lambda q, x: self.call_block(q, x, training),
+                     lambda a, x: self.call_aux(a, x, training), X, training=training)
 
 
-def _create_variables(net):
-    """Run a dummy batch through every block and aux head (eval mode), creating all weights."""
-    s = net.input_size
-    X = tf.zeros((1, s, s, net.spec.in_channels))
-    taps = net(X, collect=[h.tap for h in net.spec.aux] or [net.spec.stages[-1].name])
-    for h in net.spec.aux:
-        net.aux[h.name](taps[h.tap])
-
-
-def build(spec="d2l", *, input_size=None, seed=0, **options):
-    """Build GoogLeNet from a table; its weights exist on return.
-
-    Args:
-        spec: a preset name (``'d2l'``, ``'paper'``, ``'bn'``) or a :class:`~common.spec.Spec`.
-        input_size: square input size (default: the table's, 96 for ``d2l``); needed
-            because dense layers after a flatten take their width from it.
-        seed: seed of the recipe's initialisation (Xavier-uniform weights, zero biases),
-            identical on every backend; ``None`` keeps Keras's default initialisers.
-        **options: preset keywords (``in_channels``, ``num_classes``, ``aux_logits``, ...).
-    """
-    spec = get_spec(spec, **options)
-    input_size = input_size or spec.input_size
+def _new(spec, input_size):
+    """A new network whose weights exist: a dummy batch runs through every block and aux head."""
     net = GoogLeNet(spec, input_size)
-    _create_variables(net)
-    if seed is not None:
-        init_weights(net, seed)
+    X = tf.zeros((1, input_size, input_size, spec.in_channels))
+    net(X)                                         # builds the Keras model
+    if spec.aux:
+        taps = M.run(spec, net.call_block, net.call_aux, X, collect=[h.tap for h in spec.aux])
+        for h in spec.aux:
+            net.call_aux(h.name, taps[h.tap])
     return net
 
 
-def _count(variables):
-    return sum(int(np.prod(v.shape)) for v in variables)
-
-
-def count_params(net) -> int:
-    """Trainable parameters, as Keras counts them (all heads included)."""
-    return _count(net.trainable_variables)
-
-
-def _params_of(net, name):
-    layer = net.aux[name] if name in net.aux else net.block(name)
-    return _count(layer.trainable_variables)
-
-
-def forward(net, X, training=False):
-    """Logits for a NumPy (NCHW) or tensor (NHWC) batch, as NumPy (a tuple with aux heads in
-    training); a feature map (``include_top=False, pooling=None``) comes back NCHW."""
-    out = net(to_tensor(X), training=training)
-    return type(out)(*map(nchw, out)) if isinstance(out, tuple) else nchw(out)
-
-
-def _collect(net, X, names):
-    outs = net(to_tensor(X), training=False, collect=names)
-    return OrderedDict((k, nchw(v)) for k, v in outs.items())
-
-
-def stage_outputs(net, X):
-    """Every stage's output (eval mode) as NumPy, canonical NCHW / (N, F)."""
-    return _collect(net, X, net.spec.stage_names())
-
-
-def features(net, X):
-    """The named taps of the table (3b, 4a, 4d, 5b for GoogLeNet) as NumPy NCHW."""
-    return _collect(net, X, net.spec.features)
-
-
-def _shape(t):
-    """Canonical (C, H, W) / (F,) shape of one example of an NHWC / flat tensor."""
-    s = tuple(t.shape[1:])
-    return (s[2], s[0], s[1]) if len(s) == 3 else s
-
-
-def layer_table(net, input_size=None):
-    """Per-block rows (name, kind, out_shape, params, macs) measured on the built network."""
-    s = net.input_size
-    X = tf.zeros((1, s, s, net.spec.in_channels))
-    return M.layer_table(net.spec, lambda q, x: net.block(q)(x, training=False),
-                         lambda a, x: net.aux[a](x, training=False), X, _shape,
-                         lambda n: _params_of(net, n), net.input_size)
-
-
-# --------------------------------------------------------------------------- weights
-#: canonical layout -> Keras layout (conv OIHW -> HWIO, dense (out, in) -> (in, out)), and back
-_TO_KERAS = {4: (2, 3, 1, 0), 2: (1, 0), 1: (0,)}
-_FROM_KERAS = {4: (3, 2, 0, 1), 2: (1, 0), 1: (0,)}
-
-
-def _tensors(net):
-    """Canonical name -> the Keras variable that holds it."""
-    out = OrderedDict()
-    for qname, m in net.param_layers.items():
-        lin = m.conv if isinstance(m, ConvBlock) else m.linear
-        out[f"{qname}.weight"] = lin.kernel
-        if lin.use_bias:
-            out[f"{qname}.bias"] = lin.bias
-        if isinstance(m, ConvBlock) and m.bn is not None:
-            bn = m.bn
-            for t, v in (("weight", bn.gamma), ("bias", bn.beta), ("running_mean", bn.moving_mean),
-                         ("running_var", bn.moving_variance)):
-                out[f"{qname}.bn.{t}"] = v
-    return out
-
-
-def get_weights(net):
-    """All tensors in canonical names and layouts (conv OIHW, dense (out, in))."""
-    return OrderedDict((k, np.ascontiguousarray(v.numpy().transpose(_FROM_KERAS[v.shape.rank])))
-                       for k, v in _tensors(net).items())
-
-
-def set_weights(net, weights):
-    """Load canonical weights; checked in full first, so nothing is half-loaded."""
-    weights = W.check(net.spec, weights, net.input_size)
-    for name, v in _tensors(net).items():
-        v.assign(weights[name].transpose(_TO_KERAS[v.shape.rank]))
-    return net
-
-
-def init_weights(net, seed=0):
-    """The recipe's initialisation (see :func:`common.weights.xavier_init`)."""
-    return set_weights(net, W.xavier_init(net.spec, seed, net.input_size))
-
+api = M.NetAPI(
+    new=_new, call=lambda net, X, training: net(X, training=training),
+    evaluating=lambda net: contextlib.nullcontext(),     # blocks are called with training=False
+    count=lambda layer: sum(int(np.prod(v.shape)) for v in layer.trainable_variables),
+    to_tensor=to_tensor, to_canonical=nchw, names=WEIGHT_NAMES,
+    read=lambda v: v.numpy(), write=lambda v, a: v.assign(a))
+build, count_params, forward, stage_outputs, features, layer_table = (
+    api.build, api.count_params, api.forward, api.stage_outputs, api.features, api.layer_table)
+get_weights, set_weights, init_weights = api.get_weights, api.set_weights, api.init_weights
 
 NATIVE_SUFFIX = ".weights.h5"
 

@@ -1,9 +1,10 @@
-"""TensorFlow: the framework-specific pieces of the training loop."""
+"""TensorFlow: the framework calls of the training step (the rest is common.trainer)."""
 import os
 
 import tensorflow as tf
 
-from common.train_config import check_optimizer, step_loss
+from common.train_config import step_loss
+from common.trainer import TrainerBase
 
 
 class Adam(tf.keras.optimizers.Adam):
@@ -25,30 +26,22 @@ class Adam(tf.keras.optimizers.Adam):
         variable.assign_sub(lr / (1 - tf.pow(b1, step)) * m / denom)
 
 
-class Trainer:
-    """One optimiser and loss for ``net``: ``train_step`` / ``eval_step`` on device batches.
+class Trainer(TrainerBase):
+    """TensorFlow's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`).
 
-    Args:
-        net: a network from :func:`build`.
-        lr, momentum, weight_decay: SGD hyperparameters (the book: 0.1, 0, 0).  Weight
-            decay is the coupled L2 term ``grad += weight_decay * param`` of the other
-            backends' optimisers.
-        optimizer: ``'sgd'`` (the book's) or ``'adam'`` (PyTorch's update and epsilon 1e-8).
-        aux_weight: weight of each auxiliary loss when the net has aux heads (0.3).
-        fast: run the steps as ``tf.function`` graphs, about 2x faster than eager on the CPU
-            (XLA's ``jit_compile`` is slower there, so it is not used; see docs/performance.md).
+    Weight decay is added to the gradient (Keras 2.15's own ``weight_decay`` is decoupled);
+    Adam is :class:`Adam` (PyTorch's epsilon).  ``fast``: run the steps as ``tf.function``
+    graphs, about 2x faster than eager on the CPU (XLA's ``jit_compile`` is slower there,
+    so it is not used; see docs/performance.md).
     """
 
-    def __init__(self, net, *, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
-                 aux_weight=0.3, fast=True):
-        check_optimizer(optimizer)
-        self.net, self.aux_weight, self.weight_decay = net, aux_weight, weight_decay
-        if optimizer == "sgd":
-            self.opt = tf.keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
+    def setup(self):
+        if self.optimizer == "sgd":
+            self.opt = tf.keras.optimizers.SGD(learning_rate=self.lr, momentum=self.momentum)
         else:
-            self.opt = Adam(learning_rate=lr, epsilon=1e-8)
+            self.opt = Adam(learning_rate=self.lr, epsilon=1e-8)
         self.loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        wrap = (lambda f: tf.function(f, reduce_retracing=True)) if fast else (lambda f: f)
+        wrap = (lambda f: tf.function(f, reduce_retracing=True)) if self.fast else (lambda f: f)
         self._train, self._eval = wrap(self._train_step), wrap(self._eval_step)
 
     @staticmethod
@@ -79,12 +72,10 @@ class Trainer:
         return self._nan_unless_finite(self.loss(y, logits), [X]), self._correct(logits, y)
 
     def train_step(self, X, y):
-        """One optimiser step; returns (summed loss over the batch, correct predictions)."""
         l, correct = self._train(X, y)
         return float(l) * int(y.shape[0]), int(correct)
 
     def eval_step(self, X, y):
-        """Evaluation mode, no gradients; returns (summed loss, correct predictions)."""
         l, correct = self._eval(X, y)
         return float(l) * int(y.shape[0]), int(correct)
 

@@ -1,0 +1,180 @@
+"""``scripts/bench.py``: our GoogLeNet against the book's own code, every installed backend, one run.
+
+The driver: it starts the workers (:mod:`cli.bench_workers`), each in its own process,
+derives the numbers and writes the report with :mod:`common.bench`.  What is measured and
+how: docs/performance.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from common import bench as B
+from common.bench import CONFIGS
+from common.switch import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
+
+from .bench_workers import MARK, OPT_IN, worker_main
+from .errors import ArgumentParser, UserError, guard
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "bench.py")
+#: the book's training figures the issue quotes for this machine (examples/s)
+ISSUE_BOOK = {"pytorch": 32.5, "mxnet": 18.4, "tensorflow": 36.2, "paddle": 8.0}
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description="Benchmark our GoogLeNet against the book's own code, every "
+                                   "installed backend, in one run (see docs/performance.md).")
+    p.add_argument("--backends", default=",".join(BACKENDS),
+                   help="comma-separated backends (default: all four; missing ones are skipped)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--input-size", type=int, default=96)
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
+    p.add_argument("--steps", type=int, default=8, help="steps per timed repeat")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="which of book,eager,fast to run")
+    p.add_argument("--no-opt-in", dest="opt_in", action="store_false",
+                   help="skip the opt-in fast paths (PyTorch channels_last)")
+    p.add_argument("--pipeline-backend", default="pytorch",
+                   help="backend for the data-pipeline check (end-to-end vs compute-only); 'none' skips it")
+    p.add_argument("--pipeline-batches", type=int, default=24, help="batches per epoch of that check")
+    p.add_argument("--matmul-size", type=int, default=2048)
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per worker subprocess")
+    p.add_argument("--out", default=None, help="output folder (default reports/bench-<time>/)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings for a smoke test: batch 2, 32x32, 1 warm-up, 1 repeat of 1 step")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch_size, args.input_size, args.repeats, args.steps, args.warmup = 2, 32, 1, 1, 1
+        args.pipeline_batches, args.matmul_size = 3, 256
+    return args
+
+
+def _worker_argv(args, who, config=None):
+    argv = [sys.executable, SCRIPT, "--worker", who,
+            "--batch-size", str(args.batch_size), "--input-size", str(args.input_size),
+            "--repeats", str(args.repeats), "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--pipeline-batches", str(args.pipeline_batches), "--matmul-size", str(args.matmul_size)]
+    return argv + (["--config", config] if config else [])
+
+
+def run_worker(args, who, config=None, log=print):
+    """One worker subprocess; its JSON result (status 'failed' with the reason if it broke)."""
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(_worker_argv(args, who, config), capture_output=True, text=True,
+                           timeout=args.timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return dict(status="failed", error=f"timed out after {args.timeout:.0f} s")
+    lines = [l for l in p.stdout.splitlines() if l.startswith(MARK)]
+    if not lines:
+        return dict(status="failed", error=f"worker exited with {p.returncode} and no result",
+                    stderr=p.stderr[-3000:])
+    res = json.loads(lines[-1][len(MARK):])
+    res["wall_s"] = time.perf_counter() - t0
+    if res["status"] != "ok":
+        log(f"  {who} {config or ''}: FAILED: {res.get('error')}")
+    return res
+
+
+def run_benchmark(args):
+    """The whole benchmark for parsed options; returns the report (also written to --out)."""
+    names = [canonical(n) for n in args.backends.split(",") if n.strip()]
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for c in configs:
+        if c not in CONFIGS:
+            raise UserError(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = args.out or os.path.join(ROOT, "reports", f"bench-{stamp}")
+    fl = B.flops("d2l", args.input_size)
+    rep = dict(command=" ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT),
+                                                          "scripts/bench.py"] + sys.argv[1:]),
+               time=datetime.datetime.now().isoformat(timespec="seconds"), machine=B.machine_info(),
+               load_before=B.loadavg(),
+               settings=dict(batch_size=args.batch_size, input_size=args.input_size, repeats=args.repeats,
+                             steps=args.steps, warmup=args.warmup, quick=args.quick,
+                             matmul_size=args.matmul_size, configs=configs),
+               flops=dict(fl, convention=B.FLOP_CONVENTION))
+    print(f"GoogLeNet (d2l) at {args.input_size}x{args.input_size}: {fl['forward_macs']:,} forward MACs "
+          f"-> {fl['train_flops'] / 1e9:.3f} GFLOP per training example ({B.FLOP_CONVENTION})")
+    print(f"load average {rep['load_before']} on {rep['machine']['cpus']} CPUs")
+
+    roof = {"before": run_worker(args, "roofline")}
+    for name in names:                       # each framework's own matmul, in its own process
+        if is_installed(name):
+            r = run_worker(args, name, "matmul")
+            if r.get("status") == "ok":
+                roof["before"][name] = r
+    print("matmul GFLOP/s: " + ", ".join(f"{v['library']} {v['gflops']:.0f}" for v in roof["before"].values()
+                                           if isinstance(v, dict) and "gflops" in v), flush=True)
+    backends = {}
+    for name in names:
+        if not is_installed(name):
+            backends[name] = dict(status="skipped", reason=f"{FRAMEWORK_MODULE[name]} is not installed")
+            print(f"{name}: skipped ({backends[name]['reason']})")
+            continue
+        res = dict(status="ok", configs={})
+        extra = list(OPT_IN.get(name, {})) if args.opt_in else []
+        for config in configs + extra:
+            print(f"{name}: {config} ...", flush=True)
+            r = run_worker(args, name, config)
+            res["configs"][config] = r
+            if r.get("status") == "ok":
+                res["framework_version"] = r["framework_version"]
+                print(f"  train {r['train_ex_s']:.1f} ex/s, inference {r['infer_ex_s']:.1f} ex/s, "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MiB, first step {r['first_step_s']:.1f} s")
+        if not any(r.get("status") == "ok" for r in res["configs"].values()):
+            res["status"] = "failed"
+        backends[name] = res
+    pipe_name = args.pipeline_backend.strip().lower()
+    if pipe_name != "none":
+        pipe_name = canonical(pipe_name)
+        if is_installed(pipe_name):
+            print(f"data pipeline ({pipe_name}) ...", flush=True)
+            rep["pipeline"] = run_worker(args, pipe_name, "pipeline")
+        else:
+            rep["pipeline"] = dict(status="skipped", reason=f"{FRAMEWORK_MODULE[pipe_name]} is not installed")
+    roof["after"] = run_worker(args, "roofline")
+    rep["load_after"] = B.loadavg()
+
+    # the roofline: the best matmul rate measured in this run, any library (the stricter ceiling)
+    cands = [(v["gflops"], v["library"]) for when in ("before", "after")
+             for v in roof[when].values() if isinstance(v, dict) and v.get("gflops")]
+    peak, lib = max(cands) if cands else (None, None)
+    rep["roofline"] = dict(roof, peak_gflops=peak, peak_library=lib,
+                           roofline_ex_s=peak * 1e9 / fl["train_flops"] if peak else None)
+    for name, r in backends.items():
+        if r["status"] == "ok":
+            B.summarize_backend(r, fl["train_flops"], peak)
+    rep["backends"] = backends
+    rep["issue_book_figures"] = ISSUE_BOOK
+    rep["targets"] = B.check_targets(backends)
+
+    md = B.tables(rep)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "bench.json"), "w") as f:
+        json.dump(rep, f, indent=2)
+    with open(os.path.join(out_dir, "bench.md"), "w") as f:
+        f.write(f"# Benchmark, {rep['time']}\n\n`{rep['command']}`\n\n" + md)
+    print()
+    print(md)
+    print(f"wrote {os.path.join(out_dir, 'bench.json')} and bench.md")
+    return rep
+
+
+@guard
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        worker_main(args)
+    else:
+        run_benchmark(args)
+    return 0

@@ -1,0 +1,151 @@
+"""The benchmark's workers: each runs in its own process (``scripts/bench.py --worker BACKEND
+--config CONFIG``) and prints one JSON line, so that frameworks never share a process and the
+peak memory is that configuration's own."""
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import sys
+import tempfile
+import time
+import traceback
+
+from common import bench as B
+from common.switch import canonical
+
+#: ours: config name -> the Trainer's ``fast`` argument
+OURS = {"eager": False, "fast": True}
+#: documented opt-in fast paths that are not the default (they change float32 summation
+#: order beyond the equivalence tests' tolerance), measured as extra configurations
+OPT_IN = {"pytorch": {"channels_last": "channels_last"}}
+MARK = "BENCH-RESULT "
+
+
+def _emit(obj):
+    sys.stdout.flush()
+    print(MARK + json.dumps(obj), flush=True)
+
+
+def worker_roofline(args):
+    """Matrix-multiply rate of NumPy's BLAS (no framework in this process)."""
+    return {"numpy": B.numpy_matmul_peak(args.matmul_size)}
+
+
+def _framework_matmul(backend):
+    """(library name, matmul(a, b) that returns once the product is computed) for a backend."""
+    if backend == "pytorch":
+        import torch
+
+        def mm(a, b):
+            c = torch.matmul(a, b)
+            if c.is_cuda:
+                torch.cuda.synchronize()
+            return c
+        return "torch " + torch.__version__, mm
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return "tensorflow " + tf.__version__, lambda a, b: tf.linalg.matmul(a, b).numpy()
+    if backend == "mxnet":
+        import mxnet as mx
+        return "mxnet " + mx.__version__, lambda a, b: mx.nd.dot(a, b).wait_to_read()
+    if backend == "paddle":
+        import paddle
+        return "paddle " + paddle.__version__, lambda a, b: paddle.matmul(a, b).numpy()
+    raise ValueError(backend)
+
+
+def worker_matmul(backend, args):
+    """The same float32 matrix multiply with the backend's framework, in its own process."""
+    import numpy as np
+    from backends import get_backend
+    bk = get_backend(backend)
+    library, mm = _framework_matmul(backend)
+    n = args.matmul_size
+    rng = np.random.default_rng(0)
+    to = (lambda x: __import__("mxnet").nd.array(x)) if backend == "mxnet" else bk.to_tensor
+    a, b = (to(rng.random((n, n), dtype=np.float32)) for _ in range(2))
+    runs = B.matmul_gflops(mm, a, b, n)
+    return dict(library=library, n=n, gflops=B.median(runs), runs=runs)
+
+
+def worker_config(backend, config, args):
+    """Time one configuration of one backend; see the module docstring."""
+    from backends import get_backend
+    bk = get_backend(backend)
+    data = B.batches(args.batch_size, args.input_size)
+    t0 = time.perf_counter()
+    if config == "book":
+        ref = importlib.import_module(f"tests.reference.book_{backend}")
+        net = ref.book_net()
+        step = ref.make_book_step(net, lr=0.1)
+        train = lambda X, y: step(X, y)                             # noqa: E731
+        infer = lambda X, y: ref.book_logits(net, X)                # noqa: E731
+    elif config in OURS or config in OPT_IN.get(backend, {}):
+        net = bk.build(input_size=args.input_size)
+        trainer = bk.Trainer(net, lr=0.1, fast=OURS.get(config, OPT_IN.get(backend, {}).get(config)))
+        train = lambda X, y: trainer.train_step(bk.to_tensor(X), bk.to_tensor(y))  # noqa: E731
+        infer = lambda X, y: trainer.eval_step(bk.to_tensor(X), bk.to_tensor(y))   # noqa: E731
+    else:
+        raise ValueError(f"unknown config {config!r}")
+    build_s = time.perf_counter() - t0
+
+    def timed(fn):
+        cycle = itertools.cycle(data)
+        call = lambda: fn(*next(cycle))                              # noqa: E731
+        t = time.perf_counter()
+        call()
+        first = time.perf_counter() - t
+        for _ in range(args.warmup - 1):
+            call()
+        runs = B.time_repeats(call, args.steps, args.repeats, args.batch_size)
+        return first, runs
+
+    first_train, train_runs = timed(train)
+    first_infer, infer_runs = timed(infer)        # after training: book_logits switches to eval mode
+    return dict(backend=backend, config=config, framework_version=bk.framework_version(),
+                device=bk.device(), build_s=build_s, first_step_s=first_train,
+                first_infer_s=first_infer, train_ex_s=B.median(train_runs), train_runs=train_runs,
+                infer_ex_s=B.median(infer_runs), infer_runs=infer_runs, peak_rss_mb=B.peak_rss_mb())
+
+
+def worker_pipeline(backend, args):
+    """``common.loop.fit`` with ``common.data.Loader`` on generated uint8 data: the last
+    epoch's compute-only vs end-to-end examples/s (definitions in ``common/loop.py``)."""
+    import numpy as np
+    from backends import get_backend
+    from common.data import Loader, Split
+    from common.loop import fit
+    from common.train_config import Recipe
+    bk = get_backend(backend)
+    rng = np.random.default_rng(0)
+    n = args.pipeline_batches * args.batch_size
+    s = args.input_size
+    train = Split(rng.integers(0, 256, (n, s, s), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64))
+    test = Split(train.images[:args.batch_size], train.labels[:args.batch_size])
+    recipe = Recipe(num_epochs=2, batch_size=args.batch_size, resize=s)
+    net = bk.build(input_size=s)
+    with tempfile.TemporaryDirectory() as run_dir:
+        rec = fit(bk, net, Loader(train, args.batch_size, shuffle=True), Loader(test, args.batch_size),
+                  recipe, run_dir, progress=False, log=lambda *a, **k: None, fast=True)
+    h = rec["history"][-1]                        # the second epoch: warm-up excluded
+    compute, e2e = h["examples"] / h["compute_time"], h["examples"] / h["train_time"]
+    return dict(backend=backend, examples=h["examples"], compute_ex_s=compute, end_to_end_ex_s=e2e,
+                end_to_end_over_compute=e2e / compute, within_10pct=e2e >= 0.9 * compute)
+
+
+def worker_main(args):
+    try:
+        if args.worker == "roofline":
+            res = worker_roofline(args)
+        elif args.config == "matmul":
+            res = worker_matmul(canonical(args.worker), args)
+        elif args.config == "pipeline":
+            res = worker_pipeline(canonical(args.worker), args)
+        else:
+            res = worker_config(canonical(args.worker), args.config, args)
+        res["status"] = "ok"
+    except Exception as e:                                          # reported, not raised
+        res = dict(status="failed", error=f"{type(e).__name__}: {e}",
+                   traceback=traceback.format_exc()[-3000:])
+    _emit(res)

@@ -1,0 +1,123 @@
+"""``scripts/compare.py``: the backends side by side, one command, one report.
+
+Each backend trains in its own process (``scripts/train.py``) on the same data, in the
+same example order, with the same hyperparameters and from the same initial weights (one
+framework-neutral weight file, passed with ``--init-from``).  The process's wall time and
+peak memory are written next to its run record (``process.json``).  The report
+(``report.md``, plots, ``combined.json``) is written by :mod:`common.report`; see
+docs/compare.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+from common import report as R, weights as W
+from common.oracle import check_input
+from common.switch import canonical, installed, is_installed, missing_message
+from common.train_config import Recipe
+
+from .errors import guard
+from .options import ArgumentParser, add_model_args, add_recipe_args, model_options, recipe_from, spec_of
+
+TRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "train.py")
+#: options handed unchanged to every scripts/train.py
+PASSED = ("num_epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "seed", "resize",
+          "aux_weight", "limit", "data_dir")
+
+
+def parser():
+    r = Recipe()
+    p = ArgumentParser(description="Compare the backends side by side: one command, one report.")
+    p.add_argument("--backends", help="comma-separated (default: every installed backend; "
+                                      "with --from-runs: every backend found)")
+    p.add_argument("--from-runs", metavar="DIR", help="aggregate the run records under DIR, train nothing")
+    p.add_argument("--out", help="report folder (default: reports/compare-<time>)")
+    p.add_argument("--data-dir")
+    add_recipe_args(p, epochs_default=r.num_epochs)
+    add_model_args(p)
+    return p
+
+
+def backend_list(text, default):
+    return [canonical(b) for b in text.split(",") if b.strip()] if text else default
+
+
+def write_init(recipe, model, path):
+    """The one initial weight file every backend starts from: the recipe's Xavier init."""
+    spec = spec_of(model)
+    check_input(spec, recipe.resize)
+    return W.save(path, W.xavier_init(spec, recipe.seed, recipe.resize), spec=spec.name,
+                  input_size=recipe.resize, seed=recipe.seed)
+
+
+def train_command(args, backend, run_dir, init):
+    cmd = [sys.executable, TRAIN, "--backend", backend, "--run-dir", run_dir, "--init-from", init]
+    for name in PASSED:
+        if getattr(args, name) is not None:
+            cmd += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    flags = dict(preset="--preset", norm="--norm", branch3_kernel="--branch3-kernel", dropout="--dropout")
+    for key, flag in flags.items():
+        if getattr(args, key) is not None:
+            cmd += [flag, str(getattr(args, key))]
+    if args.aux_logits is not None:
+        cmd.append("--aux" if args.aux_logits else "--no-aux")
+    return cmd
+
+
+def run_measured(cmd, run_dir):
+    """Run ``cmd`` with its output in ``run_dir``; its exit code, wall time and peak memory."""
+    out, err = os.path.join(run_dir, "stdout.log"), os.path.join(run_dir, "stderr.log")
+    start = time.perf_counter()
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe)
+        _, status, usage = os.wait4(proc.pid, 0)      # this child's own rusage
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    kib = 1024 if sys.platform == "darwin" else 1      # ru_maxrss: bytes on macOS, KiB on Linux
+    return dict(returncode=proc.returncode, wall_time=time.perf_counter() - start,
+                peak_rss_mib=usage.ru_maxrss / kib / 1024, stdout_log=out, stderr_log=err,
+                stderr_tail=R.tail(err))
+
+
+def run_backend(args, backend, run_dir, init, sha256):
+    """Train one backend in its own process; its entry (``process.json`` written next to run.json)."""
+    if not is_installed(backend):
+        return R.entry(backend, R.NOT_INSTALLED, detail=missing_message(backend))
+    os.makedirs(run_dir, exist_ok=True)
+    cmd = train_command(args, backend, run_dir, init)
+    print(f"{backend}: training (log {os.path.join(run_dir, 'stderr.log')})", flush=True)
+    process = dict(backend=backend, command=cmd, init_from=init, init_sha256=sha256,
+                   **run_measured(cmd, run_dir))
+    R.write_json(os.path.join(run_dir, R.PROCESS), process)
+    e = R.load_run(run_dir)
+    print(f"{backend}: {R.status_text(e)} in {process['wall_time']:.1f} s, "
+          f"peak memory {process['peak_rss_mib']:.0f} MiB", flush=True)
+    return e
+
+
+@guard
+def main(argv=None):
+    args = parser().parse_args(argv)
+    out = args.out or os.path.join("reports", f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    init, notes = None, []
+    if args.from_runs:
+        entries, notes = R.find_runs(args.from_runs, backend_list(args.backends, None))
+    else:
+        backends = backend_list(args.backends, installed())
+        recipe = recipe_from(args)
+        model = model_options(args, in_channels=1, num_classes=10, input_size=recipe.resize)
+        init = write_init(recipe, model, os.path.abspath(os.path.join(out, "init-weights.npz")))
+        sha256 = hashlib.sha256(open(init, "rb").read()).hexdigest()
+        entries = [run_backend(args, b, os.path.abspath(os.path.join(out, "runs", b)), init, sha256)
+                   for b in backends]
+    command = " ".join(["scripts/compare.py"] + (sys.argv[1:] if argv is None else list(argv)))
+    combined = R.combine(entries, notes, command=command, init=init)
+    path = R.write_report(combined, out)
+    print("\n".join(R.table(combined) + ["", R.gap_line(combined)] + [f"note: {n}" for n in notes]))
+    print(f"report {path}")
+    return 0 if combined["succeeded"] else 1
+
+

@@ -1,0 +1,70 @@
+"""``scripts/evaluate.py``: the test accuracy of a trained model, with any backend."""
+from __future__ import annotations
+
+import json
+import os
+
+from common import checkpoint, data as D, weights as W
+from common.loop import evaluate
+from common.switch import ENV_VAR, resolve
+
+from .errors import UserError, guard
+from .options import ArgumentParser, add_model_args, build_from_options, get_backend, model_options
+
+
+def parser():
+    p = ArgumentParser(description="Accuracy of a trained model on the Fashion-MNIST test set, with "
+                                   "any backend (the weights are framework-neutral).")
+    p.add_argument("source", help="a run folder, its checkpoint folder, or a weight file (.npz)")
+    p.add_argument("--backend", help=f"default: ${ENV_VAR}, else the run's own, else pytorch")
+    p.add_argument("--data-dir")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--resize", type=int, help="input size (default: the run's; 96 for a weight file)")
+    add_model_args(p)
+    p.epilog = ("The model options describe a bare weight file; given with a run they override "
+                "the run's model, and weights that do not fit are refused.")
+    return p
+
+
+def locate(source):
+    """(weights.npz path, the run record or None) of a run folder, a checkpoint or a file."""
+    if os.path.isdir(source):
+        run_dir = source if os.path.exists(os.path.join(source, "run.json")) else os.path.dirname(
+            os.path.abspath(source))
+        path = (os.path.join(source, "weights.npz") if os.path.exists(os.path.join(source, "weights.npz"))
+                else checkpoint.find(source) and os.path.join(checkpoint.find(source), "weights.npz"))
+        if not path or not os.path.exists(os.path.join(run_dir, "run.json")):
+            raise UserError(f"{source} is not a run folder or a run's checkpoint (it needs a "
+                            f"weights.npz and the run's run.json)")
+        with open(os.path.join(run_dir, "run.json")) as f:
+            return path, json.load(f)
+    if not os.path.exists(source):
+        raise UserError(f"{source} does not exist")
+    return source, None
+
+
+@guard
+def main(argv=None):
+    args = parser().parse_args(argv)
+    path, run = locate(args.source)
+    weights, meta = W.load(path, with_meta=True)
+    size = args.resize or (run or {}).get("recipe", {}).get("resize") or meta.get("input_size") or 96
+    if run is None or any(getattr(args, k) is not None for k in ("preset", "aux_logits", "norm",
+                                                                  "branch3_kernel", "dropout")):
+        model = model_options(args, in_channels=1, num_classes=10, input_size=size)
+        if run is None and args.preset is None:
+            model["preset"] = meta.get("spec") if meta.get("spec") in ("d2l", "paper", "bn") else "d2l"
+    else:
+        model = dict(run["model"], input_size=size)
+    name = resolve(args.backend or os.environ.get(ENV_VAR) or (run or {}).get("backend"))
+    bk = get_backend(name)
+    net = build_from_options(bk, model, seed=None)
+    try:
+        bk.set_weights(net, weights)
+    except W.WeightsError as e:
+        raise UserError(f"{path} does not fit the {model['preset']} network at {size}x{size}: {e}") from None
+    _, test = D.load_fashion_mnist(args.data_dir or (run or {}).get("data_dir"), net.input_size)
+    loss, acc = evaluate(bk, bk.Trainer(net), D.Loader(test, args.batch_size))
+    trained = f"; trained with {run['backend']}" if run else ""
+    print(f"{name} on {bk.device()}: test loss {loss:.4f}, test acc {acc:.4f} ({len(test)} examples{trained})")
+    return 0

@@ -1,0 +1,141 @@
+"""Command-line options shared by the commands: the model, the backend, the recipe, the data.
+
+Options that define a run (the recipe's hyperparameters, the model, the data subset)
+default to ``None`` here, so that a command can tell what the user asked for from what
+it fills in: a new run takes the book's values for what is not given; ``--resume``
+refuses a defining option that differs from the run's (see :func:`run_changes`).
+"""
+from __future__ import annotations
+
+from common import data as D
+from common.spec import get_spec
+from common.switch import ENV_VAR, resolve
+from common.train_config import OPTIMIZERS, Recipe
+
+from .errors import ArgumentParser, UserError
+
+__all__ = ["ArgumentParser", "add_backend_arg", "add_model_args", "add_recipe_args", "model_options",
+           "build_from_options", "get_backend", "recipe_from", "run_changes", "load_data", "spec_of"]
+
+#: model options: attribute of the parsed arguments -> flag
+MODEL_FLAGS = dict(preset="--preset", aux_logits="--aux/--no-aux", norm="--norm",
+                   branch3_kernel="--branch3-kernel", dropout="--dropout")
+
+
+def add_model_args(p):
+    g = p.add_argument_group("model (the table)")
+    g.add_argument("--preset", help="d2l (default, the book's net), paper or bn")
+    g.add_argument("--variant", dest="preset", help="alias of --preset")
+    g.add_argument("--aux", dest="aux_logits", action="store_true", default=None,
+                   help="add the two auxiliary heads (paper, bn: on by default)")
+    g.add_argument("--no-aux", dest="aux_logits", action="store_false")
+    g.add_argument("--norm", choices=("none", "bn", "lrn"), help="normalisation (preset's default)")
+    g.add_argument("--branch3-kernel", type=int, choices=(3, 5))
+    g.add_argument("--dropout", type=float, help="dropout before the classifier")
+    return p
+
+
+def model_options(args, in_channels=None, num_classes=None, input_size=None) -> dict:
+    """The model options a run records: the preset and the options given."""
+    opts = dict(aux_logits=args.aux_logits, norm=args.norm, branch3_kernel=args.branch3_kernel,
+                dropout=args.dropout, in_channels=in_channels, num_classes=num_classes,
+                input_size=input_size)
+    return dict(preset=args.preset or "d2l", **{k: v for k, v in opts.items() if v is not None})
+
+
+def spec_of(model: dict):
+    """The table of recorded model options (raises SpecError for a bad combination)."""
+    m = dict(model)
+    return get_spec(m.pop("preset"), **m)
+
+
+def build_from_options(bk, model: dict, seed=0):
+    model = dict(model)
+    return bk.build(model.pop("preset"), seed=seed, **model)
+
+
+def add_backend_arg(p, fixed=None):
+    if fixed is None:
+        p.add_argument("--backend", help=f"mxnet, pytorch, tensorflow or paddle "
+                                         f"(default: ${ENV_VAR}, else pytorch)")
+    p.set_defaults(backend=fixed)
+    return p
+
+
+def get_backend(name=None):
+    """The backend module (its framework imported); BackendError names the valid choices or
+    the pip install to run."""
+    from backends import get_backend as get
+    return get(resolve(name))
+
+
+def add_recipe_args(p, epochs_default=None):
+    """The recipe's options, shared by train.py and compare.py (unset: the book's values)."""
+    r = Recipe()
+    p.add_argument("--epochs", "--num-epochs", dest="num_epochs", type=int, default=epochs_default,
+                   help=f"epochs ({r.num_epochs}); with --resume, the new total")
+    p.add_argument("--batch-size", type=int, help=f"examples per step ({r.batch_size})")
+    p.add_argument("--lr", type=float, help=f"learning rate ({r.lr})")
+    p.add_argument("--momentum", type=float, help=f"SGD momentum ({r.momentum})")
+    p.add_argument("--weight-decay", type=float, help=f"coupled L2 weight decay ({r.weight_decay})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"({r.optimizer})")
+    p.add_argument("--seed", type=int, help=f"initial weights and example order ({r.seed})")
+    p.add_argument("--resize", type=int, help=f"input size ({r.resize})")
+    p.add_argument("--aux-weight", type=float, help=f"weight of each auxiliary loss ({r.aux_weight})")
+    p.add_argument("--limit", type=int, help="use only the first N training examples (smoke runs)")
+    return p
+
+
+#: recipe fields that define a run (all but the number of epochs, which --resume may extend)
+DEFINING = ("batch_size", "lr", "momentum", "weight_decay", "optimizer", "seed", "resize", "aux_weight")
+
+
+def recipe_from(args, base: Recipe = None) -> Recipe:
+    """The recipe: ``base`` (the book's by default) with every option the user gave."""
+    r = Recipe(**(base or Recipe()).to_dict())
+    for name in DEFINING + ("num_epochs",):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(r, name, value)
+    _check_recipe(r)
+    return r
+
+
+def _check_recipe(r: Recipe):
+    for name in ("num_epochs", "batch_size", "resize"):
+        if getattr(r, name) < 1:
+            raise UserError(f"--{name.replace('_', '-').replace('num-', '')} must be at least 1, "
+                            f"not {getattr(r, name)}")
+    if not r.lr > 0:
+        raise UserError(f"--lr must be positive, not {r.lr}")
+
+
+def run_changes(args, previous: dict) -> list:
+    """The defining options given on ``--resume`` that differ from the run's: ``[(flag, given,
+    the run's)]``."""
+    changes = []
+    recipe = previous.get("recipe", {})
+    for name in DEFINING:
+        given = getattr(args, name, None)
+        if given is not None and given != recipe.get(name):
+            changes.append((f"--{name.replace('_', '-')}", given, recipe.get(name)))
+    model = previous.get("model", {})
+    for name, flag in MODEL_FLAGS.items():
+        given = getattr(args, name, None)
+        if given is not None and given != model.get(name, "d2l" if name == "preset" else None):
+            changes.append((flag, given, model.get(name)))
+    if getattr(args, "limit", None) is not None and args.limit != previous.get("limit"):
+        changes.append(("--limit", args.limit, previous.get("limit")))
+    if getattr(args, "init_from", None):
+        changes.append(("--init-from", args.init_from, previous.get("init_from")))
+    return changes
+
+
+def load_data(data_dir, resize, batch_size, seed, limit=None):
+    """(train loader, test loader) of Fashion-MNIST at ``resize``."""
+    train, test = D.load_fashion_mnist(data_dir, resize)
+    if limit:
+        if limit < 1:
+            raise UserError(f"--limit must be at least 1, not {limit}")
+        train = D.Split(train.images[:limit], train.labels[:limit])
+    return D.Loader(train, batch_size, shuffle=True, seed=seed), D.Loader(test, batch_size)

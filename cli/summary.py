@@ -1,0 +1,65 @@
+"""``scripts/summary.py``: the layer table of GoogLeNet as one backend builds it."""
+from __future__ import annotations
+
+from common.switch import resolve
+
+from .errors import guard
+from .options import ArgumentParser, add_backend_arg, add_model_args, build_from_options, get_backend
+
+
+def fmt(shape):
+    return " x ".join(map(str, shape))
+
+
+def table(rows, title):
+    lines = [title, "=" * 78, f"{'Layer (name: kind)':<34}{'Output shape (C x H x W)':>22}"
+             f"{'Param #':>11}{'Mult-adds':>11}", "=" * 78]
+    for r in rows:
+        if r["kind"] == "stage":
+            lines.append(f"{'  = stage ' + r['name']:<34}{fmt(r['out_shape']):>22}{r['params']:>11,}"
+                         f"{r['macs']:>11,}")
+            lines.append("-" * 78)
+        else:
+            lines.append(f"{r['name'] + ': ' + r['kind']:<34}{fmt(r['out_shape']):>22}"
+                         f"{r['params']:>11,}{r['macs']:>11,}")
+    return lines
+
+
+def summary(bk, net, preset) -> str:
+    """The whole printout for a built network."""
+    rows = bk.layer_table(net)
+    title = (f"GoogLeNet '{preset}' on {bk.NAME} {bk.framework_version()} ({bk.device()}), input "
+             f"{net.spec.in_channels} x {net.input_size} x {net.input_size}")
+    lines = table(rows, title)
+    main_params = sum(r["params"] for r in rows if r["kind"] == "stage")
+    aux_params = sum(r["params"] for r in rows if r["kind"] == "aux")
+    total = bk.count_params(net)
+    macs = sum(r["macs"] for r in rows if r["kind"] == "stage")
+    lines += ["=" * 78, "Stage outputs: " + ", ".join(f"{r['name']} {fmt(r['out_shape'])}"
+                                                       for r in rows if r["kind"] == "stage")]
+    if aux_params:
+        lines.append(f"Params without auxiliary heads: {main_params:,}; auxiliary heads: {aux_params:,}")
+    lines += [f"Total params: {total:,}", f"Trainable params: {total:,}",
+              f"Mult-adds per example (forward, main network): {macs:,}", "=" * 78]
+    return "\n".join(lines)
+
+
+def parser():
+    p = ArgumentParser(description="Print the layer table of GoogLeNet as built by one backend "
+                                   "(like torchinfo / paddle.summary).")
+    add_backend_arg(p)
+    p.add_argument("--input-size", type=int, help="square input size (the preset's by default)")
+    add_model_args(p)
+    return p
+
+
+@guard
+def main(argv=None):
+    args = parser().parse_args(argv)
+    name = resolve(args.backend)
+    bk = get_backend(name)
+    model = dict(preset=args.preset or "d2l", **{k: v for k, v in dict(
+        aux_logits=args.aux_logits, norm=args.norm, branch3_kernel=args.branch3_kernel,
+        dropout=args.dropout, input_size=args.input_size).items() if v is not None})
+    print(summary(bk, build_from_options(bk, model, seed=None), model["preset"]))
+    return 0

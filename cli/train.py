@@ -1,0 +1,110 @@
+"""``scripts/train.py``: train GoogLeNet on Fashion-MNIST with any backend, or resume a run."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+from common import data as D, oracle, weights as W
+from common.checkpoint import CheckpointError
+from common.loop import closing_lines, fit
+from common.switch import resolve
+from common.train_config import Recipe
+
+from .errors import UserError, guard
+from .options import (ArgumentParser, add_backend_arg, add_model_args, add_recipe_args,
+                      build_from_options, get_backend, load_data, model_options, recipe_from,
+                      run_changes, spec_of)
+
+
+def parser(fixed_backend=None):
+    p = ArgumentParser(description="Train GoogLeNet on Fashion-MNIST (the book's recipe by default: "
+                                   "10 epochs, batch 128, SGD lr 0.1, 96x96).")
+    add_backend_arg(p, fixed_backend)
+    p.add_argument("--data-dir", help=f"Fashion-MNIST folder (default: ${D.ENV_DATA}, else "
+                                      f"{D.default_dir()}; downloaded there if missing)")
+    add_recipe_args(p)
+    p.add_argument("--run-dir", help="run folder (default: runs/<backend>-<preset>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last checkpoint (--epochs extends it)")
+    p.add_argument("--init-from", metavar="WEIGHTS", help="start from a weight file (.npz, any backend)")
+    p.add_argument("--no-fast", dest="fast", action="store_false", help="disable the fast path")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_model_args(p)
+    return p
+
+
+def read_run(run_dir) -> dict:
+    """The run record of a run folder (a UserError if there is none)."""
+    path = os.path.join(run_dir, "run.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{run_dir} is not a run folder with a readable run.json ({e})") from None
+
+
+def resumed(args):
+    """(backend, model options, recipe, data dir, limit) of the run to resume."""
+    previous = read_run(args.resume)
+    changes = run_changes(args, previous)
+    if changes:
+        given = ", ".join(f"{flag} {value}" for flag, value, _ in changes)
+        was = ", ".join(f"{flag} {old}" for flag, _, old in changes if old is not None)
+        raise UserError(f"{given}: these options define the run and cannot change when it resumes"
+                        + (f" (it was trained with {was})" if was else "") +
+                        f". Drop them to continue {args.resume}, or start a new run; only --epochs "
+                        f"(the new total) and --data-dir may be given with --resume.")
+    if args.backend and resolve(args.backend) != previous["backend"]:
+        raise UserError(f"{args.resume} was trained with {previous['backend']}, whose optimiser state "
+                        f"only {previous['backend']} reads; resume it with --backend "
+                        f"{previous['backend']}, or start a new run from its weights with --init-from "
+                        f"{os.path.join(args.resume, 'checkpoint', 'weights.npz')}")
+    recipe = recipe_from(args, Recipe(**previous["recipe"]))
+    return (previous["backend"], previous["model"], recipe, args.data_dir or previous.get("data_dir"),
+            previous.get("limit"))
+
+
+@guard
+def main(argv=None, fixed_backend=None):
+    args = parser(fixed_backend).parse_args(argv)
+    if args.resume:
+        name, model, recipe, data_dir, limit = resumed(args)
+    else:
+        name, recipe = resolve(args.backend), recipe_from(args)
+        model = model_options(args, in_channels=1, num_classes=10, input_size=recipe.resize)
+        data_dir, limit = args.data_dir, args.limit
+    analysis = oracle.check_input(spec_of(model), recipe.resize)
+    bk = get_backend(name)
+    train_iter, test_iter = load_data(data_dir, recipe.resize, recipe.batch_size, recipe.seed, limit)
+    net = build_from_options(bk, model, seed=recipe.seed)
+    if args.init_from:
+        try:
+            bk.set_weights(net, W.load(args.init_from))
+        except W.WeightsError as e:
+            raise UserError(f"--init-from {args.init_from}: {e}") from None
+    run_dir = args.resume or args.run_dir or os.path.join(
+        "runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),
+                  model=model, params=bk.count_params(net), macs_per_example=analysis.macs,
+                  data_dir=D.data_dir(data_dir), limit=limit, train_examples=len(train_iter.split),
+                  test_examples=len(test_iter.split), fast=args.fast, init_from=args.init_from,
+                  python=platform.python_version(), command=" ".join(sys.argv))
+    print(f"{name} {bk.framework_version()} on {bk.device()}: {model['preset']} net, "
+          f"{record['params']:,} parameters, {len(train_iter.split)} train / "
+          f"{len(test_iter.split)} test examples at {recipe.resize}x{recipe.resize}; run folder {run_dir}")
+    resume_hint = f"continue with: python scripts/train.py --resume {run_dir}"
+    try:
+        rec = fit(bk, net, train_iter, test_iter, recipe, run_dir, resume=bool(args.resume),
+                  record=record, progress=args.progress, fast=args.fast)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {resume_hint}", file=sys.stderr)
+        return 130
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} The checkpoints already written are intact; {resume_hint}") from None
+    print(closing_lines(rec))
+    print(f"run record {os.path.join(run_dir, 'run.json')}, curves {os.path.join(run_dir, 'curves.png')}, "
+          f"checkpoint {os.path.join(run_dir, 'checkpoint')}")
+    return 0

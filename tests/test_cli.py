@@ -1,0 +1,222 @@
+"""The command lines: layers point one way, and every user mistake is one ``error:`` line.
+
+Each bad input of the house-keeping issue has its test here: a damaged last checkpoint
+(fallback to the one before), every checkpoint damaged, a full disk while writing a
+checkpoint, defining options changed on --resume, weights of another preset given to
+evaluate.py, and a user error in every script (exit code 1, one line, no traceback).
+"""
+import ast
+import errno
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from common import checkpoint, spec as S, weights as W
+from tests.datagen import make_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FRAMEWORKS = {"torch", "tensorflow", "mxnet", "paddle", "keras"}
+
+
+def imports(path):
+    """Top-level package names a Python file imports (absolute imports only)."""
+    tree = ast.parse(open(path).read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def py_files(folder):
+    return [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(ROOT, folder)) for f in fs
+            if f.endswith(".py")]
+
+
+def test_layers_point_one_way():
+    """common -> backends -> cli: common imports neither (nor a framework), backends no cli."""
+    for path in py_files("common"):
+        bad = imports(path) & (FRAMEWORKS | {"backends", "cli", "scripts"})
+        assert not bad, f"{os.path.relpath(path, ROOT)} imports {bad}"
+    for path in py_files("backends"):
+        bad = imports(path) & {"cli", "scripts"}
+        assert not bad, f"{os.path.relpath(path, ROOT)} imports {bad}"
+    assert py_files("common") and py_files("backends") and py_files("cli")
+
+
+# --------------------------------------------------------------------------- training runs
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    pytest.importorskip("torch")
+    tmp = tmp_path_factory.mktemp("cli")
+    os.environ["GOOGLENET_CACHE"] = str(tmp / "cache")
+    return make_dataset(str(tmp / "data"), n_train=64, n_test=32)
+
+
+def train(args, capsys):
+    """``scripts/train.py`` in this process: (exit code, stdout, stderr)."""
+    from cli.train import main
+    code = main(["--no-progress", "--backend", "pytorch", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def new_run(data, run, capsys, epochs=2):
+    code, out, err = train(["--data-dir", data, "--resize", "32", "--batch-size", "32",
+                            "--epochs", str(epochs), "--run-dir", run], capsys)
+    assert code == 0, err
+    return run
+
+
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def only_error_line(err):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_damaged_last_checkpoint_falls_back_to_the_one_before(data, tmp_path, capsys):
+    run = new_run(data, str(tmp_path / "run"), capsys)
+    assert checkpoint._epoch(os.path.join(run, "checkpoint.prev")) == 1
+    truncate(os.path.join(run, "checkpoint", "weights.npz"))
+    code, out, err = train(["--resume", run, "--epochs", "3"], capsys)
+    assert code == 0, err
+    assert "is damaged" in out and "fell back to" in out and "(epoch 1)" in out
+    assert "resumed from" in out and "after epoch 1" in out
+    rec = json.load(open(os.path.join(run, "run.json")))
+    assert rec["epochs_done"] == 3 and [h["epoch"] for h in rec["history"]] == [1, 2, 3]
+
+
+def test_every_checkpoint_damaged_is_one_error_line(data, tmp_path, capsys):
+    run = new_run(data, str(tmp_path / "run"), capsys)
+    for name in ("checkpoint", "checkpoint.prev"):
+        truncate(os.path.join(run, name, "weights.npz"))
+    code, out, err = train(["--resume", run, "--epochs", "3"], capsys)
+    assert code == 1
+    line = only_error_line(err)
+    assert "no checkpoint of" in line and "checkpoint.prev" in line
+
+
+def test_full_disk_while_checkpointing_loses_nothing(data, tmp_path, capsys, monkeypatch):
+    """The second epoch's checkpoint hits a full disk half-way through its weight file."""
+    run = str(tmp_path / "run")
+    real, calls = np.savez, []
+
+    def savez(file, **arrays):
+        calls.append(file)
+        if len(calls) < 2:
+            return real(file, **arrays)
+        with open(file, "wb") as f:
+            f.write(b"PK\x03\x04 half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(W.np, "savez", savez)
+    code, out, err = train(["--data-dir", data, "--resize", "32", "--batch-size", "32", "--epochs", "3",
+                            "--run-dir", run], capsys)
+    assert code == 1
+    line = only_error_line(err)
+    assert "no space left" in line and run in line and "MB" in line and f"--resume {run}" in line
+    assert not os.path.exists(os.path.join(run, "checkpoint.new"))
+    assert [f for f in os.listdir(os.path.join(run, "checkpoint")) if f.endswith(".npz")] == ["weights.npz"]
+    assert checkpoint.candidates(run) == [os.path.join(run, "checkpoint")]     # epoch 1, intact
+    assert json.load(open(os.path.join(run, "run.json")))["epochs_done"] == 1
+    monkeypatch.setattr(W.np, "savez", real)
+    code, out, err = train(["--resume", run, "--epochs", "2"], capsys)
+    assert code == 0 and "after epoch 1" in out, err
+
+
+@pytest.mark.parametrize("flags, named", [(["--batch-size", "64"], "--batch-size 64"),
+                                           (["--lr", "0.5", "--seed", "3"], "--lr 0.5, --seed 3"),
+                                           (["--preset", "bn"], "--preset bn")])
+def test_resume_refuses_options_that_define_the_run(data, tmp_path, capsys, flags, named):
+    run = new_run(data, str(tmp_path / "run"), capsys, epochs=1)
+    before = open(os.path.join(run, "run.json")).read()
+    code, out, err = train(["--resume", run, "--epochs", "2", *flags], capsys)
+    assert code == 1
+    line = only_error_line(err)
+    assert named in line and "cannot change" in line
+    if flags[0] == "--batch-size":
+        assert "--batch-size 32" in line                   # what the run was trained with
+    assert open(os.path.join(run, "run.json")).read() == before        # nothing touched
+    code, out, err = train(["--resume", run, "--epochs", "2", "--batch-size", "32"], capsys)
+    assert code == 0, err                                   # the run's own value is fine
+
+
+def test_evaluate_refuses_weights_of_another_preset_or_size(data, tmp_path, capsys):
+    from cli.evaluate import main
+    run = new_run(data, str(tmp_path / "run"), capsys, epochs=1)
+    assert main([run, "--backend", "pytorch"]) == 0
+    assert "test acc" in capsys.readouterr().out
+    assert main([run, "--preset", "bn", "--no-aux", "--backend", "pytorch"]) == 1
+    line = only_error_line(capsys.readouterr().err)
+    assert "does not fit the bn network" in line and "b1.conv1" in line
+    paper = S.googlenet("paper", aux_logits=True, in_channels=1, num_classes=10)
+    path = W.save(str(tmp_path / "paper224.npz"), W.xavier_init(paper, 0, 224), spec="paper", input_size=224)
+    assert main([path, "--preset", "paper", "--aux", "--resize", "112", "--backend", "pytorch"]) == 1
+    line = only_error_line(capsys.readouterr().err)
+    assert "at 112x112" in line and "aux" in line and "shape" in line
+
+
+# --------------------------------------------------------------------------- every script
+BAD = {
+    "train.py": (["--batch-size", "0"], "--batch-size must be at least 1"),
+    "train_paddle.py": (["--resume", "/nonexistent/run"], "not a run folder"),
+    "evaluate.py": (["/nonexistent/weights.npz"], "does not exist"),
+    "convert.py": (["a.npz", "b.onnx"], "unknown format"),
+    "summary.py": (["--backend", "caffe"], "unknown backend 'caffe'"),
+    "compare.py": (["--backends", "pytorch,caffe"], "unknown backend 'caffe'"),
+    "bench.py": (["--configs", "book,turbo"], "unknown config 'turbo'"),
+    "fidelity.py": (["--backends", "caffe"], "unknown backend 'caffe'"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(BAD))
+def test_every_script_gives_one_error_line(script, tmp_path):
+    args, words = BAD[script]
+    out = subprocess.run([sys.executable, os.path.join("scripts", script), *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert words in only_error_line(out.stderr)
+
+
+def test_debug_shows_the_traceback():
+    out = subprocess.run([sys.executable, "scripts/summary.py", "--backend", "caffe", "--debug"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "BackendError" in out.stderr
+
+
+def test_argparse_errors_follow_the_convention():
+    out = subprocess.run([sys.executable, "scripts/train.py", "--epochs", "two"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "invalid int value: 'two'" in only_error_line(out.stderr)
+
+
+def test_progress_bar_in_a_log_is_a_few_lines():
+    """tqdm's bar writes about ten whole lines per epoch where the output is not a terminal."""
+    from common.loop import progress_bar
+    stream = io.StringIO()
+    bar = progress_bar(50, "epoch 1/1", stream=stream)
+    for _ in range(50):
+        bar.set_postfix(loss="0.500", refresh=False)
+        bar.update(1)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert 5 <= len(lines) <= 12 and "\r" not in stream.getvalue()
+    assert all(l.startswith("epoch 1/1") for l in lines) and "50/50" in lines[-1]
+    quiet = io.StringIO()
+    bar = progress_bar(5, "x", enabled=False, stream=quiet)
+    bar.update(5)
+    bar.close()
+    assert quiet.getvalue() == ""
