@@ -54,7 +54,8 @@ IMG_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif
                   ".webp")
 #: Pillow modes without colour; any other mode (RGB, RGBA, P, CMYK, YCbCr, ...) is colour.
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-#: 16-bit (and 32-bit integer) grey: scaled by 255/65535 (Pillow's convert('L') clips at 255).
+#: 16-bit grey (and 32-bit integer 'I', e.g. a 16-bit PGM, when a value exceeds 255): scaled by
+#: 255/65535, because Pillow's convert('L') clips them at 255 (a white picture).
 WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 CHUNK = 256                      # images decoded and written per step while building a cache
 
@@ -511,10 +512,14 @@ def pixels(im, mode: str) -> np.ndarray:
 
     Pillow's ``convert`` does the work (colour to grey by ITU-R 601-2 luma, grey to colour
     by repetition, alpha dropped, palettes expanded, CMYK converted), except for 16-bit
-    grey, which ``convert`` clips at 255: it is scaled by 255/65535 instead.
+    grey, which ``convert`` clips at 255: it is scaled by 255/65535 instead (a 32-bit
+    ``'I'`` image counts as 16-bit when any value exceeds 255, else as 8-bit).
     """
     if im.mode in WIDE_MODES:
-        grey = np.clip(np.rint(np.asarray(im).astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+        wide = np.asarray(im).astype(np.float64)
+        if im.mode != "I" or wide.max(initial=0) > 255:   # 'I' holding 8-bit values stays
+            wide = wide / 257.0
+        grey = np.clip(np.rint(wide), 0, 255).astype(np.uint8)
         return grey if mode == "L" else np.repeat(grey[:, :, None], 3, axis=2)
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")                       # what Pillow asks for; same colours
@@ -648,18 +653,23 @@ def load_folder(root: str, size: int, *, channels: Optional[int] = None,
 
 # ----------------------------------------------------------------------------- CIFAR-10
 
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickles plain data only: dicts, lists, tuples, bytes, str, numbers and NumPy arrays
     (what the official CIFAR files hold).  Any other global (a function, a class) is
     refused, so a malicious file cannot run code."""
     SAFE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"), ("numpy", "dtype"),
+            ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
             ("_codecs", "encode")}                    # bytes in protocol-2 pickles written by Python 3
 
     def find_class(self, module, name):
         if (module, name) in self.SAFE:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only dicts, lists, "
+        raise _Refused(f"refusing to unpickle {module}.{name}: only dicts, lists, "
                                      f"strings, numbers and numpy arrays are accepted")
 
 
@@ -682,7 +692,7 @@ def safe_unpickle(raw: bytes, what: str):
     page's own recipe); a dict with ``str`` keys.  Anything else raises :class:`DataError`."""
     try:
         obj = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise DataError(f"{what}: {e}") from None
     except Exception as e:
         raise DataError(f"{what}: not a readable CIFAR pickle ({type(e).__name__}: {e}); the file "
