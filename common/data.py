@@ -14,6 +14,7 @@ examples shuffled each epoch from ``seed + epoch``.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -188,9 +189,37 @@ def _shrink_weights(src: int, dst: int) -> np.ndarray:
     return (w / w.sum(1, keepdims=True)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=64)
 def resize_weights(src: int, dst: int) -> np.ndarray:
-    """The (dst, src) matrix that resizes one axis (see :func:`resize`)."""
-    return _enlarge_weights(src, dst) if dst >= src else _shrink_weights(src, dst)
+    """The (dst, src) matrix that resizes one axis (see :func:`resize`); read-only, cached
+    (photos of a folder often share their sizes)."""
+    m = _enlarge_weights(src, dst) if dst >= src else _shrink_weights(src, dst)
+    m.setflags(write=False)
+    return m
+
+
+def _along(W: np.ndarray, X: np.ndarray, axis: int) -> np.ndarray:
+    """``W`` (dst, src) applied to every float32 image of ``X`` (m, H, W) along ``axis`` 1
+    (rows) or 2 (columns), one product of the same shape per image, so that an image's
+    numbers never depend on the others in the block (or on its channel).  Shrinking
+    works in blocks of 32 output rows, each over only its band of non-zero weights (a
+    3000-pixel side shrunk to 96 costs ~10x less than the dense product; the same
+    numbers up to float32 summation order)."""
+    dst, src = W.shape
+    if dst >= src:
+        return W @ X if axis == 1 else X @ W.T
+    shape = list(X.shape)
+    shape[axis] = dst
+    out = np.empty(shape, np.float32)
+    for s in range(0, dst, 32):
+        Wb = W[s:s + 32]
+        nz = np.flatnonzero(Wb.any(0))
+        lo, hi = nz[0], nz[-1] + 1
+        if axis == 1:
+            out[:, s:s + 32] = Wb[:, lo:hi] @ X[:, lo:hi]
+        else:
+            out[:, :, s:s + 32] = X[:, :, lo:hi] @ Wb[:, lo:hi].T
+    return out
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -215,7 +244,11 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     A, B = resize_weights(h, size), resize_weights(w, size)
     out = np.empty((n, size, size), np.uint8)
     for i in range(0, n, 4096):                     # bounded memory
-        block = A @ images[i:i + 4096].astype(np.float32) @ B.T
+        X = np.ascontiguousarray(images[i:i + 4096], dtype=np.float32)  # BLAS needs C order
+        if h <= size and w <= size:                 # enlarging (Fashion-MNIST): as it always was
+            block = A @ X @ B.T
+        else:                                       # columns, then rows, banded when shrinking
+            block = _along(A, _along(B, X, 2), 1)
         out[i:i + 4096] = np.clip(np.rint(block), 0, 255)
     return out
 

@@ -537,7 +537,7 @@ def _decode(path: str, mode: str, size: int):
             arr = pixels(im, mode)
     except Exception as e:
         return None, _reason(e)
-    chw = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    chw = arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
     return D.resize(chw[None], size)[0], None
 
 

@@ -170,6 +170,21 @@ def test_resize_enlarging_unchanged_shrinking_antialiased_like_pil():
     np.testing.assert_array_equal(out[:, 1], D.resize(colour[:, 1], 24))
 
 
+def test_an_images_pixels_do_not_depend_on_its_neighbours_or_layout():
+    """The cache must not depend on how images were grouped: each image (and channel) is
+    resized by products of its own, whatever the block or the memory layout."""
+    rng = np.random.default_rng(1)
+    for h, w in ((60, 45), (20, 70), (12, 10), (300, 200)):
+        stack = rng.integers(0, 256, (5, 3, h, w), dtype=np.uint8)
+        stack[:, 2] = stack[:, 0]                                      # two equal channels
+        out = D.resize(stack, 24)
+        np.testing.assert_array_equal(out[:, 0], out[:, 2])
+        for i in range(5):
+            np.testing.assert_array_equal(out[i], D.resize(stack[i:i + 1], 24)[0])
+        hwc = np.ascontiguousarray(stack[0].transpose(1, 2, 0))       # a decoded (H, W, C) image
+        np.testing.assert_array_equal(D.resize(hwc.transpose(2, 0, 1)[None], 24)[0], out[0])
+
+
 def test_mixed_image_modes_are_converted(tmp_path):
     root = make_image_folder(str(tmp_path / "f"), n_train=1, n_test=1)
     rng = np.random.default_rng(3)
