@@ -254,6 +254,18 @@ def test_limit_draws_a_seeded_subset_of_a_folder(tmp_path):
                                   np.asarray(full.train.images)[ds.train.images.index])
 
 
+def test_links_are_followed_once_and_dangling_ones_skipped(tmp_path):
+    root = make_image_folder(str(tmp_path / "f"), n_train=2, n_test=1)
+    cls = os.path.join(root, "train", "circle")
+    os.symlink(cls, os.path.join(cls, "loop"))                          # a cycle
+    os.symlink(os.path.join(root, "missing.png"), os.path.join(cls, "gone.png"))
+    ds = load(root)
+    assert ds.describe()["class_counts"]["train"][0] == 2
+    assert [(os.path.basename(x["file"]), x["reason"]) for x in ds.describe()["skipped"]] == \
+        [("gone.png", "cannot be decoded (FileNotFoundError: [Errno 2] No such file or directory: "
+          f"'{os.path.join(cls, 'gone.png')}')")]
+
+
 # ----------------------------------------------------------------------------- the cache
 
 def test_second_load_reads_the_cache_without_decoding(tmp_path, monkeypatch):
@@ -298,6 +310,13 @@ def test_a_broken_cache_is_rebuilt(tmp_path):
         f.write(b"garbage")
     again = load(root)
     np.testing.assert_array_equal(np.asarray(again.train.images), before)
+
+
+def test_without_the_cache_nothing_is_written(tmp_path, cache):
+    root = make_image_folder(str(tmp_path / "f"), n_train=2, n_test=1)
+    ds = load(root, use_cache=False)
+    assert not os.path.exists(cache) and ds.describe()["cache"] is None
+    np.testing.assert_array_equal(np.asarray(ds.train.images), np.asarray(load(root).train.images))
 
 
 def test_mean_std_come_from_the_training_split(tmp_path):
