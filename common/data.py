@@ -11,6 +11,9 @@ rounded to uint8 as PIL does) is done once, vectorised, and cached in
 ``$GOOGLENET_CACHE`` (default ``~/.cache/googlenet/resized``) keyed by the files'
 digests and the size.  Batches are ``float32`` in [0, 1] (``ToTensor``), NCHW, with
 examples shuffled each epoch from ``seed + epoch``.
+
+Image folders and CIFAR-10, and one interface for every dataset (Fashion-MNIST
+included): ``common/datasets.py`` and ``docs/datasets.md``.
 """
 from __future__ import annotations
 
