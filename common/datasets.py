@@ -588,8 +588,10 @@ def load_folder(root: str, size: int, *, channels: Optional[int] = None,
             # pass 1: headers only (modes), so that the channel count is known up front
             probed = {}
             for part, rows in listing["parts"].items():
-                paths = [os.path.join(root, rel) for _, rel, _, _ in rows]
-                probed[part] = list(pool.map(_probe, paths, chunksize=64))
+                probed[part] = []
+                for start in range(0, len(rows), 16 * CHUNK):      # bounded: no future per file
+                    paths = [os.path.join(root, r[1]) for r in rows[start:start + 16 * CHUNK]]
+                    probed[part].extend(pool.map(_probe, paths))
                 bad = [(rel, why) for (_, rel, _, _), (_, why) in zip(rows, probed[part]) if why]
                 skipped.extend(bad)
             if strict and skipped:
@@ -631,10 +633,12 @@ def load_folder(root: str, size: int, *, channels: Optional[int] = None,
                 lost = [os.path.join(part if part != "all" else "", c)
                         for c, n in zip(listing["classes"], counts) if n == 0]
                 if lost:
+                    why = [f"{f}: {r}" for f, r in skipped
+                           if any(f.startswith(c + os.sep) for c in lost)]
                     raise DataError(f"{root}: no readable image in class folder"
-                                    f"{'s' if len(lost) > 1 else ''} {', '.join(lost)} (every file "
-                                    f"in it was skipped: "
-                                    f"{'; '.join(f'{f}: {r}' for f, r in skipped[:3])})")
+                                    f"{'s' if len(lost) > 1 else ''} {', '.join(lost)}; every file "
+                                    f"was skipped ({'; '.join(why[:3])}"
+                                    f"{'; ...' if len(why) > 3 else ''})")
                 class_counts[part] = counts.tolist()
                 builder.add(part, images, labels,
                             np.concatenate(sums) if sums else np.zeros((0, n_channels, 2), np.int64),
@@ -669,8 +673,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in self.SAFE:
             return super().find_class(module, name)
-        raise _Refused(f"refusing to unpickle {module}.{name}: only dicts, lists, "
-                                     f"strings, numbers and numpy arrays are accepted")
+        raise _Refused(f"refusing to unpickle {module}.{name}: only dicts, lists, strings, "
+                       f"numbers and numpy arrays are accepted")
 
 
 def _plain(obj, depth=0) -> bool:
