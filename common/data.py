@@ -11,9 +11,13 @@ rounded to uint8 as PIL does) is done once, vectorised, and cached in
 ``$GOOGLENET_CACHE`` (default ``~/.cache/googlenet/resized``) keyed by the files'
 digests and the size.  Batches are ``float32`` in [0, 1] (``ToTensor``), NCHW, with
 examples shuffled each epoch from ``seed + epoch``.
+
+Image folders and CIFAR-10, and one interface for every dataset (Fashion-MNIST
+included): ``common/datasets.py`` and ``docs/datasets.md``.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -84,12 +88,14 @@ def _offline_message(directory: str, error) -> str:
             f"(offline here: ../shared/data/fashion-mnist-subset).")
 
 
-def download(directory: str, name: str, timeout: float = 30.0) -> str:
-    """Fetch one official file into ``directory``, checking its MD5; atomic."""
+def fetch(directory: str, name: str, expected_md5: str, mirrors, offline_message,
+          timeout: float = 30.0) -> str:
+    """Fetch ``name`` from the first mirror that has it into ``directory``, checking its MD5;
+    atomic (a ``.part`` file renamed into place; nothing is kept on failure).
+    ``offline_message(error)`` is the text of the error when no mirror can be reached."""
     os.makedirs(directory, exist_ok=True)
-    expected = FILES[name][0]
     last = None
-    for mirror in MIRRORS:
+    for mirror in mirrors:
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
         os.close(fd)
         try:
@@ -97,8 +103,8 @@ def download(directory: str, name: str, timeout: float = 30.0) -> str:
                 while chunk := r.read(1 << 20):
                     f.write(chunk)
             got = md5(tmp)
-            if got != expected:
-                last = DataError(f"{name} from {mirror}: MD5 {got} != {expected}")
+            if got != expected_md5:
+                last = DataError(f"{name} from {mirror}: MD5 {got} != {expected_md5}")
                 continue
             path = os.path.join(directory, name)
             os.replace(tmp, path)
@@ -111,7 +117,13 @@ def download(directory: str, name: str, timeout: float = 30.0) -> str:
     if isinstance(last, DataError):
         raise DataError(f"{last}: the download is corrupt (or the mirror changed); nothing was "
                         f"kept. Try again, or fetch the file by hand.")
-    raise DataError(_offline_message(directory, last))
+    raise DataError(offline_message(last))
+
+
+def download(directory: str, name: str, timeout: float = 30.0) -> str:
+    """Fetch one official Fashion-MNIST file into ``directory``, checking its MD5; atomic."""
+    return fetch(directory, name, FILES[name][0], MIRRORS,
+                 lambda error: _offline_message(directory, error), timeout)
 
 
 def locate(directory: Optional[str] = None, download_missing: bool = True) -> dict:
@@ -152,34 +164,101 @@ def read_idx(path: str, ndim: int) -> np.ndarray:
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
+def _enlarge_weights(src: int, dst: int) -> np.ndarray:
+    """(dst, src) bilinear weights, half-pixel centres, for ``dst >= src``: the triangle of
+    width 1 around each output centre (what PIL does when enlarging)."""
+    x = (np.arange(dst) + 0.5) * src / dst - 0.5
+    x = np.clip(x, 0, src - 1)
+    lo = np.floor(x).astype(int)
+    hi = np.minimum(lo + 1, src - 1)
+    m = np.zeros((dst, src), np.float32)
+    m[np.arange(dst), lo] += 1 - (x - lo)
+    m[np.arange(dst), hi] += x - lo
+    return m
+
+
+def _shrink_weights(src: int, dst: int) -> np.ndarray:
+    """(dst, src) antialiased bilinear weights for ``dst < src``, PIL's rule
+    (``Resample.c``): the triangle is stretched by the scale ``src / dst``, so every input
+    pixel under an output pixel contributes (an area-like average, no aliasing); the
+    weights of each row are normalised to sum to 1."""
+    scale = src / dst
+    center = (np.arange(dst) + 0.5) * scale
+    lo = np.maximum((center - scale + 0.5).astype(int), 0)
+    hi = np.minimum((center + scale + 0.5).astype(int), src)
+    j = np.arange(src)
+    w = np.maximum(1 - np.abs((j[None, :] - center[:, None] + 0.5) / scale), 0)
+    w[(j[None, :] < lo[:, None]) | (j[None, :] >= hi[:, None])] = 0
+    return (w / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def resize_weights(src: int, dst: int) -> np.ndarray:
+    """The (dst, src) matrix that resizes one axis (see :func:`resize`); read-only, cached
+    (photos of a folder often share their sizes)."""
+    m = _enlarge_weights(src, dst) if dst >= src else _shrink_weights(src, dst)
+    m.setflags(write=False)
+    return m
+
+
+def _along(W: np.ndarray, X: np.ndarray, axis: int) -> np.ndarray:
+    """``W`` (dst, src) applied to every float32 image of ``X`` (m, H, W) along ``axis`` 1
+    (rows) or 2 (columns), one product of the same shape per image, so that an image's
+    numbers never depend on the others in the block (or on its channel).  Shrinking
+    works in blocks of 32 output rows, each over only its band of non-zero weights (a
+    3000-pixel side shrunk to 96 costs ~10x less than the dense product; the same
+    numbers up to float32 summation order)."""
+    dst, src = W.shape
+    if dst >= src:
+        return W @ X if axis == 1 else X @ W.T
+    shape = list(X.shape)
+    shape[axis] = dst
+    out = np.empty(shape, np.float32)
+    for s in range(0, dst, 32):
+        Wb = W[s:s + 32]
+        nz = np.flatnonzero(Wb.any(0))
+        lo, hi = nz[0], nz[-1] + 1
+        if axis == 1:
+            out[:, s:s + 32] = Wb[:, lo:hi] @ X[:, lo:hi]
+        else:
+            out[:, :, s:s + 32] = X[:, :, lo:hi] @ Wb[:, lo:hi].T
+    return out
+
+
 def resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of uint8 ``(N, H, W)`` images to ``(N, size, size)`` uint8, vectorised
-    (half-pixel centres, as PIL / ``transforms.Resize`` do when enlarging)."""
+    """Bilinear resize of uint8 images to ``size x size`` uint8, vectorised.
+
+    ``images`` is ``(N, H, W)`` (grey) or ``(N, C, H, W)``; the result has the same leading
+    dimensions.  Half-pixel centres, as PIL / ``transforms.Resize`` on a PIL image.
+    Enlarging samples the two nearest pixels per axis (PIL's bilinear); shrinking
+    antialiases like PIL (the triangle is widened by the scale, so every input pixel
+    counts; OpenCV's ``INTER_LINEAR`` and ``tf.image.resize(antialias=False)`` instead
+    sample 2x2 pixels and alias).  Each axis may enlarge or shrink independently
+    (non-square images are squashed to a square, not cropped).  One rounding at the end
+    (PIL rounds after each axis, in fixed point): within one grey level of PIL's.
+    """
+    if images.ndim == 4:
+        n, c, h, w = images.shape
+        flat = resize(images.reshape(n * c, h, w), size)
+        return flat.reshape(n, c, size, size)
     n, h, w = images.shape
     if (h, w) == (size, size):
         return images.copy()
-
-    def weights(src, dst):
-        x = (np.arange(dst) + 0.5) * src / dst - 0.5
-        x = np.clip(x, 0, src - 1)
-        lo = np.floor(x).astype(int)
-        hi = np.minimum(lo + 1, src - 1)
-        m = np.zeros((dst, src), np.float32)
-        m[np.arange(dst), lo] += 1 - (x - lo)
-        m[np.arange(dst), hi] += x - lo
-        return m
-
-    A, B = weights(h, size), weights(w, size)
+    A, B = resize_weights(h, size), resize_weights(w, size)
     out = np.empty((n, size, size), np.uint8)
     for i in range(0, n, 4096):                     # bounded memory
-        block = A @ images[i:i + 4096].astype(np.float32) @ B.T
+        X = np.ascontiguousarray(images[i:i + 4096], dtype=np.float32)  # BLAS needs C order
+        if h <= size and w <= size:                 # enlarging (Fashion-MNIST): as it always was
+            block = A @ X @ B.T
+        else:                                       # columns, then rows, banded when shrinking
+            block = _along(A, _along(B, X, 2), 1)
         out[i:i + 4096] = np.clip(np.rint(block), 0, 255)
     return out
 
 
 @dataclass
 class Split:
-    images: np.ndarray   # uint8 (N, H, W)
+    images: np.ndarray   # uint8 (N, H, W) grey or (N, C, H, W); may be a memmap or a row view
     labels: np.ndarray   # int64 (N,)
 
     def __len__(self):
@@ -189,7 +268,9 @@ class Split:
 def _load_split(paths: dict, prefix: str, size: int, use_cache: bool) -> Split:
     img_path, lbl_path = paths[f"{prefix}-images-idx3-ubyte.gz"], paths[f"{prefix}-labels-idx1-ubyte.gz"]
     labels = read_idx(lbl_path, 1).astype(np.int64)
-    key = f"{prefix}-{md5(img_path)[:12]}-{size}.npy"
+    # Fashion-MNIST is 28x28: below that, resize() antialiases (since the image-folder
+    # work); the tag keeps caches written by the older, aliasing shrink from being reused.
+    key = f"{prefix}-{md5(img_path)[:12]}-{size}{'-aa' if size < 28 else ''}.npy"
     cached = os.path.join(cache_dir(), key)
     images = None
     if use_cache and os.path.exists(cached):
@@ -232,6 +313,12 @@ def official(directory: Optional[str] = None) -> bool:
 class Loader:
     """Mini-batches of a split: ``float32`` NCHW images in [0, 1] and int64 labels.
 
+    Images are ``(N, H, W)`` (one channel) or ``(N, C, H, W)`` uint8 (a memmap or a row
+    view works: only the rows of a batch are read).  With ``mean`` and ``std`` (one value
+    per channel, in [0, 1] units) batches are normalised like ``ToTensor`` then
+    ``Normalize(mean, std)``: ``(x / 255 - mean) / std`` in float32; without them they
+    are ``x / 255`` (the book's Fashion-MNIST recipe, unchanged).
+
     ``shuffle`` draws a new permutation of the examples each epoch from
     ``numpy.random.default_rng(seed + epoch)``, so epoch ``e`` sees the same order in
     every run and every backend (and after a resume).  Batches are prepared in a
@@ -239,11 +326,25 @@ class Loader:
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 prefetch: int = 2):
+                 prefetch: int = 2, mean=None, std=None):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
         self.prefetch = prefetch
+        self.mean = self.std = None
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither")
+        if mean is not None:
+            shape = np.shape(split.images)
+            channels = shape[1] if len(shape) == 4 else 1
+            mean = np.asarray(mean, np.float32).reshape(-1)
+            std = np.asarray(std, np.float32).reshape(-1)
+            if mean.size != channels or std.size != channels:
+                raise ValueError(f"mean and std need one value per channel ({channels}), "
+                                 f"got {mean.size} and {std.size}")
+            if not np.all(std > 0):
+                raise ValueError(f"std must be positive, got {std.tolist()}")
+            self.mean, self.std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
 
     def __len__(self):
         return -(-len(self.split) // self.batch_size)
@@ -253,7 +354,14 @@ class Loader:
         return np.random.default_rng(self.seed + epoch).permutation(n) if self.shuffle else np.arange(n)
 
     def _batch(self, idx):
-        X = self.split.images[idx].astype(np.float32)[:, None] / np.float32(255)
+        images = np.asarray(self.split.images[idx])
+        if images.ndim == 3:
+            X = images.astype(np.float32)[:, None] / np.float32(255)
+        else:
+            X = images.astype(np.float32) / np.float32(255)
+        if self.mean is not None:
+            X -= self.mean
+            X /= self.std
         return X, self.split.labels[idx]
 
     def epoch(self, epoch: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
