@@ -21,12 +21,13 @@ from common.switch import canonical, installed, is_installed, missing_message
 from common.train_config import Recipe
 
 from .errors import guard
-from .options import ArgumentParser, add_model_args, add_recipe_args, model_options, recipe_from, spec_of
+from .options import (ArgumentParser, add_data_args, add_model_args, add_recipe_args, data_options,
+                      load_dataset, model_options, recipe_from, spec_of)
 
 TRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "train.py")
 #: options handed unchanged to every scripts/train.py
 PASSED = ("num_epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "seed", "resize",
-          "aux_weight", "limit", "data_dir")
+          "aux_weight", "limit", "data_dir", "dataset", "val_fraction", "split_seed", "channels")
 
 
 def parser():
@@ -36,7 +37,7 @@ def parser():
                                       "with --from-runs: every backend found)")
     p.add_argument("--from-runs", metavar="DIR", help="aggregate the run records under DIR, train nothing")
     p.add_argument("--out", help="report folder (default: reports/compare-<time>)")
-    p.add_argument("--data-dir")
+    add_data_args(p)
     add_recipe_args(p, epochs_default=r.num_epochs)
     add_model_args(p)
     return p
@@ -65,6 +66,8 @@ def train_command(args, backend, run_dir, init):
             cmd += [flag, str(getattr(args, key))]
     if args.aux_logits is not None:
         cmd.append("--aux" if args.aux_logits else "--no-aux")
+    if args.strict:
+        cmd.append("--strict")
     return cmd
 
 
@@ -108,7 +111,9 @@ def main(argv=None):
     else:
         backends = backend_list(args.backends, installed())
         recipe = recipe_from(args)
-        model = model_options(args, in_channels=1, num_classes=10, input_size=recipe.resize)
+        ds = load_dataset(data_options(args), args.data_dir, recipe.resize, args.limit)  # cached once
+        print(ds.summary())
+        model = model_options(args, input_size=recipe.resize, **ds.model_options())
         init = write_init(recipe, model, os.path.abspath(os.path.join(out, "init-weights.npz")))
         sha256 = hashlib.sha256(open(init, "rb").read()).hexdigest()
         entries = [run_backend(args, b, os.path.abspath(os.path.join(out, "runs", b)), init, sha256)

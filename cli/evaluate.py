@@ -9,7 +9,8 @@ from common.loop import evaluate
 from common.switch import ENV_VAR, resolve
 
 from .errors import UserError, guard
-from .options import ArgumentParser, add_model_args, build_from_options, get_backend, model_options
+from .options import (ArgumentParser, add_data_args, add_model_args, build_from_options, data_options,
+                      get_backend, load_dataset, model_options)
 
 
 def parser():
@@ -17,7 +18,7 @@ def parser():
                                    "any backend (the weights are framework-neutral).")
     p.add_argument("source", help="a run folder, its checkpoint folder, or a weight file (.npz)")
     p.add_argument("--backend", help=f"default: ${ENV_VAR}, else the run's own, else pytorch")
-    p.add_argument("--data-dir")
+    add_data_args(p)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--resize", type=int, help="input size (default: the run's; 96 for a weight file)")
     add_model_args(p)
@@ -49,11 +50,19 @@ def main(argv=None):
     path, run = locate(args.source)
     weights, meta = W.load(path, with_meta=True)
     size = args.resize or (run or {}).get("recipe", {}).get("resize") or meta.get("input_size") or 96
-    if run is None or any(getattr(args, k) is not None for k in ("preset", "aux_logits", "norm",
-                                                                  "branch3_kernel", "dropout")):
-        model = model_options(args, in_channels=1, num_classes=10, input_size=size)
-        if run is None and args.preset is None:
+    data = run.get("data", {"dataset": "fashion-mnist"}) if run else data_options(args)
+    data_dir = args.data_dir or (run or {}).get("data_dir")
+    ds = None
+    if run is None:                              # a bare weight file: the data give the shape
+        ds = load_dataset(data, data_dir, size)
+        model = model_options(args, input_size=size, **ds.model_options())
+        if args.preset is None:
             model["preset"] = meta.get("spec") if meta.get("spec") in ("d2l", "paper", "bn") else "d2l"
+    elif any(getattr(args, k) is not None for k in ("preset", "aux_logits", "norm", "branch3_kernel",
+                                                    "dropout")):
+        m = run["model"]
+        model = model_options(args, input_size=size, in_channels=m.get("in_channels"),
+                              num_classes=m.get("num_classes"))
     else:
         model = dict(run["model"], input_size=size)
     name = resolve(args.backend or os.environ.get(ENV_VAR) or (run or {}).get("backend"))
@@ -63,8 +72,12 @@ def main(argv=None):
         bk.set_weights(net, weights)
     except W.WeightsError as e:
         raise UserError(f"{path} does not fit the {model['preset']} network at {size}x{size}: {e}") from None
-    _, test = D.load_fashion_mnist(args.data_dir or (run or {}).get("data_dir"), net.input_size)
-    loss, acc = evaluate(bk, bk.Trainer(net), D.Loader(test, args.batch_size))
+    ds = ds or load_dataset(data, data_dir, size)
+    recorded = (run or {}).get("dataset", {})
+    norm = (dict(mean=recorded["mean"], std=recorded["std"]) if recorded.get("normalize")
+            else dict(mean=ds.mean, std=ds.std) if ds.normalize else {})
+    test = ds.test
+    loss, acc = evaluate(bk, bk.Trainer(net), D.Loader(test, args.batch_size, **norm))
     trained = f"; trained with {run['backend']}" if run else ""
     print(f"{name} on {bk.device()}: test loss {loss:.4f}, test acc {acc:.4f} ({len(test)} examples{trained})")
     return 0

@@ -7,7 +7,7 @@ refuses a defining option that differs from the run's (see :func:`run_changes`).
 """
 from __future__ import annotations
 
-from common import data as D
+from common import data as D, datasets as DS
 from common.spec import get_spec
 from common.switch import ENV_VAR, resolve
 from common.train_config import OPTIMIZERS, Recipe
@@ -15,7 +15,8 @@ from common.train_config import OPTIMIZERS, Recipe
 from .errors import ArgumentParser, UserError
 
 __all__ = ["ArgumentParser", "add_backend_arg", "add_model_args", "add_recipe_args", "model_options",
-           "build_from_options", "get_backend", "recipe_from", "run_changes", "load_data", "spec_of"]
+           "build_from_options", "get_backend", "recipe_from", "run_changes", "add_data_args", "data_options",
+           "load_dataset", "spec_of"]
 
 #: model options: attribute of the parsed arguments -> flag
 MODEL_FLAGS = dict(preset="--preset", aux_logits="--aux/--no-aux", norm="--norm",
@@ -128,14 +129,50 @@ def run_changes(args, previous: dict) -> list:
         changes.append(("--limit", args.limit, previous.get("limit")))
     if getattr(args, "init_from", None):
         changes.append(("--init-from", args.init_from, previous.get("init_from")))
+    data = previous.get("data", {})
+    for name, default in DATA_DEFINING.items():
+        given = getattr(args, name, None)
+        if name == "dataset" and given is not None:
+            given = DS.resolve_name(given)
+        if given is not None and given != data.get(name, default):
+            changes.append((f"--{name.replace('_', '-')}", given, data.get(name, default)))
     return changes
 
 
-def load_data(data_dir, resize, batch_size, seed, limit=None):
-    """(train loader, test loader) of Fashion-MNIST at ``resize``."""
-    train, test = D.load_fashion_mnist(data_dir, resize)
-    if limit:
-        if limit < 1:
-            raise UserError(f"--limit must be at least 1, not {limit}")
-        train = D.Split(train.images[:limit], train.labels[:limit])
-    return D.Loader(train, batch_size, shuffle=True, seed=seed), D.Loader(test, batch_size)
+def add_data_args(p, data_dir=True):
+    """The data options: which dataset, where, and how it is split and read."""
+    g = p.add_argument_group("data (docs/datasets.md)")
+    if data_dir:
+        g.add_argument("--data-dir", help=f"the dataset's folder (Fashion-MNIST: default ${D.ENV_DATA}, "
+                                          f"else {D.default_dir()}, downloaded there if missing)")
+    g.add_argument("--dataset", help="fashion-mnist (default), folder (DIR/train/<class>/*.png ..., "
+                                     "DIR/test/<class>/...) or cifar10")
+    g.add_argument("--val-fraction", type=float,
+                   help="hold out this fraction of each class of the training images as the test "
+                        "split (one folder tree; or, to choose settings, Fashion-MNIST / CIFAR-10)")
+    g.add_argument("--split-seed", type=int, help="seed of --val-fraction's split (0)")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="convert every image to 1 or 3 "
+                                                                 "channels (default: the data's)")
+    g.add_argument("--strict", action="store_true", default=None,
+                   help="stop at an unreadable image instead of skipping it")
+    return p
+
+
+#: data options that define a run: attribute -> default
+DATA_DEFINING = dict(dataset="fashion-mnist", val_fraction=None, split_seed=0, channels=None,
+                     strict=False)
+
+
+def data_options(args) -> dict:
+    """The data options of a new run (what its record stores)."""
+    out = {k: (getattr(args, k, None) if getattr(args, k, None) is not None else v)
+           for k, v in DATA_DEFINING.items()}
+    out["dataset"] = DS.resolve_name(out["dataset"])
+    return out
+
+
+def load_dataset(options: dict, data_dir, size, limit=None):
+    """The dataset of recorded data options (``data_options``)."""
+    return DS.load_dataset(options["dataset"], data_dir, size, channels=options.get("channels"),
+                           val_fraction=options.get("val_fraction"), seed=options.get("split_seed") or 0,
+                           strict=bool(options.get("strict")), limit=limit)

@@ -7,24 +7,23 @@ import platform
 import sys
 import time
 
-from common import data as D, oracle, weights as W
+from common import oracle, weights as W
 from common.checkpoint import CheckpointError
 from common.loop import closing_lines, fit
 from common.switch import resolve
 from common.train_config import Recipe
 
 from .errors import UserError, guard
-from .options import (ArgumentParser, add_backend_arg, add_model_args, add_recipe_args,
-                      build_from_options, get_backend, load_data, model_options, recipe_from,
-                      run_changes, spec_of)
+from .options import (ArgumentParser, add_backend_arg, add_data_args, add_model_args, add_recipe_args,
+                      build_from_options, data_options, get_backend, load_dataset, model_options,
+                      recipe_from, run_changes, spec_of)
 
 
 def parser(fixed_backend=None):
     p = ArgumentParser(description="Train GoogLeNet on Fashion-MNIST (the book's recipe by default: "
                                    "10 epochs, batch 128, SGD lr 0.1, 96x96).")
     add_backend_arg(p, fixed_backend)
-    p.add_argument("--data-dir", help=f"Fashion-MNIST folder (default: ${D.ENV_DATA}, else "
-                                      f"{D.default_dir()}; downloaded there if missing)")
+    add_data_args(p)
     add_recipe_args(p)
     p.add_argument("--run-dir", help="run folder (default: runs/<backend>-<preset>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR",
@@ -47,7 +46,7 @@ def read_run(run_dir) -> dict:
 
 
 def resumed(args):
-    """(backend, model options, recipe, data dir, limit) of the run to resume."""
+    """(backend, model options, recipe, data options, data dir, limit) of the run to resume."""
     previous = read_run(args.resume)
     changes = run_changes(args, previous)
     if changes:
@@ -63,7 +62,8 @@ def resumed(args):
                         f"{previous['backend']}, or start a new run from its weights with --init-from "
                         f"{os.path.join(args.resume, 'checkpoint', 'weights.npz')}")
     recipe = recipe_from(args, Recipe(**previous["recipe"]))
-    return (previous["backend"], previous["model"], recipe, args.data_dir or previous.get("data_dir"),
+    data = previous.get("data", {"dataset": "fashion-mnist"})
+    return (previous["backend"], previous["model"], recipe, data, args.data_dir or previous.get("data_dir"),
             previous.get("limit"))
 
 
@@ -71,14 +71,19 @@ def resumed(args):
 def main(argv=None, fixed_backend=None):
     args = parser(fixed_backend).parse_args(argv)
     if args.resume:
-        name, model, recipe, data_dir, limit = resumed(args)
+        name, model, recipe, data, data_dir, limit = resumed(args)
     else:
-        name, recipe = resolve(args.backend), recipe_from(args)
-        model = model_options(args, in_channels=1, num_classes=10, input_size=recipe.resize)
+        name, recipe, data = resolve(args.backend), recipe_from(args), data_options(args)
         data_dir, limit = args.data_dir, args.limit
+        model = model_options(args, input_size=recipe.resize)
+    oracle.check_input(spec_of(model), recipe.resize)          # before the data: fails fast
+    ds = load_dataset(data, data_dir, recipe.resize, limit)
+    if args.resume and list(ds.classes) != read_run(args.resume).get("dataset", {}).get("classes", list(ds.classes)):
+        raise UserError(f"the classes in {ds.info.get('dir')} are not those {args.resume} was trained on")
+    model.update(ds.model_options())                          # the model follows the data
     analysis = oracle.check_input(spec_of(model), recipe.resize)
     bk = get_backend(name)
-    train_iter, test_iter = load_data(data_dir, recipe.resize, recipe.batch_size, recipe.seed, limit)
+    train_iter, test_iter = ds.loaders(recipe.batch_size, seed=recipe.seed)
     net = build_from_options(bk, model, seed=recipe.seed)
     if args.init_from:
         try:
@@ -89,9 +94,11 @@ def main(argv=None, fixed_backend=None):
         "runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S')}")
     record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),
                   model=model, params=bk.count_params(net), macs_per_example=analysis.macs,
-                  data_dir=D.data_dir(data_dir), limit=limit, train_examples=len(train_iter.split),
+                  data=data, dataset=ds.describe(), data_dir=ds.info.get("dir"), limit=limit,
+                  train_examples=len(train_iter.split),
                   test_examples=len(test_iter.split), fast=args.fast, init_from=args.init_from,
                   python=platform.python_version(), command=" ".join(sys.argv))
+    print(ds.summary())
     print(f"{name} {bk.framework_version()} on {bk.device()}: {model['preset']} net, "
           f"{record['params']:,} parameters, {len(train_iter.split)} train / "
           f"{len(test_iter.split)} test examples at {recipe.resize}x{recipe.resize}; run folder {run_dir}")

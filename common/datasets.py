@@ -859,6 +859,30 @@ def _fashion_totals(directory: str, images, n: int, size: int, use_cache: bool) 
     return totals
 
 
+def hold_out(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
+    """The dataset with its test split replaced by a seeded, stratified ``fraction`` of its
+    training split (the rest trains): for choosing settings without looking at the test set.
+    The mean and std are those of the remaining training images."""
+    tr, te = stratified_split(ds.train.labels, fraction, seed, ds.classes)
+    images = ds.train.images
+
+    def rows(r):
+        if isinstance(images, ImageView):
+            if images.expand:
+                return Split(np.asarray(images[r]), ds.train.labels[r])
+            base_rows = r if images.index is None else images.index[r]
+            return Split(ImageView(images.base, base_rows), ds.train.labels[r])
+        return Split(ImageView(images, r), ds.train.labels[r])
+
+    train, held = rows(tr), rows(te)
+    mean, std = mean_std(channel_totals(train.images), len(tr) * ds.size * ds.size)
+    if len(mean) != ds.in_channels:                # a grey set viewed as RGB
+        mean, std = mean * ds.in_channels, std * ds.in_channels
+    info = dict(ds.info, val_fraction=fraction, split_seed=seed,
+                test_is="held out from the training split (val_fraction), not the official test set")
+    return Dataset(ds.name, train, held, ds.classes, ds.in_channels, ds.size, mean, std, ds.normalize, info)
+
+
 # ----------------------------------------------------------------------------- the interface
 
 def load_dataset(name: str = "fashion-mnist", data_dir: Optional[str] = None, size: int = 96, *,
@@ -876,8 +900,10 @@ def load_dataset(name: str = "fashion-mnist", data_dir: Optional[str] = None, si
             (downloaded there if missing); an image folder: required.
         channels: 1 or 3 to convert every image; ``None``: the dataset's own (Fashion-MNIST
             1, CIFAR-10 3, a folder 3 if any image is colour, else 1).
-        val_fraction: image folders only: hold out this fraction of each class of one tree
-            ``DIR/<class>/`` as the test split (seeded by ``seed``, stratified).
+        val_fraction: hold out this fraction of each class as the test split (seeded by
+            ``seed``, stratified): of one tree ``DIR/<class>/`` for an image folder; of the
+            training split for Fashion-MNIST and CIFAR-10, whose official test split is then
+            not used (for choosing settings without looking at it).
         seed: the seed of the validation split and of ``limit`` on a folder (not the
             training seed: changing the weights' seed keeps the same held-out images).
         strict: stop with :class:`DataError` on an unreadable image file instead of
@@ -897,8 +923,6 @@ def load_dataset(name: str = "fashion-mnist", data_dir: Optional[str] = None, si
         raise DataError(f"the image size must be positive, not {size}")
     if limit is not None and limit < 1:
         raise DataError(f"limit must be at least 1, not {limit}")
-    if val_fraction is not None and name != "folder":
-        raise DataError(f"a validation fraction splits an image folder; {name} has its own test split")
     size = int(size)
     info = dict(name=name, val_fraction=val_fraction, limit=limit, strict=strict)
 
@@ -919,9 +943,13 @@ def load_dataset(name: str = "fashion-mnist", data_dir: Optional[str] = None, si
                     channels_rule=f"{in_channels}: " + ("requested" if channels else
                                                         "Fashion-MNIST is grey"),
                     skipped=[], skipped_count=0, ignored=0)
-        return Dataset(name, train, test, classes, in_channels, size, mean, std,
-                       bool(normalize), info)
+        ds = Dataset(name, train, test, classes, in_channels, size, mean, std, bool(normalize), info)
+        return hold_out(ds, val_fraction, seed) if val_fraction else ds
 
+    if name == "cifar10" and val_fraction:
+        return hold_out(load_dataset(name, data_dir, size, channels=channels, seed=seed, strict=strict,
+                                     limit=limit, download_missing=download_missing,
+                                     normalize=normalize, use_cache=use_cache), val_fraction, seed)
     if name == "folder":
         if not data_dir:
             raise DataError("an image folder needs its path (--data-dir DIR); see docs/datasets.md")

@@ -64,7 +64,7 @@ COLUMNS = (
     ("status", lambda e: status_text(e), "{}"),
 )
 #: recipe and data fields that must agree for a fair comparison
-SAME = ("recipe", "model", "data_dir", "limit", "train_examples", "test_examples")
+SAME = ("recipe", "model", "data", "data_dir", "limit", "train_examples", "test_examples")
 
 
 def _rec(e, key):

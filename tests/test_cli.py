@@ -163,7 +163,8 @@ def test_evaluate_refuses_weights_of_another_preset_or_size(data, tmp_path, caps
     assert "does not fit the bn network" in line and "b1.conv1" in line
     paper = S.googlenet("paper", aux_logits=True, in_channels=1, num_classes=10)
     path = W.save(str(tmp_path / "paper224.npz"), W.xavier_init(paper, 0, 224), spec="paper", input_size=224)
-    assert main([path, "--preset", "paper", "--aux", "--resize", "112", "--backend", "pytorch"]) == 1
+    assert main([path, "--preset", "paper", "--aux", "--resize", "112", "--backend", "pytorch",
+                 "--data-dir", data]) == 1
     line = only_error_line(capsys.readouterr().err)
     assert "at 112x112" in line and "aux" in line and "shape" in line
 
@@ -220,3 +221,30 @@ def test_progress_bar_in_a_log_is_a_few_lines():
     bar.update(5)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+# --------------------------------------------------------------------------- own image folders
+def test_train_on_an_image_folder_the_model_follows_the_data(tmp_path, capsys, monkeypatch):
+    """A 3-channel, 5-class folder: --preset bn trains with no channel or class flag; the run
+    records the classes and the normalisation; another backend evaluates it the same."""
+    pytest.importorskip("torch")
+    from tests.datagen import make_image_folder
+    from cli.evaluate import main as evaluate
+    monkeypatch.setenv("GOOGLENET_CACHE", str(tmp_path / "cache"))
+    folder = make_image_folder(str(tmp_path / "pics"), n_classes=5, n_train=6, n_test=3)
+    run = str(tmp_path / "run")
+    code, out, err = train(["--dataset", "folder", "--data-dir", folder, "--preset", "bn", "--no-aux",
+                            "--resize", "32", "--batch-size", "10", "--epochs", "1", "--run-dir", run],
+                           capsys)
+    assert code == 0, err
+    assert "folder (" in out and "5 classes" in out and "3 channels" in out
+    rec = json.load(open(os.path.join(run, "run.json")))
+    assert rec["model"]["in_channels"] == 3 and rec["model"]["num_classes"] == 5
+    assert rec["dataset"]["classes"] == ["bar", "circle", "cross", "square", "triangle"]
+    assert rec["dataset"]["normalize"] and len(rec["dataset"]["mean"]) == 3
+    assert rec["data"]["dataset"] == "folder" and rec["test_examples"] == 15
+    if pytest.importorskip("mxnet"):
+        assert evaluate([run, "--backend", "mxnet"]) == 0
+        assert f"test acc {rec['test_acc']:.4f}" in capsys.readouterr().out
+    code, out, err = train(["--resume", run, "--epochs", "1", "--dataset", "cifar10"], capsys)
+    assert code == 1 and "--dataset cifar10" in only_error_line(err)

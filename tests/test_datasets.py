@@ -240,8 +240,27 @@ def test_val_fraction_errors(tmp_path):
     split = make_image_folder(str(tmp_path / "split"), n_train=1, n_test=1)
     with pytest.raises(D.DataError, match="has train/ and test/ .*drop the validation fraction"):
         load(split, val_fraction=0.2)
-    with pytest.raises(D.DataError, match="splits an image folder"):
-        DS.load_dataset("fashion-mnist", str(tmp_path), val_fraction=0.2)
+
+
+def test_fashion_mnist_holds_out_part_of_its_training_split(tmp_path, monkeypatch):
+    """--val-fraction on Fashion-MNIST: the test split becomes a stratified part of the
+    training split, the official test set is not used, and the rest trains."""
+    from tests.datagen import make_dataset
+    monkeypatch.setenv("GOOGLENET_CACHE", str(tmp_path / "cache"))
+    folder = make_dataset(str(tmp_path / "fm"), n_train=200, n_test=50)
+    full = DS.load_dataset("fashion-mnist", folder, 28)
+    ds = DS.load_dataset("fashion-mnist", folder, 28, val_fraction=0.25, seed=3)
+    assert len(ds.train) + len(ds.test) == len(full.train) == 200 and len(ds.test) == 50
+    assert np.bincount(ds.test.labels).tolist() == [5] * 10            # 20 per class -> 5 held out
+    rows = {np.asarray(full.train.images[i]).tobytes(): i for i in range(len(full.train))}
+    held = [rows[np.asarray(ds.test.images[i]).tobytes()] for i in range(len(ds.test))]
+    kept = [rows[np.asarray(ds.train.images[i]).tobytes()] for i in range(len(ds.train))]
+    assert not set(held) & set(kept) and len(set(held) | set(kept)) == 200
+    assert ds.describe()["test_is"].startswith("held out from the training split")
+    again = DS.load_dataset("fashion-mnist", folder, 28, val_fraction=0.25, seed=3)
+    assert np.array_equal(np.asarray(again.test.labels), np.asarray(ds.test.labels))
+    X, _ = next(iter(ds.loaders(16)[1]))
+    assert X.shape == (16, 1, 28, 28) and X.dtype == np.float32
 
 
 def test_limit_draws_a_seeded_subset_of_a_folder(tmp_path):
