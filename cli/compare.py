@@ -21,13 +21,16 @@ from common.switch import canonical, installed, is_installed, missing_message
 from common.train_config import Recipe
 
 from .errors import guard
-from .options import (ArgumentParser, add_data_args, add_model_args, add_recipe_args, data_options,
-                      load_dataset, model_options, recipe_from, spec_of)
+from .options import (DEFINING, ArgumentParser, add_data_args, add_model_args, add_recipe_args,
+                      base_recipe, data_options, load_datasets, model_options, recipe_from, spec_of)
 
 TRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "train.py")
 #: options handed unchanged to every scripts/train.py
-PASSED = ("num_epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "seed", "resize",
-          "aux_weight", "limit", "data_dir", "dataset", "val_fraction", "split_seed", "channels")
+PASSED = ("recipe", "num_epochs") + DEFINING + ("limit", "data_dir", "dataset", "val_fraction",
+                                                 "split_seed", "channels")
+#: on/off options: attribute -> (flag when True, flag when False)
+SWITCHES = dict(nesterov=("--nesterov", None), flip=("--flip", "--no-flip"), strict=("--strict", None),
+                aux_logits=("--aux", "--no-aux"))
 
 
 def parser():
@@ -57,17 +60,16 @@ def write_init(recipe, model, path):
 
 def train_command(args, backend, run_dir, init):
     cmd = [sys.executable, TRAIN, "--backend", backend, "--run-dir", run_dir, "--init-from", init]
-    for name in PASSED:
-        if getattr(args, name) is not None:
-            cmd += ["--" + name.replace("_", "-"), str(getattr(args, name))]
-    flags = dict(preset="--preset", norm="--norm", branch3_kernel="--branch3-kernel", dropout="--dropout")
-    for key, flag in flags.items():
-        if getattr(args, key) is not None:
-            cmd += [flag, str(getattr(args, key))]
-    if args.aux_logits is not None:
-        cmd.append("--aux" if args.aux_logits else "--no-aux")
-    if args.strict:
-        cmd.append("--strict")
+    for name in PASSED + ("preset", "norm", "branch3_kernel", "dropout"):
+        value = getattr(args, name, None)
+        if value is None or name in SWITCHES:
+            continue
+        value = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        cmd += ["--" + name.replace("_", "-"), value]
+    for name, (on, off) in SWITCHES.items():
+        value = getattr(args, name, None)
+        if value is not None and (on if value else off):
+            cmd.append(on if value else off)
     return cmd
 
 
@@ -111,9 +113,10 @@ def main(argv=None):
     else:
         backends = backend_list(args.backends, installed())
         recipe = recipe_from(args)
-        ds = load_dataset(data_options(args), args.data_dir, recipe.resize, args.limit)  # cached once
+        ds, _ = load_datasets(data_options(args), args.data_dir, recipe, args.limit)   # cached once
         print(ds.summary())
-        model = model_options(args, input_size=recipe.resize, **ds.model_options())
+        model = model_options(args, input_size=recipe.resize, defaults=base_recipe(args)[1],
+                              **ds.model_options())
         init = write_init(recipe, model, os.path.abspath(os.path.join(out, "init-weights.npz")))
         sha256 = hashlib.sha256(open(init, "rb").read()).hexdigest()
         entries = [run_backend(args, b, os.path.abspath(os.path.join(out, "runs", b)), init, sha256)

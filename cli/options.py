@@ -7,16 +7,19 @@ refuses a defining option that differs from the run's (see :func:`run_changes`).
 """
 from __future__ import annotations
 
+import argparse
+
 from common import data as D, datasets as DS
 from common.spec import get_spec
 from common.switch import ENV_VAR, resolve
-from common.train_config import OPTIMIZERS, Recipe
+from common.schedules import SCHEDULES
+from common.train_config import OPTIMIZERS, RECIPES, Recipe, named_recipe
 
 from .errors import ArgumentParser, UserError
 
 __all__ = ["ArgumentParser", "add_backend_arg", "add_model_args", "add_recipe_args", "model_options",
            "build_from_options", "get_backend", "recipe_from", "run_changes", "add_data_args", "data_options",
-           "load_dataset", "spec_of"]
+           "load_dataset", "load_datasets", "base_recipe", "spec_of"]
 
 #: model options: attribute of the parsed arguments -> flag
 MODEL_FLAGS = dict(preset="--preset", aux_logits="--aux/--no-aux", norm="--norm",
@@ -36,12 +39,17 @@ def add_model_args(p):
     return p
 
 
-def model_options(args, in_channels=None, num_classes=None, input_size=None) -> dict:
-    """The model options a run records: the preset and the options given."""
-    opts = dict(aux_logits=args.aux_logits, norm=args.norm, branch3_kernel=args.branch3_kernel,
-                dropout=args.dropout, in_channels=in_channels, num_classes=num_classes,
-                input_size=input_size)
-    return dict(preset=args.preset or "d2l", **{k: v for k, v in opts.items() if v is not None})
+def model_options(args, in_channels=None, num_classes=None, input_size=None, defaults=None) -> dict:
+    """The model options a run records: the options given, over ``defaults`` (a named
+    recipe's model), over the book's net."""
+    out = dict(dict(preset="d2l"), **(defaults or {}))
+    opts = dict(preset=args.preset, aux_logits=args.aux_logits, norm=args.norm,
+                branch3_kernel=args.branch3_kernel, dropout=args.dropout, in_channels=in_channels,
+                num_classes=num_classes, input_size=input_size)
+    if args.preset is not None and args.preset != out["preset"]:
+        out = dict(preset=args.preset)                  # another net: the recipe's options go
+    out.update({k: v for k, v in opts.items() if v is not None})
+    return out
 
 
 def spec_of(model: dict):
@@ -70,40 +78,75 @@ def get_backend(name=None):
     return get(resolve(name))
 
 
+def _sizes(text):
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 80,96,112, not {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 80,96,112, not {text!r}")
+    return sizes
+
+
 def add_recipe_args(p, epochs_default=None):
-    """The recipe's options, shared by train.py and compare.py (unset: the book's values)."""
+    """The recipe's options, shared by train.py and compare.py (unset: the named recipe's,
+    the book's by default)."""
     r = Recipe()
-    p.add_argument("--epochs", "--num-epochs", dest="num_epochs", type=int, default=epochs_default,
+    g = p.add_argument_group("recipe (unset options: the named recipe's; common/train_config.py)")
+    g.add_argument("--recipe", choices=list(RECIPES), help="a named recipe: book (default: the chapter's) "
+                                                          "or fast (high accuracy in few epochs on a CPU)")
+    g.add_argument("--epochs", "--num-epochs", dest="num_epochs", type=int, default=epochs_default,
                    help=f"epochs ({r.num_epochs}); with --resume, the new total")
-    p.add_argument("--batch-size", type=int, help=f"examples per step ({r.batch_size})")
-    p.add_argument("--lr", type=float, help=f"learning rate ({r.lr})")
-    p.add_argument("--momentum", type=float, help=f"SGD momentum ({r.momentum})")
-    p.add_argument("--weight-decay", type=float, help=f"coupled L2 weight decay ({r.weight_decay})")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"({r.optimizer})")
-    p.add_argument("--seed", type=int, help=f"initial weights and example order ({r.seed})")
-    p.add_argument("--resize", type=int, help=f"input size ({r.resize})")
-    p.add_argument("--aux-weight", type=float, help=f"weight of each auxiliary loss ({r.aux_weight})")
-    p.add_argument("--limit", type=int, help="use only the first N training examples (smoke runs)")
+    g.add_argument("--batch-size", type=int, help=f"examples per step ({r.batch_size})")
+    g.add_argument("--lr", type=float, help=f"(peak) learning rate ({r.lr})")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"({r.optimizer})")
+    g.add_argument("--momentum", type=float, help=f"SGD momentum ({r.momentum})")
+    g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    g.add_argument("--weight-decay", type=float, help="weight decay (coupled L2; decoupled for adamw)")
+    g.add_argument("--label-smoothing", type=float, help="label smoothing of the training loss (0)")
+    g.add_argument("--clip-norm", type=float, help="clip the gradients' global norm to this (0: off)")
+    g.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (constant)")
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up, in epochs (0)")
+    g.add_argument("--step-epochs", type=int, help="step schedule: decay every this many epochs (30)")
+    g.add_argument("--gamma", type=float, help="step schedule: decay factor (0.1)")
+    g.add_argument("--final-lr-factor", type=float, help="cosine schedule: final lr / lr (0)")
+    g.add_argument("--crop-padding", type=int, help="random crop after padding this many pixels (0)")
+    g.add_argument("--flip", action="store_true", default=None, help="random horizontal flips")
+    g.add_argument("--no-flip", dest="flip", action="store_false")
+    g.add_argument("--erase", type=float, help="probability of random erasing (0)")
+    g.add_argument("--train-scales", type=_sizes, help="multi-scale training: sizes like 80,96,112")
+    g.add_argument("--test-scales", type=_sizes, help="multi-scale testing: softmax averaged over sizes")
+    g.add_argument("--scale-every", type=int, help="draw a new training size every N steps (1)")
+    g.add_argument("--seed", type=int, help=f"initial weights, example order, augmentation ({r.seed})")
+    g.add_argument("--resize", type=int, help=f"input size ({r.resize})")
+    g.add_argument("--aux-weight", type=float, help=f"weight of each auxiliary loss ({r.aux_weight})")
+    g.add_argument("--limit", type=int, help="use only the first N training examples (smoke runs)")
     return p
 
 
 #: recipe fields that define a run (all but the number of epochs, which --resume may extend)
-DEFINING = ("batch_size", "lr", "momentum", "weight_decay", "optimizer", "seed", "resize", "aux_weight")
+DEFINING = tuple(f for f in Recipe.__dataclass_fields__ if f != "num_epochs")
+
+
+def base_recipe(args):
+    """(recipe, model defaults) of ``--recipe`` (the book's when not given)."""
+    return named_recipe(getattr(args, "recipe", None) or "book")
 
 
 def recipe_from(args, base: Recipe = None) -> Recipe:
-    """The recipe: ``base`` (the book's by default) with every option the user gave."""
-    r = Recipe(**(base or Recipe()).to_dict())
+    """The recipe: ``base`` (the named recipe's) with every option the user gave."""
+    r = Recipe(**(base or base_recipe(args)[0]).to_dict())
     for name in DEFINING + ("num_epochs",):
         value = getattr(args, name, None)
         if value is not None:
             setattr(r, name, value)
+    r.__post_init__()
     _check_recipe(r)
     return r
 
 
 def _check_recipe(r: Recipe):
-    for name in ("num_epochs", "batch_size", "resize"):
+    for name in ("num_epochs", "batch_size", "resize", "scale_every"):
         if getattr(r, name) < 1:
             raise UserError(f"--{name.replace('_', '-').replace('num-', '')} must be at least 1, "
                             f"not {getattr(r, name)}")
@@ -115,11 +158,15 @@ def run_changes(args, previous: dict) -> list:
     """The defining options given on ``--resume`` that differ from the run's: ``[(flag, given,
     the run's)]``."""
     changes = []
-    recipe = previous.get("recipe", {})
+    recipe = Recipe(**previous.get("recipe", {})).to_dict()
     for name in DEFINING:
         given = getattr(args, name, None)
+        if isinstance(given, tuple):
+            given = list(given)
         if given is not None and given != recipe.get(name):
             changes.append((f"--{name.replace('_', '-')}", given, recipe.get(name)))
+    if getattr(args, "recipe", None) and args.recipe != previous.get("recipe_name", "book"):
+        changes.append(("--recipe", args.recipe, previous.get("recipe_name", "book")))
     model = previous.get("model", {})
     for name, flag in MODEL_FLAGS.items():
         given = getattr(args, name, None)
@@ -169,6 +216,12 @@ def data_options(args) -> dict:
            for k, v in DATA_DEFINING.items()}
     out["dataset"] = DS.resolve_name(out["dataset"])
     return out
+
+
+def load_datasets(options: dict, data_dir, recipe, limit=None):
+    """(the dataset at the recipe's size, {size: the dataset} for its other scales)."""
+    ds = load_dataset(options, data_dir, recipe.resize, limit)
+    return ds, {s: load_dataset(options, data_dir, s, limit) for s in recipe.sizes() if s != recipe.resize}
 
 
 def load_dataset(options: dict, data_dir, size, limit=None):

@@ -15,8 +15,8 @@ from common.train_config import Recipe
 
 from .errors import UserError, guard
 from .options import (ArgumentParser, add_backend_arg, add_data_args, add_model_args, add_recipe_args,
-                      build_from_options, data_options, get_backend, load_dataset, model_options,
-                      recipe_from, run_changes, spec_of)
+                      base_recipe, build_from_options, data_options, get_backend, load_datasets,
+                      model_options, recipe_from, run_changes, spec_of)
 
 
 def parser(fixed_backend=None):
@@ -72,18 +72,25 @@ def main(argv=None, fixed_backend=None):
     args = parser(fixed_backend).parse_args(argv)
     if args.resume:
         name, model, recipe, data, data_dir, limit = resumed(args)
+        recipe_name = read_run(args.resume).get("recipe_name", "book")
     else:
         name, recipe, data = resolve(args.backend), recipe_from(args), data_options(args)
-        data_dir, limit = args.data_dir, args.limit
-        model = model_options(args, input_size=recipe.resize)
-    oracle.check_input(spec_of(model), recipe.resize)          # before the data: fails fast
-    ds = load_dataset(data, data_dir, recipe.resize, limit)
+        data_dir, limit, recipe_name = args.data_dir, args.limit, args.recipe or "book"
+        model = model_options(args, input_size=recipe.resize, defaults=base_recipe(args)[1])
+    shapes = oracle.param_shapes(spec_of(model), recipe.resize)
+    for size in recipe.sizes():                                 # before the data: fails fast
+        oracle.check_input(spec_of(dict(model, input_size=size)), size)
+        if oracle.param_shapes(spec_of(dict(model, input_size=size)), size) != shapes:
+            raise UserError(f"the {model['preset']} net's weights depend on its input size (a dense "
+                            f"layer after a flatten, e.g. the aux heads), so it cannot run at {size} as "
+                            f"well as {recipe.resize}; drop the scales or the aux heads (--no-aux)")
+    ds, at_sizes = load_datasets(data, data_dir, recipe, limit)
     if args.resume and list(ds.classes) != read_run(args.resume).get("dataset", {}).get("classes", list(ds.classes)):
         raise UserError(f"the classes in {ds.info.get('dir')} are not those {args.resume} was trained on")
     model.update(ds.model_options())                          # the model follows the data
     analysis = oracle.check_input(spec_of(model), recipe.resize)
     bk = get_backend(name)
-    train_iter, test_iter = ds.loaders(recipe.batch_size, seed=recipe.seed)
+    train_iter, test_iter = ds.recipe_loaders(recipe, at_sizes)
     net = build_from_options(bk, model, seed=recipe.seed)
     if args.init_from:
         try:
@@ -93,6 +100,7 @@ def main(argv=None, fixed_backend=None):
     run_dir = args.resume or args.run_dir or os.path.join(
         "runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S')}")
     record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),
+                  recipe_name=recipe_name,
                   model=model, params=bk.count_params(net), macs_per_example=analysis.macs,
                   data=data, dataset=ds.describe(), data_dir=ds.info.get("dir"), limit=limit,
                   train_examples=len(train_iter.split),

@@ -323,14 +323,25 @@ class Loader:
     ``numpy.random.default_rng(seed + epoch)``, so epoch ``e`` sees the same order in
     every run and every backend (and after a resume).  Batches are prepared in a
     background thread so that the data never waits on the model.
+
+    ``augment`` (a :class:`common.augment.Augment`) transforms the uint8 images of each
+    batch with a generator seeded from ``(seed, epoch, step)``.  ``scales`` maps input sizes
+    to splits of the same examples resized to them (multi-scale training or testing): a
+    training loader draws one size per ``scale_every`` steps from the same seed; an
+    evaluation reads every size (``common.loop.evaluate``).
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 prefetch: int = 2, mean=None, std=None):
+                 prefetch: int = 2, mean=None, std=None, augment=None, scales=None, scale_every: int = 1):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
         self.prefetch = prefetch
+        self.augment = augment if augment else None
+        self.scales = dict(sorted(scales.items())) if scales else None
+        self.scale_every = max(int(scale_every), 1)
+        if self.scales and any(len(s) != len(split) for s in self.scales.values()):
+            raise ValueError("every scale needs the same examples as the split")
         self.mean = self.std = None
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
@@ -353,8 +364,25 @@ class Loader:
         n = len(self.split)
         return np.random.default_rng(self.seed + epoch).permutation(n) if self.shuffle else np.arange(n)
 
-    def _batch(self, idx):
-        images = np.asarray(self.split.images[idx])
+    def scale_of(self, epoch: int, step: int) -> Optional[int]:
+        """The input size of training step ``step`` (0-based) of ``epoch`` (None: one size)."""
+        if not self.scales:
+            return None
+        sizes = list(self.scales)
+        rng = np.random.default_rng([int(self.seed), int(epoch), step // self.scale_every, 1])
+        return sizes[int(rng.integers(len(sizes)))]
+
+    def at_scale(self, size: int) -> "Loader":
+        """This loader over the examples resized to ``size`` (one of ``scales``)."""
+        norm = {} if self.mean is None else dict(mean=self.mean.reshape(-1), std=self.std.reshape(-1))
+        return Loader(self.scales[size], self.batch_size, self.shuffle, self.seed, self.prefetch, **norm)
+
+    def _batch(self, idx, epoch=0, step=0):
+        split = self.scales[self.scale_of(epoch, step)] if self.scales and self.shuffle else self.split
+        images = np.asarray(split.images[idx])
+        if self.augment is not None:
+            from .augment import step_rng
+            images = self.augment(images, step_rng(self.seed, epoch, step))
         if images.ndim == 3:
             X = images.astype(np.float32)[:, None] / np.float32(255)
         else:
@@ -362,22 +390,22 @@ class Loader:
         if self.mean is not None:
             X -= self.mean
             X /= self.std
-        return X, self.split.labels[idx]
+        return X, split.labels[idx]
 
     def epoch(self, epoch: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         idx = self.order(epoch)
         starts = range(0, len(idx), self.batch_size)
         if self.prefetch <= 0:
-            for s in starts:
-                yield self._batch(idx[s:s + self.batch_size])
+            for k, s in enumerate(starts):
+                yield self._batch(idx[s:s + self.batch_size], epoch, k)
             return
         q, stop = queue.Queue(self.prefetch), threading.Event()
 
         def work():
-            for s in starts:
+            for k, s in enumerate(starts):
                 if stop.is_set():
                     return
-                q.put(self._batch(idx[s:s + self.batch_size]))
+                q.put(self._batch(idx[s:s + self.batch_size], epoch, k))
             q.put(None)
 
         t = threading.Thread(target=work, daemon=True)

@@ -171,6 +171,18 @@ class Dataset:
         return (Loader(self.train, batch_size, shuffle=True, seed=seed, prefetch=prefetch, **norm),
                 Loader(self.test, batch_size, prefetch=prefetch, **norm))
 
+    def recipe_loaders(self, recipe, at_sizes: Optional[Dict[int, "Dataset"]] = None):
+        """(train, test) loaders for a :class:`common.train_config.Recipe`: its batch size,
+        seed and augmentation, and its train / test scales (``at_sizes``: the same dataset
+        loaded at each of those sizes; this one is at ``recipe.resize``)."""
+        at_sizes = {**(at_sizes or {}), self.size: self}
+        norm = dict(mean=self.mean, std=self.std) if self.normalize else {}
+        train_scales = {s: at_sizes[s].train for s in recipe.train_scales} or None
+        test_scales = {s: at_sizes[s].test for s in recipe.test_scales} or None
+        return (Loader(self.train, recipe.batch_size, shuffle=True, seed=recipe.seed, augment=recipe.augment(),
+                       scales=train_scales, scale_every=recipe.scale_every, **norm),
+                Loader(self.test, recipe.batch_size, scales=test_scales, **norm))
+
     def describe(self) -> dict:
         """The dataset's entry in a run record (JSON-serialisable)."""
         counts = lambda s: np.bincount(s.labels, minlength=self.num_classes).tolist()

@@ -21,8 +21,11 @@ import sys
 import time
 from typing import Callable, Optional
 
+import numpy as np
+
 from . import checkpoint, plots
 from .checkpoint import CheckpointError  # noqa: F401  (raised by fit)
+from .schedules import Schedule
 from .train_config import Recipe
 
 find_checkpoint = checkpoint.find
@@ -72,12 +75,28 @@ def progress_bar(total: int, desc: str, enabled: bool = True, stream=None):
 
 
 def evaluate(bk, trainer, loader):
-    """(loss, accuracy) over a loader in eval mode."""
+    """(loss, accuracy) over a loader in eval mode; with ``loader.scales``, of the softmax
+    averaged over those input sizes (multi-scale testing)."""
+    if loader.scales:
+        return evaluate_scales(bk, trainer.net, loader)
     loss, correct, n = 0.0, 0, 0
     for X, y in loader.epoch(0):
         l, c = trainer.eval_step(bk.to_tensor(X), bk.to_tensor(y))
         loss, correct, n = loss + l, correct + c, n + len(y)
     return loss / max(n, 1), correct / max(n, 1)
+
+
+def evaluate_scales(bk, net, loader):
+    """Multi-scale testing: the class probabilities of every example averaged over the input
+    sizes of ``loader.scales``; (mean negative log-likelihood of the average, accuracy)."""
+    total = None
+    for size in loader.scales:
+        logits = np.concatenate([bk.forward(net, X) for X, _ in loader.at_scale(size).epoch(0)])
+        z = logits.astype(np.float64) - logits.max(1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        total = p if total is None else total + p
+    p, y = total / len(loader.scales), np.asarray(loader.split.labels)
+    return float(-np.log(p[np.arange(len(y)), y] + 1e-12).mean()), float((p.argmax(1) == y).mean())
 
 
 def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, resume: bool = False,
@@ -91,6 +110,9 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
     """
     os.makedirs(run_dir, exist_ok=True)
     trainer = bk.Trainer(net, fast=fast, **recipe.trainer_kwargs())
+    per_epoch = len(train_loader)
+    schedule = Schedule(recipe.lr, recipe.num_epochs * per_epoch, per_epoch, **recipe.schedule_kwargs())
+    current_lr = recipe.lr
     state = dict(epoch=0, history=[], compute_time=0.0, train_time=0.0, examples=0, steps=[])
     if resume:
         loaded = checkpoint.load(bk, net, trainer, run_dir, log=log)
@@ -127,6 +149,10 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
         loss, correct, n, compute = 0.0, 0, 0, 0.0
         t_epoch = time.perf_counter()
         for step, (X, y) in enumerate(train_loader.epoch(epoch), 1):
+            lr = schedule(epoch * per_epoch + step - 1)
+            if lr != current_lr:
+                trainer.set_lr(lr)
+                current_lr = lr
             X, y_t = bk.to_tensor(X), bk.to_tensor(y)
             t0 = time.perf_counter()
             l, c = trainer.train_step(X, y_t)
@@ -140,7 +166,7 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
                     f"{'is ' + last if last else 'does not exist yet (no epoch finished)'}; "
                     f"nothing was written after the divergence.")
             loss, correct, n = loss + l, correct + c, n + len(y)
-            state["steps"].append([round(l / len(y), 5), round(c / len(y), 4)])
+            state["steps"].append([round(l / len(y), 5), round(c / len(y), 4), float(f"{lr:.6g}")])
             bar.set_postfix(loss=f"{loss / n:.3f}", acc=f"{correct / n:.3f}", refresh=False)
             bar.update(1)
         bar.close()
@@ -178,7 +204,7 @@ def _summary(state):
 def steps_to_leave_chance(steps, window=10, threshold=0.2):
     """The first step after which the mean training accuracy of the last ``window`` steps
     exceeds ``threshold`` (twice chance for 10 classes); None if it never does."""
-    acc = [a for _, a in steps]
+    acc = [s[1] for s in steps]
     for i in range(window, len(acc) + 1):
         if sum(acc[i - window:i]) / window > threshold:
             return i

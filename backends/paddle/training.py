@@ -21,22 +21,41 @@ class Trainer(TrainerBase):
     """
 
     def setup(self):
-        params = [p for p in self.net.parameters() if not p.stop_gradient]
+        self.params = params = [p for p in self.net.parameters() if not p.stop_gradient]
         lr, wd = self.lr, self.weight_decay or None
         if self.optimizer == "adam":
             self.opt = paddle.optimizer.Adam(lr, parameters=params, weight_decay=wd)
+        elif self.optimizer == "adamw":
+            self.opt = paddle.optimizer.AdamW(lr, parameters=params, weight_decay=self.weight_decay)
         elif self.momentum:
-            self.opt = paddle.optimizer.Momentum(lr, self.momentum, parameters=params, weight_decay=wd)
+            self.opt = paddle.optimizer.Momentum(lr, self.momentum, parameters=params,
+                                                 use_nesterov=self.nesterov, weight_decay=wd)
         else:
             self.opt = paddle.optimizer.SGD(lr, parameters=params, weight_decay=wd)
         self.loss = nn.CrossEntropyLoss()
+        self.train_loss = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+
+    def set_lr(self, lr):
+        self.opt.set_lr(lr)
+
+    def _clip(self):
+        """PyTorch's ``clip_grad_norm_``: scale by ``clip / (norm + 1e-6)`` where that is below 1."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = float(paddle.sqrt(paddle.add_n([(g * g).sum() for g in grads])))
+        coef = min(self.clip_norm / (norm + 1e-6), 1.0)
+        if coef < 1.0:
+            with paddle.no_grad():
+                for g in grads:
+                    g.scale_(coef)
 
     def train_step(self, X, y):
         self.net.train()
         out = self.net(X)
-        logits, l = step_loss(out, lambda z: self.loss(z, y), self.aux_weight)
+        logits, l = step_loss(out, lambda z: self.train_loss(z, y), self.aux_weight)
         self.opt.clear_grad()
         l.backward()
+        if self.clip_norm:
+            self._clip()
         self.opt.step()
         return float(l) * y.shape[0], int((logits.argmax(1) == y).sum())
 

@@ -30,13 +30,19 @@ class Trainer(TrainerBase):
         self.memory_format = torch.channels_last if fast == "channels_last" else None
         if self.memory_format is not None:
             net.to(memory_format=self.memory_format)
-        params = [p for p in net.parameters() if p.requires_grad]
+        self.params = [p for p in net.parameters() if p.requires_grad]
         if self.optimizer == "sgd":
-            self.opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
-                                       weight_decay=self.weight_decay)
+            self.opt = torch.optim.SGD(self.params, lr=self.lr, momentum=self.momentum,
+                                       weight_decay=self.weight_decay, nesterov=self.nesterov)
         else:
-            self.opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+            adam = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+            self.opt = adam(self.params, lr=self.lr, weight_decay=self.weight_decay)
         self.loss = nn.CrossEntropyLoss()
+        self.train_loss = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+
+    def set_lr(self, lr):
+        for group in self.opt.param_groups:
+            group["lr"] = lr
 
     def _input(self, X):
         if self.memory_format is not None and X.dim() == 4:
@@ -47,9 +53,11 @@ class Trainer(TrainerBase):
         X = self._input(X)
         self.net.train()
         out = self.net(X)
-        logits, l = step_loss(out, lambda z: self.loss(z, y), self.aux_weight)
+        logits, l = step_loss(out, lambda z: self.train_loss(z, y), self.aux_weight)
         self.opt.zero_grad()
         l.backward()
+        if self.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         self.opt.step()
         return float(l.detach()) * y.shape[0], int((logits.argmax(1) == y).sum())
 

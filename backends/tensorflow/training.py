@@ -7,17 +7,43 @@ from common.train_config import step_loss
 from common.trainer import TrainerBase
 
 
+class SGD(tf.keras.optimizers.SGD):
+    """Keras's SGD with PyTorch's momentum rule: ``buf = momentum * buf + grad``, then
+    ``param -= lr * buf`` (Nesterov: ``param -= lr * (grad + momentum * buf)``).
+
+    Keras keeps ``lr * grad`` in its buffer instead (``m = momentum * m - lr * grad``): the
+    same numbers while the learning rate is constant, not once a schedule changes it.
+    """
+
+    def update_step(self, gradient, variable):
+        lr = tf.cast(self.learning_rate, variable.dtype)
+        if not self.momentum:
+            variable.assign_sub(lr * gradient)
+            return
+        m = tf.cast(self.momentum, variable.dtype)
+        buf = self.momentums[self._index_dict[self._var_key(variable)]]
+        buf.assign(m * buf + gradient)
+        variable.assign_sub(lr * (gradient + m * buf if self.nesterov else buf))
+
+
 class Adam(tf.keras.optimizers.Adam):
     """Keras's Adam with PyTorch's epsilon: added to the bias-corrected ``sqrt(v_hat)``.
 
     Keras adds it to the uncorrected ``sqrt(v)``, which at step ``t`` acts as an epsilon
-    ``1 / sqrt(1 - beta_2 ** t)`` times larger (about 30x at the first step).
+    ``1 / sqrt(1 - beta_2 ** t)`` times larger (about 30x at the first step).  With
+    ``decoupled_decay`` it is PyTorch's AdamW: ``param -= lr * decay * param`` first.
     """
+
+    def __init__(self, *args, decoupled_decay=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decoupled_decay = decoupled_decay
 
     def update_step(self, gradient, variable):
         dtype = variable.dtype
         lr, step = tf.cast(self.learning_rate, dtype), tf.cast(self.iterations + 1, dtype)
         b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        if self.decoupled_decay:
+            variable.assign_sub(lr * self.decoupled_decay * variable)
         i = self._index_dict[self._var_key(variable)]
         m, v = self._momentums[i], self._velocities[i]
         m.assign_add((gradient - m) * (1 - b1))
@@ -26,21 +52,36 @@ class Adam(tf.keras.optimizers.Adam):
         variable.assign_sub(lr / (1 - tf.pow(b1, step)) * m / denom)
 
 
+def clip_by_norm(grads, clip_norm):
+    """PyTorch's ``clip_grad_norm_``: scale by ``clip / (norm + 1e-6)`` where that is below 1."""
+    norm = tf.linalg.global_norm(grads)
+    coef = tf.minimum(clip_norm / (norm + 1e-6), 1.0)
+    return [g * coef for g in grads]
+
+
 class Trainer(TrainerBase):
     """TensorFlow's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`).
 
-    Weight decay is added to the gradient (Keras 2.15's own ``weight_decay`` is decoupled);
-    Adam is :class:`Adam` (PyTorch's epsilon).  ``fast``: run the steps as ``tf.function``
+    Coupled weight decay is added to the gradient (Keras 2.15's own ``weight_decay`` is
+    decoupled); the optimisers are :class:`SGD` and :class:`Adam` (PyTorch's rules).
+    Label smoothing uses ``CategoricalCrossentropy(label_smoothing=)`` on one-hot
+    targets (the sparse loss has none).  ``fast``: run the steps as ``tf.function``
     graphs, about 2x faster than eager on the CPU (XLA's ``jit_compile`` is slower there,
     so it is not used; see docs/performance.md).
     """
 
     def setup(self):
         if self.optimizer == "sgd":
-            self.opt = tf.keras.optimizers.SGD(learning_rate=self.lr, momentum=self.momentum)
+            self.opt = SGD(learning_rate=self.lr, momentum=self.momentum, nesterov=self.nesterov)
         else:
-            self.opt = Adam(learning_rate=self.lr, epsilon=1e-8)
+            decay = self.weight_decay if self.optimizer == "adamw" else 0.0
+            self.opt = Adam(learning_rate=self.lr, epsilon=1e-8, decoupled_decay=decay)
+        self.coupled_decay = 0.0 if self.optimizer == "adamw" else self.weight_decay
         self.loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        smooth = tf.keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                         label_smoothing=self.label_smoothing)
+        self.train_loss = (self.loss if not self.label_smoothing else
+                           lambda y, z: smooth(tf.one_hot(tf.cast(y, tf.int32), z.shape[-1]), z))
         wrap = (lambda f: tf.function(f, reduce_retracing=True)) if self.fast else (lambda f: f)
         self._train, self._eval = wrap(self._train_step), wrap(self._eval_step)
 
@@ -59,13 +100,19 @@ class Trainer(TrainerBase):
     def _train_step(self, X, y):
         with tf.GradientTape() as tape:
             out = self.net(X, training=True)
-            logits, l = step_loss(out, lambda z: self.loss(y, z), self.aux_weight)
+            logits, l = step_loss(out, lambda z: self.train_loss(y, z), self.aux_weight)
         params = self.net.trainable_variables
         grads = tape.gradient(l, params)
-        if self.weight_decay:
-            grads = [g + self.weight_decay * p for g, p in zip(grads, params)]
+        checked = self._nan_unless_finite(l, grads)
+        if self.clip_norm:
+            grads = clip_by_norm(grads, self.clip_norm)
+        if self.coupled_decay:
+            grads = [g + self.coupled_decay * p for g, p in zip(grads, params)]
         self.opt.apply_gradients(zip(grads, params))
-        return self._nan_unless_finite(l, grads), self._correct(logits, y)
+        return checked, self._correct(logits, y)
+
+    def set_lr(self, lr):
+        self.opt.learning_rate.assign(lr)
 
     def _eval_step(self, X, y):
         logits = self.net(X, training=False)
