@@ -9,6 +9,7 @@ docs/compare.md.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import subprocess
@@ -20,7 +21,7 @@ from common.oracle import check_input
 from common.switch import canonical, installed, is_installed, missing_message
 from common.train_config import Recipe
 
-from .errors import guard
+from .errors import UserError, guard
 from .options import (DEFINING, ArgumentParser, add_data_args, add_model_args, add_recipe_args,
                       base_recipe, data_options, load_datasets, model_options, recipe_from, spec_of)
 
@@ -40,6 +41,9 @@ def parser():
                                       "with --from-runs: every backend found)")
     p.add_argument("--from-runs", metavar="DIR", help="aggregate the run records under DIR, train nothing")
     p.add_argument("--out", help="report folder (default: reports/compare-<time>)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train every backend with N seeds (--seed, --seed + 1, ...) and report mean ± std "
+                        "and whether the gap between frameworks exceeds the spread over seeds")
     add_data_args(p)
     add_recipe_args(p, epochs_default=r.num_epochs)
     add_model_args(p)
@@ -107,7 +111,7 @@ def run_backend(args, backend, run_dir, init, sha256):
 def main(argv=None):
     args = parser().parse_args(argv)
     out = args.out or os.path.join("reports", f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    init, notes = None, []
+    init, notes, seeds = None, [], None
     if args.from_runs:
         entries, notes = R.find_runs(args.from_runs, backend_list(args.backends, None))
     else:
@@ -117,14 +121,30 @@ def main(argv=None):
         print(ds.summary())
         model = model_options(args, input_size=recipe.resize, defaults=base_recipe(args)[1],
                               **ds.model_options())
-        init = write_init(recipe, model, os.path.abspath(os.path.join(out, "init-weights.npz")))
-        sha256 = hashlib.sha256(open(init, "rb").read()).hexdigest()
-        entries = [run_backend(args, b, os.path.abspath(os.path.join(out, "runs", b)), init, sha256)
-                   for b in backends]
+        if args.seeds < 1:
+            raise UserError(f"--seeds must be at least 1, not {args.seeds}")
+        by_seed = {}
+        for seed in range(recipe.seed, recipe.seed + args.seeds):
+            where = out if args.seeds == 1 else os.path.join(out, f"seed-{seed}")
+            seeded = argparse.Namespace(**dict(vars(args), seed=seed))
+            recipe.seed = seed
+            path = write_init(recipe, model, os.path.abspath(os.path.join(where, "init-weights.npz")))
+            init = init or path
+            sha256 = hashlib.sha256(open(path, "rb").read()).hexdigest()
+            if args.seeds > 1:
+                print(f"seed {seed}:", flush=True)
+            by_seed[seed] = [run_backend(seeded, b, os.path.abspath(os.path.join(where, "runs", b)), path,
+                                         sha256) for b in backends]
+        entries = by_seed[min(by_seed)]
+        if args.seeds > 1:
+            seeds = R.seed_summary(by_seed)
     command = " ".join(["scripts/compare.py"] + (sys.argv[1:] if argv is None else list(argv)))
     combined = R.combine(entries, notes, command=command, init=init)
+    combined["seeds"] = seeds
     path = R.write_report(combined, out)
     print("\n".join(R.table(combined) + ["", R.gap_line(combined)] + [f"note: {n}" for n in notes]))
+    if seeds:
+        print("\n".join(R.seeds_markdown(seeds)[4:]))
     print(f"report {path}")
     return 0 if combined["succeeded"] else 1
 

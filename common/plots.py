@@ -67,3 +67,34 @@ def throughput(runs: Mapping[str, dict], path: str) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def step_curves(runs: Mapping[str, Sequence[Sequence[float]]], path: str, title: str = "") -> str:
+    """Training loss per step, one colour per run (left), and each run's difference from the
+    first run's loss at the same step (right), so a short run is readable and the frameworks'
+    agreement is visible.  ``runs`` maps a label to the run record's ``steps``
+    (``[loss, accuracy, lr]`` per step)."""
+    plt = _pyplot()
+    fig, (ax, ax_diff) = plt.subplots(1, 2, figsize=(9, 3.4))
+    labels = list(runs)
+    ref = [s[0] for s in runs[labels[0]]] if labels else []
+    for i, label in enumerate(labels):
+        loss = [s[0] for s in runs[label]]
+        x = range(1, len(loss) + 1)
+        ax.plot(x, loss, "-", color=f"C{i}", lw=1, label=label)
+        n = min(len(loss), len(ref))
+        ax_diff.plot(range(1, n + 1), [loss[k] - ref[k] for k in range(n)], "-", color=f"C{i}", lw=1,
+                     label=f"{label} - {labels[0]}")
+    ax.set_title("training loss per step", fontsize=9)
+    ax_diff.set_title(f"difference from {labels[0]}" if labels else "difference", fontsize=9)
+    for a in (ax, ax_diff):
+        a.set_xlabel("step")
+        a.grid(True, alpha=0.3)
+        if a.lines:
+            a.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

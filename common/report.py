@@ -244,19 +244,77 @@ def markdown(combined) -> str:
     devices = {_rec(e, "device") for e in combined["backends"] if has_numbers(e)}
     gpu = "" if devices - {"cpu"} else " (All runs here are on the CPU, so (3) does not apply.)"
     out += ["", "## Why they differ", "", WHY + gpu, "",
-            "## Curves and throughput", "", "![per-epoch curves](curves.png)", "",
+            "## Curves and throughput", "", "![per-step training loss](steps.png)", "",
+            "![per-epoch curves](curves.png)", "",
             "![throughput](throughput.png)", "",
             "Compute-only examples/s count only the time inside `train_step` (forward, backward, "
             "update); end-to-end examples/s divide by the whole training part of each epoch, data "
             "preparation and host-to-device copies included. Peak memory is the training "
             "process's maximum resident set size (host memory); wall time is the whole process, "
             "start-up and evaluation included. See docs/compare.md.", ""]
+    if combined.get("seeds"):
+        out += seeds_markdown(combined["seeds"])
     failed = [e for e in combined["backends"] if not has_numbers(e)]
     if failed:
         out += ["## Failures", ""]
         for e in failed:
             out += [f"### {e['backend']}: {status_text(e)}", "", "```", (e["detail"] or "").rstrip(), "```", ""]
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- several seeds
+def seed_summary(by_seed) -> dict:
+    """Is a gap between frameworks real or noise?  ``by_seed`` maps a seed to its entries
+    (one per backend).  Per backend: test accuracy per seed, mean, standard deviation
+    (n - 1) and range; the largest gap between two backends' means; the largest spread of
+    one backend over the seeds; and the verdict: the gap is *beyond the noise* when it
+    exceeds that spread (the largest range of one framework over the seeds)."""
+    seeds = sorted(by_seed)
+    per = {}
+    for seed in seeds:
+        for e in by_seed[seed]:
+            if has_numbers(e):
+                per.setdefault(e["backend"], {})[seed] = e["record"]["test_acc"]
+    rows = {}
+    for b, accs in per.items():
+        a = [accs[s] for s in seeds if s in accs]
+        mean = sum(a) / len(a)
+        std = (sum((x - mean) ** 2 for x in a) / (len(a) - 1)) ** 0.5 if len(a) > 1 else None
+        rows[b] = dict(test_acc={str(s): accs[s] for s in seeds if s in accs}, mean=mean, std=std,
+                       range=max(a) - min(a), n=len(a))
+    out = dict(seeds=seeds, backends=rows, largest_gap=None, spread=None, verdict=None)
+    full = {b: r for b, r in rows.items() if r["n"] == len(seeds)}
+    if len(full) >= 2 and len(seeds) >= 2:
+        hi = max(full, key=lambda b: full[b]["mean"])
+        lo = min(full, key=lambda b: full[b]["mean"])
+        gap = full[hi]["mean"] - full[lo]["mean"]
+        widest = max(full, key=lambda b: full[b]["range"])
+        out.update(largest_gap=dict(pair=[hi, lo], points=100 * gap),
+                   spread=dict(backend=widest, points=100 * full[widest]["range"],
+                               std_points=100 * max(r["std"] for r in full.values())))
+        beyond = gap > full[widest]["range"]
+        out["verdict"] = (
+            f"The largest gap between frameworks' mean test accuracies, {100 * gap:.2f} points "
+            f"({hi} vs {lo}), is {'LARGER' if beyond else 'smaller'} than the spread of one framework "
+            f"over {len(seeds)} seeds ({100 * full[widest]['range']:.2f} points, {widest}): "
+            + ("a difference beyond seed noise (check it with more seeds)." if beyond else
+               "the frameworks are indistinguishable at this setting; the gap is seed noise."))
+    return out
+
+
+def seeds_markdown(summary) -> List[str]:
+    seeds = summary["seeds"]
+    head = ["backend"] + [f"seed {s}" for s in seeds] + ["mean ± std", "range"]
+    lines = ["## Over seeds", "",
+             f"Every backend trained with seeds {', '.join(map(str, seeds))} (initial weights and example "
+             f"order; each seed's initial weight file shared by all backends). Test accuracy:", "",
+             "| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    for b, r in summary["backends"].items():
+        cells = [fmt(r["test_acc"].get(str(s)), "{:.4f}") for s in seeds]
+        spread = f"{r['mean']:.4f} ± {r['std']:.4f}" if r["std"] is not None else f"{r['mean']:.4f}"
+        lines.append("| " + " | ".join([b] + cells + [spread, f"{r['range']:.4f}"]) + " |")
+    lines += ["", summary["verdict"] or "A verdict needs two seeds and two backends that finished them all.", ""]
+    return lines
 
 
 def _done(combined):
@@ -270,6 +328,9 @@ def write_report(combined, out_dir) -> str:
     plots.epoch_curves({b: e["record"]["history"] for b, e in done.items()},
                        os.path.join(out_dir, "curves.png"))
     plots.throughput({b: e["record"] for b, e in done.items()}, os.path.join(out_dir, "throughput.png"))
+    steps = {b: e["record"]["steps"] for b, e in done.items() if e["record"].get("steps")}
+    if steps:
+        plots.step_curves(steps, os.path.join(out_dir, "steps.png"))
     write_json(os.path.join(out_dir, "combined.json"), combined)
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as f:

@@ -165,3 +165,55 @@ def test_compare_two_backends_end_to_end(tmp_path):
     # Same start, same batches: after two SGD steps the losses agree to rounding.
     assert recs["pytorch"]["train_loss"] == pytest.approx(recs["mxnet"]["train_loss"], rel=1e-4)
     assert (out_dir / "curves.png").exists() and (out_dir / "combined.json").exists()
+
+
+def test_seed_summary_and_the_noise_verdict():
+    """Mean, std (n - 1) and range per backend; the verdict compares the largest gap between
+    means with the largest range of one backend over the seeds."""
+    def by_seed(accs):
+        return {s: [R.entry(b, R.OK, record=fake_record(b, a[i])) for b, a in accs.items()]
+                for i, s in enumerate((0, 1, 2))}
+    noisy = R.seed_summary(by_seed(dict(pytorch=(0.80, 0.84, 0.82), mxnet=(0.81, 0.79, 0.83))))
+    r = noisy["backends"]["pytorch"]
+    assert r["mean"] == pytest.approx(0.82) and r["std"] == pytest.approx(0.02) and r["range"] == pytest.approx(0.04)
+    assert noisy["largest_gap"]["pair"] == ["pytorch", "mxnet"]
+    assert noisy["largest_gap"]["points"] == pytest.approx(1.0)
+    assert noisy["spread"]["points"] == pytest.approx(4.0) and "smaller" in noisy["verdict"]
+    real = R.seed_summary(by_seed(dict(pytorch=(0.80, 0.81, 0.80), mxnet=(0.70, 0.71, 0.705))))
+    assert "LARGER" in real["verdict"]
+    assert real["largest_gap"]["points"] == pytest.approx(100 * ((0.80 + 0.81 + 0.80) / 3 - 0.705))
+    lines = R.seeds_markdown(real)
+    assert any(l.startswith("| pytorch | 0.8000 | 0.8100 | 0.8000 | 0.8033 ± 0.0058") for l in lines)
+
+
+def test_report_draws_per_step_curves(tmp_path):
+    recs = {b: fake_record(b, 0.8, steps=[[2.3 - 0.01 * k - (0.001 if b == "mxnet" else 0), 0.1, 0.1]
+                                           for k in range(30)]) for b in ("pytorch", "mxnet")}
+    combined = R.combine([R.entry(b, R.OK, record=r) for b, r in recs.items()])
+    path = R.write_report(combined, str(tmp_path))
+    assert os.path.getsize(tmp_path / "steps.png") > 0 and "![per-step training loss](steps.png)" in open(path).read()
+
+
+def test_compare_over_seeds_on_an_image_folder(tmp_path):
+    """--seeds 2 on a generated image folder: every backend trains with both seeds, each seed
+    with its own shared initial weights; the report has mean ± std and the verdict."""
+    for module in ("torch", "mxnet"):
+        pytest.importorskip(module)
+    from tests.datagen import make_image_folder
+    folder = make_image_folder(str(tmp_path / "pics"), n_classes=3, n_train=6, n_test=3)
+    env = dict(os.environ, GOOGLENET_CACHE=str(tmp_path / "cache"))
+    out_dir = tmp_path / "report"
+    out = _compare("--backends", "pytorch,mxnet", "--dataset", "folder", "--data-dir", folder, "--resize", "32",
+                   "--batch-size", "9", "--epochs", "1", "--seeds", "2", "--seed", "4", "--out", str(out_dir),
+                   env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    saved = json.load(open(out_dir / "combined.json"))
+    assert saved["seeds"]["seeds"] == [4, 5] and saved["seeds"]["verdict"]
+    for seed in (4, 5):
+        init, meta = W.load(str(out_dir / f"seed-{seed}" / "init-weights.npz"), with_meta=True)
+        assert meta["seed"] == seed
+        for b in ("pytorch", "mxnet"):
+            rec = json.load(open(out_dir / f"seed-{seed}" / "runs" / b / "run.json"))
+            assert rec["recipe"]["seed"] == seed and rec["model"]["num_classes"] == 3
+            assert saved["seeds"]["backends"][b]["test_acc"][str(seed)] == rec["test_acc"]
+    assert "## Over seeds" in open(out_dir / "report.md").read() and "mean ± std" in out.stdout
