@@ -16,7 +16,7 @@ __all__ = ["get_backend", "BACKENDS", "BackendError", "installed", "resolve", "A
 
 #: The public names every backend module exposes (checked by the tests).
 API = (
-    "NAME", "framework_version", "device", "build", "count_params", "stage_outputs",
+    "NAME", "framework_version", "device", "settings", "build", "count_params", "stage_outputs",
     "forward", "features", "layer_table", "init_weights", "get_weights", "set_weights",
     "Trainer", "to_tensor", "to_numpy", "seed", "save_native", "load_native", "NATIVE_SUFFIX",
 )

@@ -18,7 +18,7 @@ from common.switch import canonical
 OURS = {"eager": False, "fast": True}
 #: documented opt-in fast paths that are not the default (they change float32 summation
 #: order beyond the equivalence tests' tolerance), measured as extra configurations
-OPT_IN = {"pytorch": {"channels_last": "channels_last"}}
+OPT_IN = {}
 MARK = "BENCH-RESULT "
 
 

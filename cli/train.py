@@ -77,8 +77,9 @@ def main(argv=None, fixed_backend=None):
         name, recipe, data = resolve(args.backend), recipe_from(args), data_options(args)
         data_dir, limit, recipe_name = args.data_dir, args.limit, args.recipe or "book"
         model = model_options(args, input_size=recipe.resize, defaults=base_recipe(args)[1])
+    oracle.check_input(spec_of(model), recipe.resize)          # before the data: fails fast
     shapes = oracle.param_shapes(spec_of(model), recipe.resize)
-    for size in recipe.sizes():                                 # before the data: fails fast
+    for size in recipe.sizes():
         oracle.check_input(spec_of(dict(model, input_size=size)), size)
         if oracle.param_shapes(spec_of(dict(model, input_size=size)), size) != shapes:
             raise UserError(f"the {model['preset']} net's weights depend on its input size (a dense "
@@ -100,6 +101,7 @@ def main(argv=None, fixed_backend=None):
     run_dir = args.resume or args.run_dir or os.path.join(
         "runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S')}")
     record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),
+                  settings=bk.settings(),
                   recipe_name=recipe_name,
                   model=model, params=bk.count_params(net), macs_per_example=analysis.macs,
                   data=data, dataset=ds.describe(), data_dir=ds.info.get("dir"), limit=limit,

@@ -107,12 +107,35 @@ def test_one_sgd_step_equal(a, b):
     compare(wa, wb, what=f"{a} vs {b} after one step:")
 
 
-@pytest.mark.parametrize("a, b", PAIRS)
-def test_three_momentum_steps_stay_together(a, b):
+def float64_reference(key, n_steps, **trainer_kwargs):
+    """PyTorch in float64 (plain NCHW eager): the exact result to rounding, where no float32
+    ReLU tie can flip (docs/fidelity.md)."""
+    def compute(bk):
+        import torch
+        spec = TRAIN_SPECS[key]()
+        net = bk.build(spec, seed=11).double()
+        trainer = bk.Trainer(net, fast=False, **trainer_kwargs)
+        losses = []
+        for i in range(n_steps):
+            X, y = batch(spec, 4, seed=i)
+            losses.append(trainer.train_step(torch.from_numpy(X).double(), torch.from_numpy(y))[0])
+        return np.array(losses), {k: t.detach().numpy().copy() for k, (t, _) in bk.model.api.tensors(net).items()}
+    return compute
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_three_momentum_steps_stay_with_the_exact_result(name):
+    """Three SGD steps with momentum and weight decay, each backend on its default (fast)
+    path in float32, against the float64 result: every weight within 1e-4.  Compared with
+    the exact result rather than pairwise, a float32 ReLU tie (a pre-activation within
+    rounding of zero, whose sign float32 summation order decides) counts once, for the
+    backend it hits; pairwise agreement within 2e-4 follows."""
+    pytest.importorskip("torch")
     kw = dict(lr=0.05, momentum=0.9, weight_decay=1e-3)
-    (la, wa), (lb, wb) = (cached(n, "step3", steps("d2l", 3, **kw)) for n in (a, b))
-    np.testing.assert_allclose(la, lb, **TOL)
-    compare(wa, wb, what=f"{a} vs {b} after three steps:")
+    lr, wr = cached("pytorch", "step3-float64", float64_reference("d2l", 3, **kw))
+    la, wa = cached(name, "step3", steps("d2l", 3, **kw))
+    np.testing.assert_allclose(la, lr, **TOL)
+    compare(wa, wr, what=f"{name} after three steps vs float64:")
 
 
 # --------------------------------------------------------------------------- the book's code

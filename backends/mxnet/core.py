@@ -5,9 +5,14 @@ switched on with ``npx.set_np()``), so it shares one process with the book's own
 MXNet code (``tests/reference/book_mxnet.py``).  ``set_np`` holds per thread:
 run the networks from the thread that imported this module.
 """
-import mxnet as mx
-import numpy as onp
-from mxnet import np, npx
+import os
+
+from common import runtime
+
+ENV = runtime.set_default_env({})
+import mxnet as mx  # noqa: E402
+import numpy as onp  # noqa: E402
+from mxnet import np, npx  # noqa: E402
 
 npx.set_np()
 
@@ -20,6 +25,11 @@ def framework_version() -> str:
 
 def _device():
     return mx.gpu(0) if mx.context.num_gpus() > 0 else mx.cpu()
+
+
+def settings() -> dict:
+    """What this backend set up for its framework (recorded in every run record)."""
+    return dict(env=dict(ENV), threads=int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
 
 
 def device() -> str:

@@ -4,7 +4,14 @@ import warnings
 
 import numpy as np
 
+from common import runtime
+
 _USER_THREADS = os.environ.get("OMP_NUM_THREADS")  # paddle sets it to 1 when imported
+#: Paddle's MKL takes a slow generic code path on AMD CPUs; MKL_DEBUG_CPU_TYPE=5 selects its
+#: AVX2 kernels (read once, when MKL loads: it must be set before paddle is imported).
+#: Measured here (AMD EPYC): about 1.9x faster training (docs/performance.md).  Intel CPUs
+#: are left alone: there MKL picks its best path itself.
+ENV = runtime.set_default_env({"MKL_DEBUG_CPU_TYPE": "5"} if runtime.cpu_vendor() == "AuthenticAMD" else {})
 with warnings.catch_warnings():  # paddle warns about a missing ccache on import
     warnings.simplefilter("ignore")
     import paddle
@@ -26,8 +33,15 @@ _DEVICE = _device()
 paddle.set_device(_DEVICE)
 # Paddle's CPU kernels use one thread unless told; the other three frameworks use every
 # core.  Measured here: 15.8 -> 25 training examples/s on 2 cores (docs/performance.md).
+_THREADS = None
 if _DEVICE == "cpu" and hasattr(paddle.base.core, "set_num_threads"):
-    paddle.base.core.set_num_threads(int(_USER_THREADS or os.cpu_count() or 1))
+    _THREADS = int(_USER_THREADS or os.cpu_count() or 1)
+    paddle.base.core.set_num_threads(_THREADS)
+
+
+def settings() -> dict:
+    """What this backend set up for its framework (recorded in every run record)."""
+    return dict(env=dict(ENV), threads=_THREADS)
 
 
 def device() -> str:

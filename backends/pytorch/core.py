@@ -2,6 +2,10 @@
 import numpy as np
 import torch
 
+from common import runtime
+
+ENV = runtime.set_default_env({})      # nothing needed before torch loads (kept for the API)
+
 NAME = "pytorch"
 
 
@@ -11,6 +15,11 @@ def framework_version() -> str:
 
 def _device():
     return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def settings() -> dict:
+    """What this backend set up for its framework (recorded in every run record)."""
+    return dict(env=dict(ENV), threads=torch.get_num_threads())
 
 
 def device() -> str:

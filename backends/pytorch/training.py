@@ -11,23 +11,23 @@ from common.trainer import TrainerBase
 class Trainer(TrainerBase):
     """PyTorch's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`).
 
-    ``fast``: ``True`` (the default) is eager PyTorch, already its fastest path that
-    changes no numbers (``torch.compile`` was measured: slower here, and about a minute
-    of compilation).  ``fast='channels_last'`` opts in to the channels-last memory format:
-    the network's parameters are converted in place (``net.to(memory_format=
-    torch.channels_last)``; ``forward`` on it is then channels-last too) and every batch
-    is passed channels-last, so oneDNN runs its convolutions without layout conversions:
-    about 1.3x faster training on a CPU, no start-up cost.  It is not the default because
-    it changes float32 summation order: one step stays within 1e-5 of eager, but three
-    momentum steps drift past the equivalence tests' 1e-4 (a ReLU input at 1e-8 flips
-    sign).  See docs/performance.md.
+    ``fast=True`` (the default) trains in the channels-last memory format: the network's
+    parameters are converted in place (``net.to(memory_format=torch.channels_last)``;
+    ``forward`` on it then runs channels-last too) and every batch is passed
+    channels-last, so oneDNN runs its convolutions without layout conversions: 1.3x faster
+    training on a CPU, no start-up cost.  It computes the same function as eager NCHW
+    (identical to 1e-16 in float64, ``tests/test_fast_paths.py``); in float32 it sums in
+    another order, so its results differ in the last bits, as every framework's do (see
+    docs/fidelity.md on ReLU ties).  ``fast=False`` is plain NCHW eager PyTorch;
+    ``torch.compile`` was measured slower here, with about a minute of compilation.
+    ``'channels_last'`` is accepted as a name for ``True``.
     """
 
     def setup(self):
         net, fast = self.net, self.fast
         if fast not in (True, False, "channels_last"):
             raise ValueError(f"fast must be True, False or 'channels_last', not {fast!r}")
-        self.memory_format = torch.channels_last if fast == "channels_last" else None
+        self.memory_format = torch.channels_last if fast else None
         if self.memory_format is not None:
             net.to(memory_format=self.memory_format)
         self.params = [p for p in net.parameters() if p.requires_grad]

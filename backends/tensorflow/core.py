@@ -3,7 +3,10 @@ import os
 
 import numpy as np
 
+from common import runtime
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # keep TensorFlow's start-up chatter quiet
+ENV = runtime.set_default_env({})
 import tensorflow as tf  # noqa: E402
 
 NAME = "tensorflow"
@@ -11,6 +14,11 @@ NAME = "tensorflow"
 
 def framework_version() -> str:
     return tf.__version__
+
+
+def settings() -> dict:
+    """What this backend set up for its framework (recorded in every run record)."""
+    return dict(env=dict(ENV), threads=tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count())
 
 
 def device() -> str:
