@@ -212,9 +212,11 @@ def read_native(path, spec, input_size=None):
     except FileNotFoundError:
         raise
     except Exception as e:            # MXNetError on a damaged or truncated file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        # MXNet's message is a C++ traceback; its last line says what failed
+        why = lines[-1].replace("MXNetError: ", "") if lines else ""
         raise WeightsError(f"{path}: not a readable MXNet parameter file ({type(e).__name__}: "
-                           f"{first})") from None
+                           f"{why})") from None
     if not isinstance(loaded, dict):
         raise WeightsError(f"{path}: not a Gluon parameter file (its arrays have no names; "
                            f"Gluon's save_parameters names every array)")

@@ -182,6 +182,7 @@ def read_native(path, spec, input_size=None):
                                f"holds tensors only (a pickle that names anything else could run "
                                f"code)") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = first.split(". ")[0] if len(first) > 120 else first      # its first sentence
         raise WeightsError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {first})") from None
     if not isinstance(state, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):

@@ -64,4 +64,7 @@ class Trainer(TrainerBase):
         torch.save(self.opt.state_dict(), os.path.join(directory, "optimizer.pt"))
 
     def load_optimizer(self, directory):
-        self.opt.load_state_dict(torch.load(os.path.join(directory, "optimizer.pt"), weights_only=True))
+        """``torch.load(weights_only=True)``: PyTorch's restricted unpickler (tensors and plain
+        containers only), so an ``optimizer.pt`` cannot run code; anything else is refused."""
+        self.opt.load_state_dict(torch.load(os.path.join(directory, "optimizer.pt"), map_location="cpu",
+                                            weights_only=True))
