@@ -163,27 +163,33 @@ def _refused_global(e):
     return found.group(1) if found else None
 
 
-def read_native(path, spec, input_size=None):
-    """The tensors of a ``.pt`` state dict, as canonical names and layouts (not yet checked:
-    ``common.weights.read`` and ``set_weights`` check them); no network is built.
-
-    Read with ``torch.load(weights_only=True)``: PyTorch's restricted unpickler, which
-    rebuilds tensors and plain containers only and refuses any other global, so a ``.pt``
-    cannot run code.  A refused, damaged or truncated file raises ``WeightsError``.
-    """
+def safe_load(path, what="PyTorch file"):
+    """``torch.load(path, map_location='cpu', weights_only=True)``: PyTorch's restricted
+    unpickler, which rebuilds tensors and plain containers only, so the file cannot run code.
+    A refused global, a damaged or a truncated file raises ``WeightsError`` (one line)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:            # pickle.UnpicklingError, RuntimeError (zip), EOFError ...
         refused = _refused_global(e) if isinstance(e, pickle.UnpicklingError) else None
         if refused:
-            raise WeightsError(f"{path}: refusing to unpickle {refused}: a PyTorch weight file "
-                               f"holds tensors only (a pickle that names anything else could run "
-                               f"code)") from None
+            raise WeightsError(f"{path}: refusing to unpickle {refused}: a {what} holds tensors and "
+                               f"plain containers only (a pickle that names anything else could "
+                               f"run code)") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         first = first.split(". ")[0] if len(first) > 120 else first      # its first sentence
-        raise WeightsError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {first})") from None
+        raise WeightsError(f"{path}: not a readable {what} ({type(e).__name__}: {first})") from None
+
+
+def read_native(path, spec, input_size=None):
+    """The tensors of a ``.pt`` state dict, as canonical names and layouts (not yet checked:
+    ``common.weights.read`` and ``set_weights`` check them); no network is built.
+
+    Read by :func:`safe_load` (``torch.load(weights_only=True)``), so a ``.pt`` cannot run
+    code.  A refused, damaged or truncated file raises ``WeightsError``.
+    """
+    state = safe_load(path, "PyTorch weight file")
     if not isinstance(state, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise WeightsError(f"{path}: not a PyTorch state dict (a dict of tensor names to tensors, "
