@@ -109,7 +109,7 @@ class EvalPayload(Payload):
 
 # --------------------------------------------------------------------------- 1. one check
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_another_preset_is_refused_naming_the_first_tensor(fmt, tmp_path):
+def test_another_preset_is_refused_naming_the_first_tensor(fmt, tmp_path, capsys):
     bn, _ = write(fmt, BN, SIZE, tmp_path / "bn")
     d2l, _ = write(fmt, D2L, SIZE, tmp_path / "d2l")
     with pytest.raises(W.WeightsMismatch) as e:
@@ -122,6 +122,13 @@ def test_another_preset_is_refused_naming_the_first_tensor(fmt, tmp_path):
         read(fmt, d2l, PAPER_RGB, 65)             # 3 input channels: the first conv's shape
     assert str(e.value) == ("layer 'b1.conv1.weight': shape (16, 1, 7, 7) does not match the "
                             "network's (16, 3, 7, 7)")
+    from cli.convert import main                  # convert.py: the project's one line, not the
+    out = str(tmp_path / "out.npz")               # framework's raw error; nothing written
+    assert main([bn, out, "--input-size", str(SIZE), "--in-channels", "1", "--num-classes", "10"]) == 1
+    assert only_error_line(capsys.readouterr().err) == (
+        f"error: {bn} does not fit the d2l network: layer 'b1.conv1.weight': shape (16, 1, 7, 7) "
+        f"does not match the network's (64, 1, 7, 7)")
+    assert not os.path.exists(out)
 
 
 @pytest.mark.parametrize("fmt", BACKENDS)
