@@ -299,30 +299,32 @@ def test_mxnet_optimizer_state_is_no_pickle(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["mxnet", "paddle"])
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_optimizer_state_resumes_exactly(name, optimizer, tmp_path):
     """The state files that replaced the pickles: two steps, save, load into a new trainer,
     two more steps == four steps straight."""
     bk = backend_or_skip(name)
     spec = S.scale_channels(S.googlenet("bn", in_channels=1, num_classes=10, aux_logits=False,
                                         dropout=0.0), 0.125)
-    kw = dict(lr=0.01, momentum=0.9, weight_decay=1e-3) if optimizer == "sgd" else dict(lr=1e-3)
+    kw = dict(sgd=dict(lr=0.01), momentum=dict(lr=0.01, momentum=0.9, weight_decay=1e-3),
+              adam=dict(lr=1e-3))[optimizer]
+    opt = "adam" if optimizer == "adam" else "sgd"
 
     def batch(i):
         rng = np.random.default_rng(i)
         return bk.to_tensor(rng.random((4, 1, SIZE, SIZE), dtype=np.float32)), bk.to_tensor(np.arange(4))
 
     straight = bk.build(spec, input_size=SIZE, seed=1)
-    t = bk.Trainer(straight, optimizer=optimizer, **kw)
+    t = bk.Trainer(straight, optimizer=opt, **kw)
     for i in range(4):
         t.train_step(*batch(i))
     first = bk.build(spec, input_size=SIZE, seed=1)
-    t = bk.Trainer(first, optimizer=optimizer, **kw)
+    t = bk.Trainer(first, optimizer=opt, **kw)
     for i in range(2):
         t.train_step(*batch(i))
     t.save_optimizer(str(tmp_path))
     resumed = bk.set_weights(bk.build(spec, input_size=SIZE, seed=5), bk.get_weights(first))
-    t = bk.Trainer(resumed, optimizer=optimizer, **kw)
+    t = bk.Trainer(resumed, optimizer=opt, **kw)
     t.load_optimizer(str(tmp_path))
     for i in range(2, 4):
         t.train_step(*batch(i))

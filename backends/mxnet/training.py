@@ -107,9 +107,13 @@ class Trainer(TrainerBase):
         names, opt = self._indexed(), trainer._optimizer
         arrays, layout = {}, {}
         for i, state in trainer._updaters[0].states.items():
-            parts = state if isinstance(state, (tuple, list)) else () if state is None else (state,)
-            layout[names[i]] = len(parts) if isinstance(state, (tuple, list)) else (
-                None if state is None else "array")
+            # the state of one parameter: none (plain SGD), an array (momentum), a tuple (Adam)
+            if state is None:
+                layout[names[i]], parts = None, ()
+            elif isinstance(state, (tuple, list)):
+                layout[names[i]], parts = len(state), state
+            else:
+                layout[names[i]], parts = "array", (state,)
             for j, part in enumerate(parts):
                 arrays[f"{names[i]}|{j}"] = part.asnumpy()
         W.save(os.path.join(directory, STATES), arrays, optimizer=self.optimizer,
@@ -137,11 +141,16 @@ class Trainer(TrainerBase):
 
             def states():
                 out = {}
-                for name, parts in meta["states"].items():
-                    i = index[name]
-                    arr = [mx.nd.array(arrays[f"{name}|{j}"], ctx=ctx)
-                           for j in range(parts if isinstance(parts, int) else parts == "array")]
-                    out[i] = tuple(arr) if isinstance(parts, int) else arr[0] if arr else None
+                for name, kind in meta["states"].items():
+                    if kind is None:
+                        out[index[name]] = None
+                    elif kind == "array":
+                        out[index[name]] = mx.nd.array(arrays[f"{name}|0"], ctx=ctx)
+                    elif isinstance(kind, int) and not isinstance(kind, bool):
+                        out[index[name]] = tuple(mx.nd.array(arrays[f"{name}|{j}"], ctx=ctx)
+                                                 for j in range(kind))
+                    else:
+                        raise ValueError(f"unknown state layout {kind!r} of {name!r}")
                 return out
 
             loaded = [states() for _ in trainer._updaters]          # one copy per device
