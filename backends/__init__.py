@@ -18,7 +18,7 @@ __all__ = ["get_backend", "BACKENDS", "BackendError", "installed", "resolve", "A
 API = (
     "NAME", "framework_version", "device", "settings", "build", "count_params", "stage_outputs",
     "forward", "features", "layer_table", "init_weights", "get_weights", "set_weights",
-    "Trainer", "to_tensor", "to_numpy", "seed", "save_native", "load_native", "NATIVE_SUFFIX",
+    "Trainer", "to_tensor", "to_numpy", "seed", "save_native", "load_native", "read_native", "NATIVE_SUFFIX",
 )
 
 

@@ -9,19 +9,18 @@ import numpy as np
 from common import checkpoint, weights as W
 
 from .errors import UserError, guard
-from .options import ArgumentParser, add_model_args, build_from_options, get_backend, model_options
+from .options import (ArgumentParser, add_model_args, add_weights_args, build_from_options, get_backend,
+                      model_options, read_weights, spec_of)
 
-SUFFIXES = {".pt": "pytorch", ".weights.h5": "tensorflow", ".params": "mxnet", ".pdparams": "paddle"}
+SUFFIXES = W.NATIVE_SUFFIXES
 
 
 def backend_of(path):
     """The backend whose native format ``path`` names (None: the neutral .npz)."""
-    for suffix, name in SUFFIXES.items():
-        if path.endswith(suffix):
-            return name
-    if path.endswith(".npz"):
-        return None
-    raise UserError(f"{path}: unknown format; use .npz, " + ", ".join(SUFFIXES))
+    try:
+        return W.format_of(path)
+    except W.WeightsError:
+        raise UserError(f"{path}: unknown format; use .npz, " + ", ".join(SUFFIXES)) from None
 
 
 def source_model(src, args):
@@ -47,7 +46,12 @@ def parser():
     p.add_argument("--in-channels", type=int)
     p.add_argument("--num-classes", type=int)
     p.add_argument("--input-size", type=int)
+    add_weights_args(p)
     add_model_args(p)
+    p.epilog = ("Every format is read the same way: into the table's names first, without building "
+                "a network, then checked as a whole (every tensor present, shapes right, nothing "
+                "extra), and only then converted; no format is read in a way that can run code "
+                "(docs/security.md).")
     return p
 
 
@@ -62,30 +66,32 @@ def main(argv=None):
     dst_name = backend_of(args.out)
     path, model = source_model(args.src, args)
     src_name = backend_of(path)
+    spec = spec_of(model)
+
+    def read(p):
+        try:
+            return read_weights(p, spec, spec.input_size, allow_extra=args.drop_extra)
+        except W.WeightsMismatch as e:
+            raise UserError(f"{p} does not fit the {model['preset']} network: {e}") from None
+
+    weights = read(path)                             # checked in full before anything is built
     X = reference = None
-    if src_name:                                     # a native file: read it with its framework
+    if src_name:                                     # the source framework's logits, for comparison
         src_bk = get_backend(src_name)
-        net = build_from_options(src_bk, model, seed=None)
-        src_bk.load_native(net, path)
-        weights = src_bk.get_weights(net)
+        net = src_bk.set_weights(build_from_options(src_bk, model, seed=None), weights)
         X = _batch(net)
         reference = src_bk.forward(net, X)
-    else:
-        weights = W.load(path)
-    checker = get_backend(dst_name or src_name or "pytorch")
-    net = build_from_options(checker, model, seed=None)
-    try:
-        checker.set_weights(net, weights)            # validates names and shapes first
-    except W.WeightsError as e:
-        raise UserError(f"{path} does not fit the {model['preset']} network: {e}") from None
     if dst_name:
+        checker = get_backend(dst_name)
+        net = checker.set_weights(build_from_options(checker, model, seed=None), weights)
         checker.save_native(net, args.out)
-        checker.load_native(net, args.out)
     else:
-        W.save(args.out, weights, converted_from=path)
-        checker.set_weights(net, W.load(args.out))
+        W.save(args.out, weights, converted_from=path, spec=spec.name, input_size=spec.input_size)
+    back = read(args.out)                            # the written file, through the same door
     if reference is not None:
+        checker = get_backend(dst_name or src_name)
+        net = checker.set_weights(build_from_options(checker, model, seed=None), back)
         diff = float(np.abs(checker.forward(net, X) - reference).max())
         print(f"logits of {args.out} ({dst_name or 'neutral'}) vs {path} ({src_name}): max |diff| {diff:.2e}")
-    print(f"wrote {args.out} ({dst_name or 'framework-neutral .npz'}; {len(weights)} tensors)")
+    print(f"wrote {args.out} ({dst_name or 'framework-neutral .npz'}; {len(back)} tensors)")
     return 0

@@ -9,18 +9,20 @@ from common.loop import evaluate
 from common.switch import ENV_VAR, resolve
 
 from .errors import UserError, guard
-from .options import (ArgumentParser, add_data_args, add_model_args, build_from_options, data_options,
-                      get_backend, load_dataset, model_options)
+from .options import (ArgumentParser, add_data_args, add_model_args, add_weights_args, build_from_options,
+                      data_options, get_backend, load_dataset, model_options, read_weights, spec_of)
 
 
 def parser():
     p = ArgumentParser(description="Accuracy of a trained model on the Fashion-MNIST test set, with "
                                    "any backend (the weights are framework-neutral).")
-    p.add_argument("source", help="a run folder, its checkpoint folder, or a weight file (.npz)")
+    p.add_argument("source", help="a run folder, its checkpoint folder, or a weight file in any format "
+                                  "(.npz, .pt, .weights.h5, .params, .pdparams)")
     p.add_argument("--backend", help=f"default: ${ENV_VAR}, else the run's own, else pytorch")
     add_data_args(p)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--resize", type=int, help="input size (default: the run's; 96 for a weight file)")
+    add_weights_args(p)
     add_model_args(p)
     p.epilog = ("The model options describe a bare weight file; given with a run they override "
                 "the run's model, and weights that do not fit are refused.")
@@ -48,7 +50,7 @@ def locate(source):
 def main(argv=None):
     args = parser().parse_args(argv)
     path, run = locate(args.source)
-    weights, meta = W.load(path, with_meta=True)
+    meta = W.meta(path)                          # a neutral file's record of its model; {} otherwise
     size = args.resize or (run or {}).get("recipe", {}).get("resize") or meta.get("input_size") or 96
     data = run.get("data", {"dataset": "fashion-mnist"}) if run else data_options(args)
     data_dir = args.data_dir or (run or {}).get("data_dir")
@@ -66,12 +68,12 @@ def main(argv=None):
     else:
         model = dict(run["model"], input_size=size)
     name = resolve(args.backend or os.environ.get(ENV_VAR) or (run or {}).get("backend"))
-    bk = get_backend(name)
-    net = build_from_options(bk, model, seed=None)
-    try:
-        bk.set_weights(net, weights)
-    except W.WeightsError as e:
+    try:                                         # read and checked before a network is built
+        weights = read_weights(path, spec_of(model), size, allow_extra=args.drop_extra)
+    except W.WeightsMismatch as e:
         raise UserError(f"{path} does not fit the {model['preset']} network at {size}x{size}: {e}") from None
+    bk = get_backend(name)
+    net = bk.set_weights(build_from_options(bk, model, seed=None), weights)
     ds = ds or load_dataset(data, data_dir, size)
     recorded = (run or {}).get("dataset", {})
     norm = (dict(mean=recorded["mean"], std=recorded["std"]) if recorded.get("normalize")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import data as D, datasets as DS
+from common import data as D, datasets as DS, weights as W
 from common.spec import get_spec
 from common.switch import ENV_VAR, resolve
 from common.schedules import SCHEDULES
@@ -19,7 +19,7 @@ from .errors import ArgumentParser, UserError
 
 __all__ = ["ArgumentParser", "add_backend_arg", "add_model_args", "add_recipe_args", "model_options",
            "build_from_options", "get_backend", "recipe_from", "run_changes", "add_data_args", "data_options",
-           "load_dataset", "load_datasets", "base_recipe", "spec_of"]
+           "load_dataset", "load_datasets", "base_recipe", "spec_of", "add_weights_args", "read_weights"]
 
 #: model options: attribute of the parsed arguments -> flag
 MODEL_FLAGS = dict(preset="--preset", aux_logits="--aux/--no-aux", norm="--norm",
@@ -61,6 +61,26 @@ def spec_of(model: dict):
 def build_from_options(bk, model: dict, seed=0):
     model = dict(model)
     return bk.build(model.pop("preset"), seed=seed, **model)
+
+
+def add_weights_args(p):
+    """How a weight file is taken: ``--drop-extra``."""
+    p.add_argument("--drop-extra", action="store_true",
+                   help="drop the file's tensors that the network does not have (the aux heads "
+                        "of a --preset paper --aux file for a --no-aux net) instead of refusing "
+                        "the file; every tensor the network has must still be there and fit")
+    return p
+
+
+def read_weights(path, spec, input_size=None, allow_extra=False):
+    """The checked canonical weights of a file in any format (``.npz``, ``.pt``,
+    ``.weights.h5``, ``.params``, ``.pdparams``), by :func:`common.weights.read` with the
+    ``read_native`` of the backend whose format the suffix names (its framework is imported;
+    no network is built).  Raises ``WeightsMismatch`` if the file does not fit the table,
+    ``WeightsError`` if it cannot be read or is refused (it could run code)."""
+    fmt = W.format_of(path)
+    native = get_backend(fmt).read_native if fmt else None
+    return W.read(path, spec, input_size, native=native, allow_extra=allow_extra)
 
 
 def add_backend_arg(p, fixed=None):

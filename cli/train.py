@@ -15,8 +15,8 @@ from common.train_config import Recipe
 
 from .errors import UserError, guard
 from .options import (ArgumentParser, add_backend_arg, add_data_args, add_model_args, add_recipe_args,
-                      base_recipe, build_from_options, data_options, get_backend, load_datasets,
-                      model_options, recipe_from, run_changes, spec_of)
+                      add_weights_args, base_recipe, build_from_options, data_options, get_backend,
+                      load_datasets, model_options, read_weights, recipe_from, run_changes, spec_of)
 
 
 def parser(fixed_backend=None):
@@ -28,7 +28,10 @@ def parser(fixed_backend=None):
     p.add_argument("--run-dir", help="run folder (default: runs/<backend>-<preset>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (--epochs extends it)")
-    p.add_argument("--init-from", metavar="WEIGHTS", help="start from a weight file (.npz, any backend)")
+    p.add_argument("--init-from", metavar="WEIGHTS",
+                   help="start from a weight file in any format (.npz, .pt, .weights.h5, .params, "
+                        ".pdparams), checked against the model before training starts")
+    add_weights_args(p)
     p.add_argument("--no-fast", dest="fast", action="store_false", help="disable the fast path")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     add_model_args(p)
@@ -92,12 +95,16 @@ def main(argv=None, fixed_backend=None):
     analysis = oracle.check_input(spec_of(model), recipe.resize)
     bk = get_backend(name)
     train_iter, test_iter = ds.recipe_loaders(recipe, at_sizes)
-    net = build_from_options(bk, model, seed=recipe.seed)
-    if args.init_from:
+    init = None
+    if args.init_from:                    # read and checked in full before a network is built
         try:
-            bk.set_weights(net, W.load(args.init_from))
-        except W.WeightsError as e:
-            raise UserError(f"--init-from {args.init_from}: {e}") from None
+            init = read_weights(args.init_from, spec_of(model), recipe.resize, allow_extra=args.drop_extra)
+        except W.WeightsMismatch as e:
+            raise UserError(f"--init-from {args.init_from} does not fit the {model['preset']} "
+                            f"network: {e}") from None
+    net = build_from_options(bk, model, seed=recipe.seed if init is None else None)
+    if init is not None:
+        bk.set_weights(net, init)
     run_dir = args.resume or args.run_dir or os.path.join(
         "runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S')}")
     record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),

@@ -8,7 +8,10 @@
 A checkpoint is first written into ``RUN/checkpoint.new/`` (``state.json`` last, so a
 folder with a ``state.json`` is complete), then the names are rotated.  Resuming takes
 the newest complete checkpoint that loads; if the last one is damaged (a truncated
-weight file, a lost optimiser file), it says so and falls back to the one before.  A
+weight file, a lost optimiser file, an optimiser file refused because it could run code),
+it says so and falls back to the one before.  The weights go through
+:func:`common.weights.read` like every other weight file; the optimiser's state is read
+by the backend's ``load_optimizer``, never by an unrestricted unpickler (docs/security.md).  A
 write that fails (a full disk) removes its half-written folder and raises
 :class:`CheckpointError` naming the folder and the space it needs; the checkpoints
 already written are untouched.
@@ -132,7 +135,8 @@ def load(bk, net, trainer, run_dir: str, log: Callable = print):
         try:
             with open(os.path.join(path, STATE)) as f:
                 state = json.load(f)
-            bk.set_weights(net, W.load(os.path.join(path, "weights.npz")))
+            # the one front door of weight files: read, checked in full, then loaded
+            bk.set_weights(net, W.read(os.path.join(path, "weights.npz"), net.spec, net.input_size))
             if trainer is not None:
                 trainer.load_optimizer(path)
         except Exception as e:            # any library's error on a damaged file

@@ -26,10 +26,8 @@ with one message naming the folder, class or file.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import pickle
 import shutil
 import tarfile
 import tempfile
@@ -39,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import data as D
+from . import data as D, safepickle
 from .data import DataError, Loader, Split
 
 #: Bumped whenever the bytes a cache holds would change (decoding, resizing, layout).
@@ -669,51 +667,17 @@ def load_folder(root: str, size: int, *, channels: Optional[int] = None,
 
 # ----------------------------------------------------------------------------- CIFAR-10
 
-class _Refused(pickle.UnpicklingError):
-    pass
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles plain data only: dicts, lists, tuples, bytes, str, numbers and NumPy arrays
-    (what the official CIFAR files hold).  Any other global (a function, a class) is
-    refused, so a malicious file cannot run code."""
-    SAFE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"), ("numpy", "dtype"),
-            ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
-            ("_codecs", "encode")}                    # bytes in protocol-2 pickles written by Python 3
-
-    def find_class(self, module, name):
-        if (module, name) in self.SAFE:
-            return super().find_class(module, name)
-        raise _Refused(f"refusing to unpickle {module}.{name}: only dicts, lists, strings, "
-                       f"numbers and numpy arrays are accepted")
-
-
-def _plain(obj, depth=0) -> bool:
-    if depth > 8:
-        return False
-    if isinstance(obj, np.ndarray):
-        return obj.dtype != object
-    if isinstance(obj, (bytes, str, int, float, bool, type(None))):
-        return True
-    if isinstance(obj, (list, tuple)):
-        return all(_plain(v, depth + 1) for v in obj)
-    if isinstance(obj, dict):
-        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in obj.items())
-    return False
-
-
 def safe_unpickle(raw: bytes, what: str):
-    """Unpickle ``raw`` with :class:`_RestrictedUnpickler` (``encoding='bytes'``, the CIFAR
+    """Unpickle ``raw`` with :class:`common.safepickle.RestrictedUnpickler` (``encoding='bytes'``, the CIFAR
     page's own recipe); a dict with ``str`` keys.  Anything else raises :class:`DataError`."""
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except _Refused as e:
+        obj = safepickle.loads(raw, encoding="bytes")
+    except safepickle.Refused as e:
         raise DataError(f"{what}: {e}") from None
     except Exception as e:
         raise DataError(f"{what}: not a readable CIFAR pickle ({type(e).__name__}: {e}); the file "
                         f"is corrupt or truncated. Delete it to download it again.") from None
-    if not isinstance(obj, dict) or not _plain(obj):
+    if not isinstance(obj, dict) or not safepickle.is_plain(obj):
         raise DataError(f"{what}: not a CIFAR batch (expected a dict of plain data, got "
                         f"{type(obj).__name__})")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}

@@ -8,7 +8,10 @@
   ``stage_outputs``, ``features``, ``layer_table``, ``count_params``, ``get_weights``,
   ``set_weights``, ``init_weights``) over a handful of framework calls that each backend
   passes in; :class:`WeightNames` says where a framework keeps each tensor of the
-  framework-neutral weight file.
+  framework-neutral weight file;
+* :func:`places` and :func:`from_native` read a framework's own weight file into canonical
+  names and layouts without building a network: each backend says only how it names the
+  module at a :class:`Place` (its ``read_native``).
 """
 from __future__ import annotations
 
@@ -135,13 +138,22 @@ class WeightNames:
     conv_axes: Optional[Tuple[int, ...]] = None
     dense_axes: Optional[Tuple[int, ...]] = None
 
+    #: tensors a framework keeps on a batch-norm layer that the weight file does not carry
+    #: (PyTorch's ``num_batches_tracked``): accepted in its own files and dropped
+    bn_extra: Tuple[str, ...] = ()
+
+    def where(self, kind: str, role: str):
+        """(sub-module ``'conv'``/``'bn'``/``'linear'``, attribute, axes) of canonical tensor
+        ``role`` (``'weight'``, ``'bias'``, ``'bn.running_var'`` ...) of a conv / dense module."""
+        if role.startswith("bn."):
+            return "bn", self.bn[BN_ROLES.index(role[3:])], None
+        axes = (self.conv_axes if kind == "conv" else self.dense_axes) if role == "weight" else None
+        return ("conv" if kind == "conv" else "linear"), (self.weight if role == "weight" else self.bias), axes
+
     def locate(self, module, kind: str, role: str):
         """(owning layer, attribute, axes) of canonical tensor ``role`` of a conv / dense module."""
-        if role.startswith("bn."):
-            return module.bn, self.bn[BN_ROLES.index(role[3:])], None
-        layer = module.conv if kind == "conv" else module.linear
-        axes = (self.conv_axes if kind == "conv" else self.dense_axes) if role == "weight" else None
-        return layer, self.weight if role == "weight" else self.bias, axes
+        sub, attr, axes = self.where(kind, role)
+        return getattr(module, sub), attr, axes
 
 
 BN_ROLES = ("weight", "bias", "running_mean", "running_var")
@@ -154,6 +166,90 @@ def split_name(name: str) -> Tuple[str, str]:
         qname, rest = name.rsplit(".bn.", 1)
         return qname, "bn." + rest
     return tuple(name.rsplit(".", 1))
+
+
+# --------------------------------------------------------------------------- native files
+@dataclass(frozen=True)
+class Place:
+    """Where :func:`construct` puts the module of a conv / dense record: what a framework's
+    own weight file names it by.  ``qname`` is the table's name (``b3.inception3a.p2_2``);
+    a block of a stage has ``stage`` and ``block`` (``'b3'``, ``'inception3a'``), inside an
+    Inception block also ``branch`` (from 0) and ``step`` (its position in the branch, from
+    0); a layer of an aux head has ``head`` and ``step``.  ``index`` counts the records of
+    the same kind before it, in construction order (blocks in forward order, aux heads last)."""
+    qname: str
+    kind: str
+    stage: Optional[str] = None
+    block: Optional[str] = None
+    branch: Optional[int] = None
+    step: Optional[int] = None
+    head: Optional[str] = None
+    index: int = 0
+
+
+def places(spec: Spec) -> "OrderedDict[str, Place]":
+    """The :class:`Place` of every conv / dense record of the table, in construction order."""
+    out, counts = OrderedDict(), {}
+
+    def add(qname, layer, **where):
+        if layer.kind in ("conv", "dense"):
+            out[qname] = Place(qname, layer.kind, index=counts.get(layer.kind, 0), **where)
+            counts[layer.kind] = counts.get(layer.kind, 0) + 1
+
+    for st in spec.stages:
+        for name, layer in st.layers:
+            qname = f"{st.name}.{name}"
+            if layer.kind == "inception":
+                for i, branch in enumerate(layer.branches()):
+                    for j, (sub, rec) in enumerate(branch):
+                        add(f"{qname}.{sub}", rec, stage=st.name, block=name, branch=i, step=j)
+            else:
+                add(qname, layer, stage=st.name, block=name)
+    for h in spec.aux:
+        for j, (name, layer) in enumerate(h.layers):
+            add(f"{h.name}.{name}", layer, head=h.name, step=j)
+    return out
+
+
+def native_names(spec: Spec, names: WeightNames, key: Callable, input_size=None) -> "OrderedDict[str, tuple]":
+    """Canonical tensor name -> (its key in the framework's own file, axes from canonical to
+    the file's layout).  ``key(place, sub, attr)`` is the backend's naming rule: the key of
+    attribute ``attr`` of sub-module ``sub`` (``'conv'``, ``'bn'``, ``'linear'``) of the
+    module at ``place``."""
+    where = places(spec)
+    out = OrderedDict()
+    for name in oracle.param_shapes(spec, input_size):
+        qname, role = split_name(name)
+        sub, attr, axes = names.where(where[qname].kind, role)
+        out[name] = (key(where[qname], sub, attr), axes)
+    return out
+
+
+def from_native(spec: Spec, names: WeightNames, key: Callable, tensors: Mapping[str, np.ndarray],
+                input_size=None) -> "OrderedDict[str, np.ndarray]":
+    """A framework's own file's tensors (its key -> array) as canonical names and layouts.
+
+    Tensors are renamed by :func:`native_names` and transposed to the canonical layout; the
+    framework's own extras (``names.bn_extra``) are dropped; any other tensor keeps its key
+    in the file, so that :func:`common.weights.check` refuses it as not part of the network.
+    A tensor whose number of axes is wrong keeps the file's layout (``check`` refuses its
+    shape).  Nothing is checked here: pass the result to ``check`` (``common.weights.read``
+    and ``set_weights`` do).
+    """
+    out, used = OrderedDict(), set()
+    for name, (k, axes) in native_names(spec, names, key, input_size).items():
+        if k in tensors:
+            a = np.asarray(tensors[k])
+            out[name] = a.transpose(np.argsort(axes)) if axes and a.ndim == len(axes) else a
+            used.add(k)
+    if names.bn_extra:
+        for place in places(spec).values():
+            if place.kind == "conv":
+                used.update(key(place, "bn", extra) for extra in names.bn_extra)
+    for k, a in tensors.items():
+        if k not in used:
+            out[k if k not in out else f"{k} (a key of the file)"] = a
+    return out
 
 
 # --------------------------------------------------------------------------- the public API

@@ -4,51 +4,73 @@ A weight file is one ``.npz`` keyed by the table's layer names in canonical layo
 (see :func:`common.oracle.param_shapes`): conv ``(O, I, kH, kW)``, dense ``(out, in)``,
 biases and batch-norm tensors 1-D.  Each backend converts to and from its own layouts
 in ``get_weights`` / ``set_weights``; this module only checks and stores.
+
+Every weight file, whatever its format, comes in through :func:`read`: the file is read
+into canonical names and layouts first (the neutral ``.npz`` here, a framework's own file
+by that backend's ``read_native``, which builds no network), then checked as a whole
+(:func:`check`), and only then handed to a network.  No format is read in a way that can
+run code: ``np.load(allow_pickle=False)`` here; docs/security.md for the others.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from collections import OrderedDict
-from typing import Dict, Mapping
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
 from . import oracle
 from .spec import Spec
 
-__all__ = ["WeightsError", "check", "save", "load", "xavier_init"]
+__all__ = ["WeightsError", "WeightsMismatch", "check", "save", "load", "meta", "read", "format_of",
+           "NATIVE_SUFFIXES", "xavier_init"]
 
 META_KEY = "__meta__"
 
 
+#: the frameworks' own weight formats, by suffix -> the backend that reads and writes them
+NATIVE_SUFFIXES = {".pt": "pytorch", ".weights.h5": "tensorflow", ".params": "mxnet", ".pdparams": "paddle"}
+
+
 class WeightsError(ValueError):
-    """A weight dict or file does not match the network's table."""
+    """A weight file cannot be read (damaged, truncated, not a weight file, or refused because
+    reading it could run code), or its weights do not match the network's table."""
 
 
-def check(spec: Spec, weights: Mapping[str, np.ndarray], input_size=None) -> "OrderedDict[str, np.ndarray]":
+class WeightsMismatch(WeightsError):
+    """The weights were read but do not fit the table: a tensor missing, of the wrong shape,
+    not finite, or not part of the network."""
+
+
+def check(spec: Spec, weights: Mapping[str, np.ndarray], input_size=None, *,
+          allow_extra: bool = False) -> "OrderedDict[str, np.ndarray]":
     """Validate ``weights`` against the table; return them as float32 arrays in table order.
 
-    Raises :class:`WeightsError` naming the first layer (in forward order) whose tensor is
-    missing, unexpected or of the wrong shape.  Nothing is modified.
+    Raises :class:`WeightsMismatch` naming the first tensor (in forward order) that is
+    missing, of the wrong shape, not numeric or not finite, then the first one that is not
+    part of the network (unless ``allow_extra``: those are dropped).  Nothing is modified.
     """
     expected = oracle.param_shapes(spec, input_size)
     out = OrderedDict()
     for name, shape in expected.items():
         if name not in weights:
-            raise WeightsError(f"layer {name!r}: missing from the weights (expected shape {shape})")
+            raise WeightsMismatch(f"layer {name!r}: missing from the weights (expected shape {shape})")
         arr = np.asarray(weights[name])
         if tuple(arr.shape) != tuple(shape):
-            raise WeightsError(f"layer {name!r}: shape {tuple(arr.shape)} does not match the "
-                               f"network's {tuple(shape)}")
+            raise WeightsMismatch(f"layer {name!r}: shape {tuple(arr.shape)} does not match the "
+                                  f"network's {tuple(shape)}")
+        if arr.dtype.kind not in "fiub":
+            raise WeightsMismatch(f"layer {name!r}: holds {arr.dtype} values, not numbers")
         if not np.all(np.isfinite(arr)):
-            raise WeightsError(f"layer {name!r}: contains NaN or infinite values")
+            raise WeightsMismatch(f"layer {name!r}: contains NaN or infinite values")
         out[name] = arr.astype(np.float32, copy=False)
     extra = [k for k in weights if k not in expected and k != META_KEY]
-    if extra:
-        raise WeightsError(f"layer {extra[0]!r}: not part of the network "
-                           f"({len(extra)} unexpected tensor(s))")
+    if extra and not allow_extra:
+        raise WeightsMismatch(f"layer {extra[0]!r}: not part of the network "
+                              f"({len(extra)} unexpected tensor(s))")
     return out
 
 
@@ -71,7 +93,9 @@ def save(path: str, weights: Mapping[str, np.ndarray], **meta) -> str:
 
 
 def load(path: str, with_meta: bool = False):
-    """Read a weight file; returns an ordered dict (and its metadata with ``with_meta``)."""
+    """Read a neutral weight file (unchecked: :func:`read` checks); returns an ordered dict
+    (and its metadata with ``with_meta``).  ``allow_pickle=False``: an ``.npz`` holding
+    pickled objects is refused, never unpickled."""
     try:
         with np.load(os.fspath(path), allow_pickle=False) as f:
             weights = OrderedDict((k, f[k]) for k in f.files if k != META_KEY)
@@ -80,7 +104,53 @@ def load(path: str, with_meta: bool = False):
         raise
     except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError ...
         raise WeightsError(f"{path}: not a readable weight file ({e})") from None
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path}: not a readable weight file (its metadata is not a JSON object)")
     return (weights, meta) if with_meta else weights
+
+
+def format_of(path: str) -> Optional[str]:
+    """The backend whose own format ``path``'s suffix names (``.pt``: ``'pytorch'``,
+    ``.weights.h5``: ``'tensorflow'``, ``.params``: ``'mxnet'``, ``.pdparams``: ``'paddle'``),
+    ``None`` for the neutral ``.npz``; any other suffix raises :class:`WeightsError`."""
+    path = os.fspath(path)
+    for suffix, name in NATIVE_SUFFIXES.items():
+        if path.endswith(suffix):
+            return name
+    if path.endswith(".npz"):
+        return None
+    raise WeightsError(f"{path}: unknown weight format; use .npz (framework-neutral), "
+                       + ", ".join(NATIVE_SUFFIXES))
+
+
+def meta(path: str) -> dict:
+    """The metadata of a neutral weight file (``{}`` for a framework's own format)."""
+    return load(path, with_meta=True)[1] if format_of(path) is None else {}
+
+
+def read(path: str, spec: Spec, input_size=None, *, native: Optional[Callable] = None,
+         allow_extra: bool = False) -> "OrderedDict[str, np.ndarray]":
+    """The weights of a file in any format, checked against the table: the one front door.
+
+    The file is read into canonical names and layouts without building or touching a
+    network: a neutral ``.npz`` by :func:`load`, a framework's own file by ``native`` (the
+    ``read_native(path, spec, input_size)`` of the backend :func:`format_of` names; the
+    caller passes it, as this module imports no backend).  Then :func:`check` runs on the
+    whole, so a file that does not fit raises :class:`WeightsMismatch` naming the first bad
+    tensor in canonical terms; a damaged, truncated or refused file raises
+    :class:`WeightsError`.  Returns float32 arrays in table order.
+    """
+    path = os.fspath(path)
+    fmt = format_of(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, "no such weight file", path)
+    if fmt is None:
+        weights = load(path)
+    elif native is None:
+        raise ValueError(f"{path}: a {fmt} file needs that backend's read_native")
+    else:
+        weights = native(path, spec, input_size)
+    return check(spec, weights, input_size, allow_extra=allow_extra)
 
 
 def xavier_init(spec: Spec, seed: int = 0, input_size=None) -> "OrderedDict[str, np.ndarray]":

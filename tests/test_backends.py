@@ -109,7 +109,7 @@ def test_four_public_apis_are_the_same():
     for m in mods[1:]:
         assert public(m) == public(first), (m.NAME, public(m) ^ public(first))
         for name in ("build", "forward", "stage_outputs", "set_weights", "init_weights",
-                     "layer_table", "save_native", "load_native"):
+                     "layer_table", "save_native", "load_native", "read_native"):
             assert sig(getattr(m, name)) == sig(getattr(first, name)), (m.NAME, name)
         assert sig(m.Trainer.__init__) == sig(first.Trainer.__init__), m.NAME
         for meth in ("train_step", "eval_step", "save_optimizer", "load_optimizer"):

@@ -2,10 +2,12 @@
 import warnings
 from types import MappingProxyType
 
+import mxnet as mx
 from mxnet import autograd, np
 from mxnet.gluon import nn
 
 from common import model as M
+from common.weights import WeightsError
 from common.spec import BN_EPS, BN_MOMENTUM, outputs_type
 
 from .core import _device, to_numpy, to_tensor
@@ -185,6 +187,43 @@ def save_native(net, path):
     return path
 
 
+def _native_key(place, sub, attr):
+    """The ``save_parameters`` name of a tensor: the child names :class:`GoogLeNet`
+    registers (``b3_inception3a``, ``aux1``), then Gluon's structural names
+    (``branch2.0``, ``aux1.1``) + ``.conv.weight``, ``.bn.gamma`` ..."""
+    if place.head is not None:
+        module = f"{place.head}.{place.step}"
+    else:
+        module = f"{place.stage}_{place.block}"
+        if place.branch is not None:
+            module += f".branch{place.branch + 1}.{place.step}"
+    return f"{module}.{sub}.{attr}"
+
+
+def read_native(path, spec, input_size=None):
+    """The tensors of a Gluon ``.params`` file, as canonical names and layouts (not yet
+    checked: ``common.weights.read`` and ``set_weights`` check them); no network is built.
+
+    Read with ``mx.nd.load``: MXNet's own binary format of named arrays (no pickle), so a
+    ``.params`` file holds data only.  A damaged or truncated file raises ``WeightsError``.
+    """
+    try:
+        loaded = mx.nd.load(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as e:            # MXNetError on a damaged or truncated file
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        # MXNet's message is a C++ traceback; its last line says what failed
+        why = lines[-1].replace("MXNetError: ", "") if lines else ""
+        raise WeightsError(f"{path}: not a readable MXNet parameter file ({type(e).__name__}: "
+                           f"{why})") from None
+    if not isinstance(loaded, dict):
+        raise WeightsError(f"{path}: not a Gluon parameter file (its arrays have no names; "
+                           f"Gluon's save_parameters names every array)")
+    tensors = {k: v.asnumpy() for k, v in loaded.items()}
+    return M.from_native(spec, WEIGHT_NAMES, _native_key, tensors, input_size)
+
+
 def load_native(net, path):
-    net.load_parameters(path, ctx=_device())
-    return net
+    """``set_weights(net, read_native(path, ...))``: checked in full before the network is touched."""
+    return set_weights(net, read_native(path, net.spec, net.input_size))

@@ -4,10 +4,16 @@ import os
 import mxnet as mx
 from mxnet import autograd, gluon, np, npx
 
-from common import oracle
+from common import oracle, weights as W
 from common.spec import BN_MOMENTUM
 from common.train_config import step_loss
 from common.trainer import TrainerBase
+
+from .core import _device
+from .model import api
+
+#: the optimiser's state in a checkpoint (arrays, no pickle), and Gluon's own pickle that it replaces
+STATES, OLD_STATES = "optimizer.states.npz", "optimizer.states"
 
 
 def _bn_running_vars(net):
@@ -158,8 +164,85 @@ class Trainer(TrainerBase):
             logits = self.net(X)
             return float(self.loss(logits, y).sum()), self._correct(logits, y)
 
+    # Gluon's own ``Trainer.save_states`` / ``load_states`` write and read a Python pickle of
+    # the updater's states and the optimizer object (``pickle.loads`` in
+    # ``Updater.set_states``): a states file from a stranger could run code.  So the state is
+    # kept as arrays in a neutral ``.npz`` instead (``np.load(allow_pickle=False)``), keyed by
+    # canonical weight names, with the update counts (Adam's bias correction) as metadata.
+    def _ready(self):
+        trainer = self.trainer
+        if not trainer._kv_initialized:
+            trainer._init_kvstore()
+        if trainer._params_to_init:
+            trainer._init_params()
+        if trainer._update_on_kvstore:      # only with several devices; this project uses one
+            raise NotImplementedError("optimizer state kept in a kvstore is not supported")
+        return trainer
+
+    def _indexed(self):
+        """The trainer's parameter index -> canonical weight name."""
+        names = {id(p): k for k, (p, _) in api.tensors(self.net).items()}
+        return {i: names[id(p)] for i, p in enumerate(self.trainer._params) if id(p) in names}
+
     def save_optimizer(self, directory):
-        self.trainer.save_states(os.path.join(directory, "optimizer.states"))
+        trainer = self._ready()
+        names, opt = self._indexed(), trainer._optimizer
+        arrays, layout = {}, {}
+        for i, state in trainer._updaters[0].states.items():
+            # the state of one parameter: none (plain SGD), an array (momentum), a tuple (Adam)
+            if state is None:
+                layout[names[i]], parts = None, ()
+            elif isinstance(state, (tuple, list)):
+                layout[names[i]], parts = len(state), state
+            else:
+                layout[names[i]], parts = "array", (state,)
+            for j, part in enumerate(parts):
+                arrays[f"{names[i]}|{j}"] = part.asnumpy()
+        W.save(os.path.join(directory, STATES), arrays, optimizer=self.optimizer,
+               num_update=opt.num_update, begin_num_update=opt.begin_num_update,
+               counts={names[i]: n for i, n in opt._index_update_count.items()}, states=layout)
 
     def load_optimizer(self, directory):
-        self.trainer.load_states(os.path.join(directory, "optimizer.states"))
+        path = os.path.join(directory, STATES)
+        if not os.path.exists(path) and os.path.exists(os.path.join(directory, OLD_STATES)):
+            raise W.WeightsError(
+                f"{os.path.join(directory, OLD_STATES)}: MXNet's optimizer state as a Python pickle "
+                f"(written by an earlier version of this project), which could run code when read, "
+                f"so it is not read; start a new run from the weights with --init-from "
+                f"{os.path.join(directory, 'weights.npz')}")
+        arrays, meta = W.load(path, with_meta=True)
+        trainer = self._ready()
+        index = {k: i for i, k in self._indexed().items()}
+        try:
+            if meta["optimizer"] != self.optimizer:
+                raise ValueError(f"it is {meta['optimizer']}'s state, not {self.optimizer}'s")
+            unknown = [k for k in list(meta["states"]) + list(meta["counts"]) if k not in index]
+            if unknown:
+                raise ValueError(f"{unknown[0]!r} is not a parameter of this network")
+            ctx = _device()
+
+            def states():
+                out = {}
+                for name, kind in meta["states"].items():
+                    if kind is None:
+                        out[index[name]] = None
+                    elif kind == "array":
+                        out[index[name]] = mx.nd.array(arrays[f"{name}|0"], ctx=ctx)
+                    elif isinstance(kind, int) and not isinstance(kind, bool):
+                        out[index[name]] = tuple(mx.nd.array(arrays[f"{name}|{j}"], ctx=ctx)
+                                                 for j in range(kind))
+                    else:
+                        raise ValueError(f"unknown state layout {kind!r} of {name!r}")
+                return out
+
+            loaded = [states() for _ in trainer._updaters]          # one copy per device
+            counts = {index[k]: int(n) for k, n in meta["counts"].items()}
+            num_update, begin = int(meta["num_update"]), int(meta["begin_num_update"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise W.WeightsError(f"{path}: not this network's optimizer state ({type(e).__name__}: {e})") from None
+        for updater, st in zip(trainer._updaters, loaded):
+            updater.states, updater.states_synced = st, dict.fromkeys(st, False)
+        opt = trainer._optimizer
+        opt.num_update, opt.begin_num_update = num_update, begin
+        opt._index_update_count.clear()
+        opt._index_update_count.update(counts)

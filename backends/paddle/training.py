@@ -6,8 +6,9 @@ from paddle import nn
 
 from common.train_config import step_loss
 from common.trainer import TrainerBase
+from common.weights import WeightsError
 
-from .model import api
+from .model import api, read_pickle
 
 
 class Trainer(TrainerBase):
@@ -78,8 +79,15 @@ class Trainer(TrainerBase):
         paddle.save(state, os.path.join(directory, "optimizer.pdopt"))
 
     def load_optimizer(self, directory):
-        state = paddle.load(os.path.join(directory, "optimizer.pdopt"), return_numpy=True)
+        """Read ``optimizer.pdopt`` with the restricted unpickler (:func:`.model.read_pickle`),
+        never ``paddle.load``: a pickle that names anything but arrays is refused, unrun."""
+        path = os.path.join(directory, "optimizer.pdopt")
+        state = read_pickle(path, "Paddle optimizer state")
         params = {k: p for p, k in self._names().items()}
+        unknown = [k for k in state if k.count("|") != 1 or k.split("|")[0] not in params]
+        if unknown:
+            raise WeightsError(f"{path}: optimizer state for {unknown[0]!r}, which is not a "
+                               f"parameter of this network")
         if self.opt._accumulators:      # already stepped: overwrite the live accumulators
             for key, value in state.items():
                 name, acc = key.split("|")

@@ -1,10 +1,14 @@
 """PyTorch: the table's layers as ``torch.nn`` modules; the rest is :class:`common.model.NetAPI`."""
 import contextlib
+import pickle
+import re
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from common import model as M
+from common.weights import WeightsError
 from common.spec import BN_EPS, BN_MOMENTUM
 
 from .core import _device, to_numpy, to_tensor
@@ -66,7 +70,8 @@ LAYERS = {
 }
 #: where PyTorch keeps the weight file's tensors: its own names and layouts
 WEIGHT_NAMES = M.WeightNames(weight="weight", bias="bias",
-                             bn=("weight", "bias", "running_mean", "running_var"))
+                             bn=("weight", "bias", "running_mean", "running_var"),
+                             bn_extra=("num_batches_tracked",))
 
 
 class GoogLeNet(nn.Module):
@@ -141,6 +146,59 @@ def save_native(net, path):
     return path
 
 
+def _native_key(place, sub, attr):
+    """The ``state_dict`` key of a tensor: the module path :class:`GoogLeNet` registers
+    (``stages.b3.inception3a.branches.1.0``, ``aux.aux1.1``) + ``.conv.weight`` ..."""
+    if place.head is not None:
+        module = f"aux.{place.head}.{place.step}"
+    else:
+        module = f"stages.{place.stage}.{place.block}"
+        if place.branch is not None:
+            module += f".branches.{place.branch}.{place.step}"
+    return f"{module}.{sub}.{attr}"
+
+
+def _refused_global(e):
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    return found.group(1) if found else None
+
+
+def safe_load(path, what="PyTorch file"):
+    """``torch.load(path, map_location='cpu', weights_only=True)``: PyTorch's restricted
+    unpickler, which rebuilds tensors and plain containers only, so the file cannot run code.
+    A refused global, a damaged or a truncated file raises ``WeightsError`` (one line)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:            # pickle.UnpicklingError, RuntimeError (zip), EOFError ...
+        refused = _refused_global(e) if isinstance(e, pickle.UnpicklingError) else None
+        if refused:
+            raise WeightsError(f"{path}: refusing to unpickle {refused}: a {what} holds tensors and "
+                               f"plain containers only (a pickle that names anything else could "
+                               f"run code)") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = first.split(". ")[0] if len(first) > 120 else first      # its first sentence
+        raise WeightsError(f"{path}: not a readable {what} ({type(e).__name__}: {first})") from None
+
+
+def read_native(path, spec, input_size=None):
+    """The tensors of a ``.pt`` state dict, as canonical names and layouts (not yet checked:
+    ``common.weights.read`` and ``set_weights`` check them); no network is built.
+
+    Read by :func:`safe_load` (``torch.load(weights_only=True)``), so a ``.pt`` cannot run
+    code.  A refused, damaged or truncated file raises ``WeightsError``.
+    """
+    state = safe_load(path, "PyTorch weight file")
+    if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsError(f"{path}: not a PyTorch state dict (a dict of tensor names to tensors, "
+                           f"as torch.save(net.state_dict()) writes), but a {type(state).__name__}")
+    tensors = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()).numpy()
+               for k, v in state.items()}
+    return M.from_native(spec, WEIGHT_NAMES, _native_key, tensors, input_size)
+
+
 def load_native(net, path):
-    net.load_state_dict(torch.load(path, map_location=_device()))
-    return net
+    """``set_weights(net, read_native(path, ...))``: checked in full before the network is touched."""
+    return set_weights(net, read_native(path, net.spec, net.input_size))

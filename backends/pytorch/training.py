@@ -7,6 +7,8 @@ from torch import nn
 from common.train_config import step_loss
 from common.trainer import TrainerBase
 
+from .model import safe_load
+
 
 class Trainer(TrainerBase):
     """PyTorch's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`).
@@ -72,4 +74,6 @@ class Trainer(TrainerBase):
         torch.save(self.opt.state_dict(), os.path.join(directory, "optimizer.pt"))
 
     def load_optimizer(self, directory):
-        self.opt.load_state_dict(torch.load(os.path.join(directory, "optimizer.pt"), weights_only=True))
+        """Read by :func:`.model.safe_load` (``torch.load(weights_only=True)``: tensors and plain
+        containers only), so an ``optimizer.pt`` cannot run code; anything else is refused."""
+        self.opt.load_state_dict(safe_load(os.path.join(directory, "optimizer.pt"), "PyTorch optimizer state"))

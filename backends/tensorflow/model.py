@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import model as M
+from common.weights import WeightsError
 from common.spec import BN_EPS, BN_MOMENTUM
 
 from .core import nchw, to_tensor
@@ -217,6 +218,48 @@ def save_native(net, path):
     return path
 
 
+#: the order in which Keras stores a layer's variables (``vars/0``, ``vars/1`` ...)
+_VAR_INDEX = {"kernel": 0, "bias": 1, "gamma": 0, "beta": 1, "moving_mean": 2, "moving_variance": 3}
+
+
+def _native_key(place, sub, attr):
+    """The HDF5 path of a tensor in a ``.weights.h5`` file.  Keras 2.15's ``save_weights``
+    stores each layer once, under the first attribute (in reverse alphabetical order) that
+    reaches it: :class:`GoogLeNet`'s ``param_layers``, a container whose layers it names by
+    class, ``conv_block``, ``conv_block_1``, ... and ``dense_block``, ``dense_block_1``, ... in
+    construction order; in each, ``conv`` / ``bn`` / ``linear`` and their ``vars/<i>``."""
+    cls = "conv_block" if place.kind == "conv" else "dense_block"
+    layer = cls if place.index == 0 else f"{cls}_{place.index}"
+    return f"param_layers/{layer}/{sub}/vars/{_VAR_INDEX[attr]}"
+
+
+def read_native(path, spec, input_size=None):
+    """The tensors of a Keras ``.weights.h5`` file, as canonical names and layouts (not yet
+    checked: ``common.weights.read`` and ``set_weights`` check them); no network is built.
+
+    Read with ``h5py``: every dataset of the HDF5 file, by its path (HDF5 holds arrays and
+    names, no code).  A damaged or truncated file raises ``WeightsError``.
+    """
+    import h5py                       # installed with TensorFlow
+
+    tensors = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            tensors[name] = obj[()]
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except FileNotFoundError:
+        raise
+    except Exception as e:            # OSError (truncated file, not HDF5), KeyError ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise WeightsError(f"{path}: not a readable Keras weight file ({type(e).__name__}: "
+                           f"{first})") from None
+    return M.from_native(spec, WEIGHT_NAMES, _native_key, tensors, input_size)
+
+
 def load_native(net, path):
-    net.load_weights(path)
-    return net
+    """``set_weights(net, read_native(path, ...))``: checked in full before the network is touched."""
+    return set_weights(net, read_native(path, net.spec, net.input_size))
