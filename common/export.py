@@ -76,7 +76,7 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
            "TensorFlow SavedModel with an NCHW 'serving_default' signature"),
     Format("tflite", "tensorflow", "file", "model.tflite", "tf.lite.Interpreter",
            "TensorFlow Lite flatbuffer (dynamic batch)"),
-    Format("paddle", "paddle", "folder", "inference", "paddle.inference / paddle.jit.load",
+    Format("paddle", "paddle", "folder", "inference", "paddle.inference",
            "Paddle inference model from paddle.jit.save with an InputSpec (model.json + model.pdiparams)"),
     Format("mxnet", "mxnet", "folder", "symbol", "mx.gluon.SymbolBlock.imports",
            "MXNet HybridBlock.export: model-symbol.json + model-0000.params"),
