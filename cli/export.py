@@ -110,37 +110,39 @@ def load_net(bk, run, ckpt):
 
 
 # --------------------------------------------------------------------------- one artifact
-def prepare_path(out: str, fmt: str):
-    """Make room for an artifact: a file's folder is created; a folder artifact replaces an
-    earlier export only (anything else already there is refused, never deleted)."""
-    layout = X.FORMATS[fmt].layout
-    if layout == "file":
+def check_out(out: str, fmt: str):
+    """Refuse an output path the format cannot take: a folder for a file format, a file for
+    a folder format, or a folder that holds anything but an earlier export."""
+    if X.FORMATS[fmt].layout == "file":
         if os.path.isdir(out):
             raise UserError(f"{out} is a folder; the {fmt} format is one file (give a file name)")
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        return
-    if os.path.isfile(out):
+    elif os.path.isfile(out):
         raise UserError(f"{out} is a file; the {fmt} format is a folder")
-    if os.path.isdir(out) and os.listdir(out):
-        if not os.path.exists(os.path.join(out, X.META_FILE)):
-            raise UserError(f"{out} exists and is not an earlier export (no {X.META_FILE}); give a new "
-                            f"folder name")
-        shutil.rmtree(out)
+    elif os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, X.META_FILE)):
+        raise UserError(f"{out} exists and is not an earlier export (no {X.META_FILE}); give a new "
+                        f"folder name")
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
 
 
 def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=print) -> dict:
     """Write one artifact with backend ``bk``'s exporter; check it against the eager model
     with the serving runtime; the result (path, seconds, max |diff|)."""
-    prepare_path(out, fmt)
+    check_out(out, fmt)
+    if X.FORMATS[fmt].layout == "folder":
+        _remove(out)                                     # an earlier export of it (check_out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     t0 = time.perf_counter()
     try:
         meta = bk.export.export_onnx(net, out, base) if fmt == "onnx" else bk.export.export(net, out, fmt, base)
     except Exception:
         for p in (out, X.meta_path(out)):               # nothing half-written stays behind
-            if os.path.isdir(p):
-                shutil.rmtree(p, ignore_errors=True)
-            elif os.path.exists(p):
-                os.remove(p)
+            _remove(p)
         raise
     res = dict(backend=bk.NAME, format=fmt, path=os.path.abspath(out), seconds=round(time.perf_counter() - t0, 2),
                exporter=meta["exporter"], bytes=_size(out))
@@ -282,6 +284,7 @@ def main(argv=None):
     if owner and args.backend and resolve(args.backend) != owner:
         raise UserError(f"the {fmt} format is {owner}'s; drop --backend {args.backend} (or export ONNX with it)")
     name = owner or (resolve(args.backend) if args.backend else run.get("backend") or resolve(None))
+    check_out(args.out, fmt)                          # before the framework loads
     bk = get_backend(name)
     net = load_net(bk, run, ckpt)
     export_one(bk, net, fmt, args.out, run_meta(run_dir, ckpt, run, state), args.check)

@@ -33,7 +33,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import data as D
+from . import checkpoint, data as D, weights as W
 from .checkpoint import write_json
 
 DIST = "googlenet-four-frameworks"
@@ -339,3 +339,21 @@ def probe_batch(channels: int, size: int, n: int = 4, seed: int = 123) -> np.nda
     images = D.resize(np.stack(out), size).reshape(n, channels, size, size)
     return images.astype(np.float32) / np.float32(255)
 
+
+
+def make_run(run_dir: str, weights, model: dict, dataset: Optional[dict] = None, backend: str = "pytorch",
+             **record) -> str:
+    """A minimal run folder around given weights (``run.json`` + ``checkpoint/`` with
+    ``weights.npz`` and ``state.json``): what ``scripts/export.py`` and
+    ``scripts/predict.py`` read from a training run.  For benchmarks and tests."""
+    model = dict(model)
+    ckpt = os.path.join(run_dir, checkpoint.CHECKPOINT)
+    os.makedirs(ckpt, exist_ok=True)
+    W.save(os.path.join(ckpt, "weights.npz"), weights, backend=backend, spec=model.get("preset"),
+           input_size=model.get("input_size"))
+    write_json(os.path.join(ckpt, checkpoint.STATE), dict(epoch=0))
+    dataset = dict(dataset or dict(name="fashion-mnist", classes=list(D.CLASSES), normalize=False))
+    write_json(os.path.join(run_dir, "run.json"), dict(dict(backend=backend, model=model, dataset=dataset,
+                                                            recipe=dict(resize=model.get("input_size"))),
+                                                       **record))
+    return run_dir
