@@ -12,6 +12,7 @@
   (:func:`onnx_friendly`); the ``paddle`` artifact keeps the network's own layers.
 """
 import contextlib
+import io
 import os
 import tempfile
 
@@ -136,10 +137,11 @@ def _fold_constants(model):
     (ONNX Runtime folds it when it loads it, to the same numbers).  Returns (model, note)."""
     os.environ["POLYGRAPHY_AUTOINSTALL_DEPS"] = "0"
     try:
-        from polygraphy import config
-        config.AUTOINSTALL_DEPS = False
-        from polygraphy.backend.onnx import fold_constants
-        folded = fold_constants(model)
+        with contextlib.redirect_stdout(io.StringIO()):      # polygraphy's progress and colour notices
+            from polygraphy import config
+            config.AUTOINSTALL_DEPS = False
+            from polygraphy.backend.onnx import fold_constants
+            folded = fold_constants(model)
     except Exception as e:                 # ImportError of onnx_graphsurgeon, or a folding failure
         return model, f"not folded ({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})"
     return folded, "folded with polygraphy"
