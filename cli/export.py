@@ -49,6 +49,8 @@ def parser():
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="do not compare each artifact's logits with the eager model's")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per backend with --all")
+    p.epilog = "formats: " + "; ".join(f"{f.name} ({f.backend or 'every backend'}): {f.what}"
+                                       for f in X.FORMATS.values())
     return p
 
 

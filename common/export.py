@@ -87,9 +87,9 @@ SUFFIXES = {".onnx": "onnx", ".pt2": "torch-export", ".pt": "torchscript", ".tor
 
 
 def format_of(name: str) -> Format:
+    """The format called ``name`` (case and ``_``/``-`` ignored); :class:`ExportError` lists the valid ones."""
     key = name.strip().lower().replace("_", "-")
-    key = {"torch.export": "torch-export", "pt2": "torch-export", "saved-model": "savedmodel",
-           "tf": "savedmodel", "jit": "torchscript"}.get(key, key)
+    key = {"torch.export": "torch-export", "pt2": "torch-export", "saved-model": "savedmodel"}.get(key, key)
     if key not in FORMATS:
         raise ExportError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
     return FORMATS[key]
