@@ -12,14 +12,18 @@ import importlib.util
 
 from common.switch import BACKENDS, FRAMEWORK_MODULE, BackendError, canonical, installed, missing_message, resolve
 
-__all__ = ["get_backend", "BACKENDS", "BackendError", "installed", "resolve", "API"]
+__all__ = ["get_backend", "BACKENDS", "BackendError", "installed", "resolve", "API", "EXPORT_API"]
 
 #: The public names every backend module exposes (checked by the tests).
 API = (
     "NAME", "framework_version", "device", "settings", "build", "count_params", "stage_outputs",
     "forward", "features", "layer_table", "init_weights", "get_weights", "set_weights",
     "Trainer", "to_tensor", "to_numpy", "seed", "save_native", "load_native", "read_native", "NATIVE_SUFFIX",
+    "export",
 )
+#: The public names of every backend's ``export`` module (serving formats and ONNX; the
+#: exporters' packages are imported inside its functions only).
+EXPORT_API = ("FORMATS", "ONNX_OPSET", "export", "export_onnx", "predictor")
 
 
 def get_backend(name: str = None):

@@ -20,6 +20,7 @@ from common.bench import CONFIGS
 from common.runtime import framework_env
 from common.switch import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
 
+from . import bench_inference
 from .bench_workers import MARK, OPT_IN, worker_main
 from .errors import ArgumentParser, UserError, guard
 
@@ -54,10 +55,12 @@ def parse_args(argv=None):
                    help="tiny settings for a smoke test: batch 2, 32x32, 1 warm-up, 1 repeat of 1 step")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    bench_inference.add_args(p)
     args = p.parse_args(argv)
     if args.quick:
         args.batch_size, args.input_size, args.repeats, args.steps, args.warmup = 2, 32, 1, 1, 1
         args.pipeline_batches, args.matmul_size = 3, 256
+        bench_inference.quick(args)
     return args
 
 
@@ -181,7 +184,9 @@ def run_benchmark(args):
 @guard
 def main(argv=None):
     args = parse_args(argv)
-    if args.worker:
+    if args.inference:
+        bench_inference.worker(args) if args.worker else bench_inference.run_inference(args)
+    elif args.worker:
         worker_main(args)
     else:
         run_benchmark(args)

@@ -16,6 +16,7 @@ import sys
 
 from common.checkpoint import CheckpointError
 from common.data import DataError
+from common.export import ExportError
 from common.loop import NonFiniteLoss
 from common.spec import SpecError
 from common.switch import BackendError
@@ -28,7 +29,7 @@ class UserError(Exception):
 
 #: errors whose message is enough: no traceback
 USER_ERRORS = (UserError, DataError, WeightsError, SpecError, BackendError, CheckpointError,
-               NonFiniteLoss)
+               NonFiniteLoss, ExportError)
 #: operating-system errors about the user's files and disk
 _FILE_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ENOSPC,
                 errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}

@@ -302,3 +302,61 @@ def _met(v):
     return "—" if v is None else ("met" if v else "MISSED")
 
 
+
+
+# --------------------------------------------------------------------------- inference latency
+def percentile(xs: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``xs``, linear interpolation (NumPy's default)."""
+    return float(np.percentile(np.asarray(xs, np.float64), q))
+
+
+def latency(fn: Callable[[], object], calls: int, warmup: int = 3, clock=time.perf_counter) -> Dict:
+    """Per-call latency of ``fn`` (which must synchronise, e.g. return NumPy): ``warmup``
+    untimed calls, then ``calls`` timed one by one; p50, p99 and mean in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(calls):
+        t0 = clock()
+        fn()
+        runs.append(1000.0 * (clock() - t0))
+    return dict(p50_ms=percentile(runs, 50), p99_ms=percentile(runs, 99), mean_ms=float(np.mean(runs)),
+                calls=calls, runs_ms=runs)
+
+
+def throughput(fn: Callable[[], object], batch_size: int, repeats: int, warmup: int = 1) -> Dict:
+    """Examples/s of ``fn`` on one batch: ``warmup`` untimed calls, then the median of
+    ``repeats`` timed calls."""
+    for _ in range(warmup):
+        fn()
+    runs = time_repeats(fn, 1, repeats, batch_size)
+    return dict(ex_s=median(runs), runs=runs, batch_size=batch_size)
+
+
+def inference_tables(rep) -> str:
+    """The markdown report of ``scripts/bench.py --inference``: per framework, eager and each
+    serving runtime, batch-1 latency and batch-N throughput, and the ratio to eager."""
+    s = rep["settings"]
+    rows = []
+    for name, r in rep["backends"].items():
+        if r.get("status") == "skipped":
+            rows.append([name, f"skipped: {r.get('reason', '')}"] + [""] * 7)
+            continue
+        eager = r.get("runtimes", {}).get("eager", {})
+        for runtime, x in r.get("runtimes", {}).items():
+            if x.get("status") != "ok":
+                rows.append([name, runtime, f"failed: {x.get('error', '')[:80]}"] + [""] * 6)
+                continue
+            rows.append([name, runtime if runtime == "eager" else f"{runtime} ({x.get('loader', '')})",
+                         fmt(x["latency"]["p50_ms"], 2), fmt(x["latency"]["p99_ms"], 2),
+                         fmt(ratio(eager.get("latency", {}).get("p50_ms"), x["latency"]["p50_ms"]), 2, suffix="x"),
+                         fmt(x["throughput"]["ex_s"]),
+                         fmt(ratio(x["throughput"]["ex_s"], eager.get("throughput", {}).get("ex_s")), 2, suffix="x"),
+                         fmt(x.get("load_s"), 1), fmt(x.get("peak_rss_mb"), 0)])
+    head = (f"Batch-1 latency over {s['latency_calls']} calls after {s['warmup']} warm-up; batch "
+            f"{s['batch_size']} throughput, median of {s['repeats']}; {s['input_size']}x{s['input_size']} "
+            f"input; {rep['machine']['cpus']} CPUs ({rep['machine']['cpu']}), load average before "
+            f"{rep['load_before']}, after {rep['load_after']}.")
+    table = markdown_table(["framework", "runtime", "b1 p50 ms", "b1 p99 ms", "p50 speed-up vs eager",
+                            f"b{s['batch_size']} ex/s", "vs eager", "load s", "RSS MiB"], rows, "llrrrrrrr")
+    return head + "\n\n" + table + "\n"

@@ -551,6 +551,18 @@ def _decode(path: str, mode: str, size: int):
     return D.resize(chw[None], size)[0], None
 
 
+def decode_image(path: str, channels: int, size: int) -> np.ndarray:
+    """One picture read exactly as an image folder's pictures are: ``(channels, size, size)``
+    uint8 (Pillow's decode, :func:`pixels`, :func:`common.data.resize`); a picture that
+    cannot be read raises :class:`DataError` saying why."""
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 (grey) or 3 (RGB), not {channels!r}")
+    image, why = _decode(path, "RGB" if channels == 3 else "L", size)
+    if image is None:
+        raise DataError(f"{path}: {why}")
+    return image
+
+
 def _folder_key(listing: dict, size: int, channels: Optional[int]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_FORMAT, size, channels, listing["layout"],

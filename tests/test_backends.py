@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from backends import API
+from backends import API, EXPORT_API
 from common import oracle, spec as S
 from common.spec import Conv, Dense, Inception, MaxPool, GlobalAvgPool, Flatten, Spec, stage
 
@@ -34,6 +34,8 @@ USER_TABLES = [halved, rgb100, tiny]
 def test_public_api_is_identical(bk):
     missing = [n for n in API if not hasattr(bk, n)]
     assert not missing, f"{bk.NAME} lacks {missing}"
+    missing = [n for n in EXPORT_API if not hasattr(bk.export, n)]
+    assert not missing, f"{bk.NAME}.export lacks {missing}"
 
 
 def test_book_net_stages_and_params(bk):
@@ -112,5 +114,8 @@ def test_four_public_apis_are_the_same():
                      "layer_table", "save_native", "load_native", "read_native"):
             assert sig(getattr(m, name)) == sig(getattr(first, name)), (m.NAME, name)
         assert sig(m.Trainer.__init__) == sig(first.Trainer.__init__), m.NAME
+        assert public(m.export) >= set(EXPORT_API), (m.NAME, set(EXPORT_API) - public(m.export))
+        for name in ("export", "export_onnx", "predictor"):
+            assert sig(getattr(m.export, name)) == sig(getattr(first.export, name)), (m.NAME, "export." + name)
         for meth in ("train_step", "eval_step", "save_optimizer", "load_optimizer"):
             assert sig(getattr(m.Trainer, meth)) == sig(getattr(first.Trainer, meth)), (m.NAME, meth)

@@ -1,5 +1,6 @@
 """scripts/bench.py: a smoke run (``--quick``) writes the report with every field; the FLOP
 accounting is the oracle's.  No timing is asserted (the machine may be busy)."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -75,3 +76,39 @@ def test_missing_backend_is_skipped(tmp_path, monkeypatch):
                                                   "none", "--out", str(tmp_path)]))
     assert rep["backends"]["paddle"]["status"] == "skipped"
     assert json.loads((tmp_path / "bench.json").read_text())["backends"]["paddle"]["status"] == "skipped"
+
+
+def test_latency_and_throughput_arithmetic():
+    ticks = iter(range(100))
+    clock = lambda: next(ticks) / 1000.0                   # noqa: E731  (every call takes 1 ms)
+    lat = B.latency(lambda: None, calls=10, warmup=2, clock=clock)
+    assert lat["p50_ms"] == pytest.approx(1.0) and lat["p99_ms"] == pytest.approx(1.0) and lat["calls"] == 10
+    assert B.percentile([1, 2, 3, 4, 100], 50) == 3 and B.percentile(range(101), 99) == pytest.approx(99)
+    thr = B.throughput(lambda: None, batch_size=64, repeats=3)
+    assert thr["ex_s"] > 0 and len(thr["runs"]) == 3
+
+
+def test_inference_quick_run(tmp_path):
+    """scripts/bench.py --inference --quick: eager and every serving runtime of one backend,
+    each in its own process, in the report (MXNet: the quickest to export)."""
+    name = next((b for b in ("mxnet", "pytorch") if importlib.util.find_spec({"mxnet": "mxnet", "pytorch": "torch"}[b])),
+                None)
+    if name is None:
+        pytest.skip("needs mxnet or torch")
+    out = tmp_path / "bench"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench.py"), "--inference", "--quick",
+                        "--backends", name, "--out", str(out)], capture_output=True, text=True, timeout=1800,
+                       cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rep = json.loads((out / "bench-inference.json").read_text())
+    runtimes = rep["backends"][name]["runtimes"]
+    expected = {"eager", *{"mxnet": ("mxnet",), "pytorch": ("torch-export", "torchscript")}[name]}
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
+        expected.add("onnx")
+    assert set(runtimes) == expected, runtimes
+    for r in runtimes.values():
+        assert r["status"] == "ok", r
+        assert r["latency"]["calls"] == 5 and 0 < r["latency"]["p50_ms"] <= r["latency"]["p99_ms"]
+        assert r["throughput"]["batch_size"] == 8 and r["throughput"]["ex_s"] > 0
+    md = (out / "bench-inference.md").read_text()
+    assert md.count(f"| {name} |") == len(expected) and "b1 p50 ms" in md

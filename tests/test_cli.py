@@ -179,6 +179,8 @@ BAD = {
     "compare.py": (["--backends", "pytorch,caffe"], "unknown backend 'caffe'"),
     "bench.py": (["--configs", "book,turbo"], "unknown config 'turbo'"),
     "fidelity.py": (["--backends", "caffe"], "unknown backend 'caffe'"),
+    "export.py": (["/nonexistent/run", "model.onnx"], "does not exist"),
+    "predict.py": (["/nonexistent/run", "shirt.png"], "does not exist"),
 }
 
 

@@ -4,3 +4,4 @@ from .model import (NATIVE_SUFFIX, build, count_params, features, forward, get_w
                     init_weights, layer_table, load_native, read_native, save_native, set_weights,
                     stage_outputs)
 from .training import Trainer
+from . import export  # serving formats and ONNX: export.FORMATS, export.export, export.export_onnx, export.predictor

@@ -1,0 +1,109 @@
+"""PyTorch: the serving formats (``torch.export`` ``.pt2``, TorchScript) and ONNX.
+
+Every artifact is the network in evaluation mode (logits only, no aux outputs), NCHW input
+of the trained size with a dynamic batch, on the CPU; its metadata is written beside it
+(``common.export``) and also packed into the ``.pt2`` / TorchScript archive as
+``googlenet.json`` (``extra_files``).
+
+* ``torch-export``: ``torch.export.export`` with a dynamic batch dimension, saved with
+  ``torch.export.save``; load with ``torch.export.load(path).module()``.
+* ``torchscript``: ``torch.jit.trace`` then ``torch.jit.freeze`` (batch norm folded into
+  the convolutions); load with ``torch.jit.load``.  ``torch.jit.script`` cannot compile
+  the network (its forward walks the Python table, ``common.model.run``); tracing records
+  that walk, which is fixed in evaluation mode.  Both are deprecated in torch 2.13 in
+  favour of ``torch.export``, which is why that format comes first.
+* ONNX: the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``, opset
+  17).  The default dynamo exporter needs ``onnxscript`` >= 0.6, whose ``onnx_ir`` needs
+  ``ml_dtypes`` >= 0.5, which TensorFlow 2.15 refuses (docs/export.md).
+"""
+import copy
+import json
+import warnings
+
+import numpy as np
+import torch
+
+from common import export as X
+
+from .core import NAME, framework_version
+
+FORMATS = ("torch-export", "torchscript")
+ONNX_OPSET = 17
+#: the largest batch the ``.pt2``'s dynamic batch dimension admits
+MAX_BATCH = 4096
+
+
+def _eval_cpu(net):
+    """The network in evaluation mode on the CPU (a copy if it lives on a GPU)."""
+    if any(p.device.type != "cpu" for p in net.parameters()):
+        net = copy.deepcopy(net).cpu()
+    return net.eval()
+
+
+def _example(net, n=2):
+    # batch 2: torch.export specialises a dimension whose example size is 0 or 1
+    return torch.zeros(n, net.spec.in_channels, net.input_size, net.input_size)
+
+
+def _meta(net, path, format, meta, exporter, **facts):
+    return X.artifact_meta(meta or X.net_meta(net.spec, net.input_size), format=format, backend=NAME,
+                           path=path, framework_version=framework_version(), exporter=exporter, **facts)
+
+
+def export(net, path, format=None, meta=None):
+    """Write the network's serving artifact ``format`` (one of :data:`FORMATS`; default the
+    first) at ``path``, and its metadata beside it (:func:`common.export.base_meta`'s
+    ``meta`` completed with the format's facts).  Returns the metadata."""
+    format = format or FORMATS[0]
+    if format not in FORMATS:
+        raise X.ExportError(f"the {NAME} backend writes {', '.join(FORMATS)} and ONNX, not {format!r}")
+    net = _eval_cpu(net)
+    x = _example(net)
+    if format == "torch-export":
+        meta = _meta(net, path, format, meta, f"torch.export.export (torch {torch.__version__})",
+                     max_batch=MAX_BATCH)
+        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+        with torch.no_grad():
+            program = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, path, extra_files={X.META_FILE: json.dumps(meta)})
+    else:
+        meta = _meta(net, path, format, meta, f"torch.jit.trace + torch.jit.freeze (torch {torch.__version__})")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")                  # trace's deprecation notice
+            module = torch.jit.freeze(torch.jit.trace(net, x))
+        module.save(path, _extra_files={X.META_FILE: json.dumps(meta)})
+    return X.write_meta(path, meta)
+
+
+def export_onnx(net, path, meta=None):
+    """Write the network as ONNX with PyTorch's own exporter (the TorchScript-based one,
+    opset :data:`ONNX_OPSET`), in the project's I/O contract (:func:`common.export.tidy_onnx`),
+    and its metadata beside it.  Returns the metadata."""
+    onnx = X.require("onnx", "ONNX export")
+    net = _eval_cpu(net)
+    meta = _meta(net, path, "onnx", meta, f"torch.onnx.export, TorchScript-based (dynamo=False), "
+                                          f"opset {ONNX_OPSET} (torch {torch.__version__})")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")                      # the exporter's deprecation notice
+        torch.onnx.export(net, (_example(net),), path, dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=[X.INPUT], output_names=[X.OUTPUT],
+                          dynamic_axes={X.INPUT: {0: X.BATCH}, X.OUTPUT: {0: X.BATCH}})
+    return X.save_onnx(onnx.load(path), path, net.spec.num_classes, meta)
+
+
+def predictor(path, format):
+    """A function NCHW float32 batch -> logits (NumPy) that runs an exported artifact with
+    PyTorch's runtime alone (``torch.export.load`` / ``torch.jit.load``), not this project's
+    model code."""
+    if format == "torch-export":
+        module = torch.export.load(path).module()
+    elif format == "torchscript":
+        module = torch.jit.load(path, map_location="cpu")
+    else:
+        raise X.ExportError(f"the {NAME} runtime does not run {format!r} artifacts")
+
+    def run(batch):
+        with torch.no_grad():
+            return module(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).numpy()
+    return run
+

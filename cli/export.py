@@ -1,0 +1,293 @@
+"""``scripts/export.py``: a trained model in each framework's serving format and in ONNX.
+
+The run's framework-neutral weights load into the backend whose exporter writes the
+artifact (any run, any target); every artifact is the network in evaluation mode (logits
+only), NCHW input of the trained size with a dynamic batch, with its metadata (classes,
+normalisation, model, source run) beside it.  ``--all OUTDIR`` writes every serving format
+and one ONNX file per backend, each backend in its own process (frameworks never share
+one), then runs the four ONNX files in ONNX Runtime side by side.  Formats, files and
+workarounds: docs/export.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from common import checkpoint, data as D, export as X, weights as W
+from common.switch import BACKENDS, FRAMEWORK_MODULE, is_installed, resolve
+
+from .errors import UserError, guard
+from .options import ArgumentParser, build_from_options, get_backend
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "export.py")
+MARK = "EXPORT-RESULT "
+#: an artifact whose logits differ from the eager model's by more than this (relative to
+#: max(1, max |logit|)) is reported as broken; float32 reordering stays near 1e-6
+CHECK_TOLERANCE = 1e-4
+
+
+def parser():
+    p = ArgumentParser(description="Export a trained model to a framework's serving format or to ONNX "
+                                   "(formats: " + ", ".join(X.FORMATS) + "; docs/export.md).")
+    p.add_argument("source", help="a run folder (its newest checkpoint) or one of its checkpoint folders")
+    p.add_argument("out", nargs="?", help="the artifact to write: a file (.onnx, .pt2, .pt, .tflite) or, "
+                                          "for savedmodel, paddle and mxnet, a folder")
+    p.add_argument("--format", help="one of " + ", ".join(X.FORMATS) + " (default: from OUT's suffix)")
+    p.add_argument("--backend", help="whose exporter writes the ONNX file (default: the run's backend); "
+                                     "a serving format implies its framework")
+    p.add_argument("--all", metavar="OUTDIR",
+                   help="write every serving format and the four ONNX files (one per backend's exporter) "
+                        "into OUTDIR/<backend>/, each backend in its own process; with --backend, only "
+                        "that backend's")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="do not compare each artifact's logits with the eager model's")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per backend with --all")
+    p.epilog = "formats: " + "; ".join(f"{f.name} ({f.backend or 'every backend'}): {f.what}"
+                                       for f in X.FORMATS.values())
+    return p
+
+
+# --------------------------------------------------------------------------- the source
+def locate_run(source: str):
+    """(run folder, checkpoint folder, run record, checkpoint state) of a run folder or one
+    of its checkpoint folders; UserError for anything else."""
+    src = os.path.normpath(source)
+    if not os.path.exists(src):
+        raise UserError(f"{source} does not exist")
+    if os.path.isdir(src) and os.path.exists(os.path.join(src, "weights.npz")):
+        run_dir, ckpt = os.path.dirname(os.path.abspath(src)), src
+    elif os.path.isdir(src):
+        run_dir, ckpt = src, checkpoint.find(src)
+    else:
+        run_dir, ckpt = None, None
+    if run_dir is None or not os.path.exists(os.path.join(run_dir, "run.json")):
+        raise UserError(f"{source} is not a run folder or a run's checkpoint folder (it needs the run's "
+                        f"run.json, for the model, the class names and the normalisation)")
+    if ckpt is None:
+        raise UserError(f"{source} has no complete checkpoint yet (no checkpoint/ with a state.json)")
+    try:
+        with open(os.path.join(run_dir, "run.json")) as f:
+            run = json.load(f)
+        model = dict(run["model"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{os.path.join(run_dir, 'run.json')} is not a readable run record ({e})") from None
+    state = {}
+    try:
+        with open(os.path.join(ckpt, checkpoint.STATE)) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        pass
+    model.setdefault("input_size", run.get("recipe", {}).get("resize", 96))
+    run["model"] = model
+    return run_dir, ckpt, run, state
+
+
+def run_meta(run_dir, ckpt, run, state) -> dict:
+    """The metadata every artifact of this run's checkpoint shares (:func:`common.export.base_meta`)."""
+    dataset = run.get("dataset") or {"name": "fashion-mnist", "classes": list(D.CLASSES), "normalize": False}
+    classes = dataset.get("classes") or (list(D.CLASSES) if dataset.get("name", "fashion-mnist") == "fashion-mnist"
+                                         else None)
+    try:
+        return X.base_meta(run["model"], classes, dataset, X.source_of(run_dir, ckpt, run, state))
+    except X.ExportError as e:
+        raise UserError(f"{run_dir}: {e}") from None
+
+
+def load_net(bk, run, ckpt):
+    """The run's network on backend ``bk`` with the checkpoint's weights, evaluation mode."""
+    net = build_from_options(bk, run["model"], seed=None)
+    path = os.path.join(ckpt, "weights.npz")
+    try:
+        bk.set_weights(net, W.load(path))
+    except W.WeightsError as e:
+        raise UserError(f"{path} does not fit the run's {run['model'].get('preset')} network: {e}") from None
+    return net
+
+
+# --------------------------------------------------------------------------- one artifact
+def check_out(out: str, fmt: str):
+    """Refuse an output path the format cannot take: a folder for a file format, a file for
+    a folder format, or a folder that holds anything but an earlier export."""
+    if X.FORMATS[fmt].layout == "file":
+        if os.path.isdir(out):
+            raise UserError(f"{out} is a folder; the {fmt} format is one file (give a file name)")
+    elif os.path.isfile(out):
+        raise UserError(f"{out} is a file; the {fmt} format is a folder")
+    elif os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, X.META_FILE)):
+        raise UserError(f"{out} exists and is not an earlier export (no {X.META_FILE}); give a new "
+                        f"folder name")
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=print) -> dict:
+    """Write one artifact with backend ``bk``'s exporter; check it against the eager model
+    with the serving runtime; the result (path, seconds, max |diff|)."""
+    check_out(out, fmt)
+    if X.FORMATS[fmt].layout == "folder":
+        _remove(out)                                     # an earlier export of it (check_out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        meta = bk.export.export_onnx(net, out, base) if fmt == "onnx" else bk.export.export(net, out, fmt, base)
+    except Exception:
+        for p in (out, X.meta_path(out)):               # nothing half-written stays behind
+            _remove(p)
+        raise
+    res = dict(backend=bk.NAME, format=fmt, path=os.path.abspath(out), seconds=round(time.perf_counter() - t0, 2),
+               exporter=meta["exporter"], bytes=_size(out))
+    line = f"wrote {out} ({fmt}, {meta['exporter']}) in {res['seconds']:.1f} s"
+    if check:
+        res.update(check_artifact(bk, net, out, meta))
+        line += f"; logits vs eager {bk.NAME}: max |diff| {res['max_diff']:.1e} (max |logit| {res['max_logit']:.1f})"
+    log(line, flush=True)
+    if check and not res["ok"]:
+        raise UserError(f"{out}: its logits differ from the eager model's by {res['max_diff']:.2e}, more than "
+                        f"{CHECK_TOLERANCE:g} x max(1, max |logit|): the exporter got the network wrong")
+    return res
+
+
+def check_artifact(bk, net, path, meta) -> dict:
+    """Run the artifact with its serving runtime on a probe batch (and batch 1): max |diff|
+    against the eager model."""
+    c, s = meta["input"]["shape"][1], meta["input"]["shape"][2]
+    batch = X.probe_batch(c, s)
+    ref = bk.forward(net, batch)
+    run = X.onnx_predictor(path) if meta["format"] == "onnx" else bk.export.predictor(path, meta["format"])
+    diff = max(float(np.abs(run(batch) - ref).max()), float(np.abs(run(batch[:1]) - ref[:1]).max()))
+    scale = float(np.abs(ref).max())
+    return dict(max_diff=diff, max_logit=scale, ok=bool(diff <= CHECK_TOLERANCE * max(1.0, scale)))
+
+
+def _size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return os.path.getsize(path)
+
+
+# --------------------------------------------------------------------------- --all
+def export_backend(args, name, run_dir, ckpt, run, state):
+    """Every format of one backend (its serving formats, then ONNX) into OUTDIR/<backend>/."""
+    bk = get_backend(name)
+    base = run_meta(run_dir, ckpt, run, state)
+    net = load_net(bk, run, ckpt)
+    folder = os.path.join(args.all, name)
+    os.makedirs(folder, exist_ok=True)
+    results, failed = [], []
+    for fmt in bk.export.FORMATS + ("onnx",):
+        out = os.path.join(folder, X.FORMATS[fmt].default_name)
+        try:
+            results.append(export_one(bk, net, fmt, out, base, args.check))
+        except Exception as e:                           # the other formats still get written
+            msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            print(f"FAILED {out} ({fmt}): {msg}", flush=True)
+            results.append(dict(backend=name, format=fmt, path=os.path.abspath(out), error=msg))
+            failed.append(fmt)
+    print(MARK + json.dumps(dict(backend=name, framework_version=bk.framework_version(), results=results)),
+          flush=True)
+    if failed:
+        raise UserError(f"{name}: {', '.join(failed)} could not be exported (see above)")
+
+
+def export_all(args, run_dir, ckpt, run, state):
+    """Each backend's exporter in its own process, then the ONNX files side by side."""
+    os.makedirs(args.all, exist_ok=True)
+    summary = dict(source=os.path.abspath(args.source), checkpoint=os.path.abspath(ckpt), backends={})
+    for name in BACKENDS:
+        if not is_installed(name):
+            summary["backends"][name] = dict(status="skipped", reason=f"{FRAMEWORK_MODULE[name]} is not installed")
+            print(f"{name}: skipped ({FRAMEWORK_MODULE[name]} is not installed)", flush=True)
+            continue
+        print(f"{name}: exporting in its own process ...", flush=True)
+        cmd = [sys.executable, SCRIPT, args.source, "--all", args.all, "--backend", name]
+        cmd += [] if args.check else ["--no-check"]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            summary["backends"][name] = dict(status="failed", error=f"timed out after {args.timeout:.0f} s")
+            print(f"  FAILED: timed out after {args.timeout:.0f} s", flush=True)
+            continue
+        result = None
+        for line in p.stdout.splitlines():
+            if line.startswith(MARK):
+                result = json.loads(line[len(MARK):])
+            elif line.startswith(("wrote ", "FAILED ")):
+                print("  " + line, flush=True)
+        if result is None:
+            err = [l for l in p.stderr.strip().splitlines() if l.strip()]
+            summary["backends"][name] = dict(status="failed", error=err[-1] if err else f"exit code {p.returncode}")
+            print(f"  FAILED: {summary['backends'][name]['error']}", flush=True)
+            continue
+        result["status"] = "ok" if p.returncode == 0 else "failed"
+        summary["backends"][name] = result
+    onnx_files = {name: r["path"] for name, b in summary["backends"].items() for r in b.get("results", [])
+                  if r.get("format") == "onnx" and "error" not in r}
+    if len(onnx_files) > 1:
+        summary["onnx_agreement"] = compare_onnx(onnx_files, run["model"])
+    with open(os.path.join(args.all, "export.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"summary: {os.path.join(args.all, 'export.json')}")
+    bad = [n for n, b in summary["backends"].items() if b["status"] == "failed"]
+    if bad:
+        raise UserError(f"the export failed for {', '.join(bad)} (see above; the other artifacts are written)")
+
+
+def compare_onnx(files: dict, model: dict) -> dict:
+    """The ONNX files (backend -> path) in ONNX Runtime on one probe batch: the largest
+    pairwise max |diff| of their logits."""
+    c, s = int(model.get("in_channels") or 1), int(model["input_size"])
+    batch = X.probe_batch(c, s)
+    logits = {name: X.onnx_predictor(path)(batch) for name, path in files.items()}
+    names = sorted(logits)
+    pairs = {f"{a} vs {b}": float(np.abs(logits[a] - logits[b]).max())
+             for i, a in enumerate(names) for b in names[i + 1:]}
+    worst, scale = max(pairs.values()), max(float(np.abs(v).max()) for v in logits.values())
+    print(f"the {len(names)} ONNX files in ONNX Runtime ({', '.join(names)}): largest pairwise max |diff| "
+          f"of the logits {worst:.1e} (max |logit| {scale:.1f})")
+    return dict(pairs=pairs, max_diff=worst, max_logit=scale)
+
+
+# --------------------------------------------------------------------------- main
+@guard
+def main(argv=None):
+    args = parser().parse_intermixed_args(argv)      # OUT may follow --format
+    run_dir, ckpt, run, state = locate_run(args.source)
+    if args.all:
+        if args.out or args.format:
+            raise UserError("--all writes every format into OUTDIR: give no OUT and no --format with it")
+        if args.backend:
+            return export_backend(args, resolve(args.backend), run_dir, ckpt, run, state) or 0
+        return export_all(args, run_dir, ckpt, run, state) or 0
+    if not args.out:
+        raise UserError("give the artifact to write (OUT), or --all OUTDIR")
+    if args.format:
+        try:
+            fmt = X.format_of(args.format).name
+        except X.ExportError as e:
+            raise UserError(str(e)) from None
+    else:
+        fmt = X.format_from_path(args.out)
+        if fmt is None:
+            raise UserError(f"cannot tell the format from {args.out!r}; name it .onnx, .pt2, .pt or .tflite, "
+                            f"or pass --format ({', '.join(X.FORMATS)})")
+    owner = X.FORMATS[fmt].backend
+    if owner and args.backend and resolve(args.backend) != owner:
+        raise UserError(f"the {fmt} format is {owner}'s; drop --backend {args.backend} (or export ONNX with it)")
+    name = owner or (resolve(args.backend) if args.backend else run.get("backend") or resolve(None))
+    check_out(args.out, fmt)                          # before the framework loads
+    bk = get_backend(name)
+    net = load_net(bk, run, ckpt)
+    export_one(bk, net, fmt, args.out, run_meta(run_dir, ckpt, run, state), args.check)
+    return 0

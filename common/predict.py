@@ -1,0 +1,77 @@
+"""Predicting on pictures, framework-free: a picture file to the network's input batch,
+logits to class names and probabilities.
+
+A picture goes through exactly the steps the training data went through
+(``docs/datasets.md``): Pillow decodes it, :func:`common.datasets.pixels` converts it to
+the model's channels (grey by ITU-R 601-2 luma, or RGB), :func:`common.data.resize`
+resizes it to the trained size and :class:`common.data.Loader` makes the float32 batch
+(``x / 255``, then ``(x - mean) / std`` when the run normalised its data).  A
+Fashion-MNIST picture (28x28 grey) is therefore read into the very bytes the IDX file
+gives.  Fashion-MNIST shows light clothes on a black background: a photo of a dark shirt
+on white paper looks nothing like it.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import datasets as DS
+from .data import DataError, Loader, Split
+
+
+def read_picture(path: str, channels: int, size: int) -> np.ndarray:
+    """One picture file as ``(channels, size, size)`` uint8, prepared like the training data;
+    :class:`~common.data.DataError` for a missing path, a folder, an empty file or a file
+    that is not a picture Pillow reads."""
+    if not os.path.exists(path):
+        raise DataError(f"{path} does not exist")
+    if os.path.isdir(path):
+        raise DataError(f"{path} is a folder, not a picture (give picture files: PNG, JPEG, ...)")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path} is empty (0 bytes), not a picture")
+    return DS.decode_image(path, channels, size)
+
+
+def batch(images: np.ndarray, mean: Optional[Sequence[float]] = None,
+          std: Optional[Sequence[float]] = None) -> np.ndarray:
+    """uint8 ``(N, C, H, W)`` pictures as the float32 batch the network was trained on:
+    :class:`common.data.Loader`'s own arithmetic (``x / 255``, then ``(x - mean) / std``
+    with a normalisation)."""
+    images = np.asarray(images, np.uint8)
+    norm = {} if mean is None else dict(mean=mean, std=std)
+    loader = Loader(Split(images, np.zeros(len(images), np.int64)), max(len(images), 1), prefetch=0, **norm)
+    return next(loader.epoch(0))[0]
+
+
+def prepare(paths: Sequence[str], preprocessing: dict) -> np.ndarray:
+    """Picture files as one input batch, following an artifact's ``preprocessing``
+    metadata (``channels``, ``size``, ``normalize``, ``mean``, ``std``; see
+    :func:`common.export.base_meta`).  Every file is read before any is predicted, so a bad
+    one stops the command with its name."""
+    p = preprocessing
+    images = np.stack([read_picture(path, int(p["channels"]), int(p["size"])) for path in paths])
+    if p.get("normalize"):
+        return batch(images, p["mean"], p["std"])
+    return batch(images)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable: the row maximum is subtracted first)."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int = 3) -> List[Tuple[str, float]]:
+    """The ``k`` most probable classes of one row, most probable first (ties: lower index)."""
+    p = np.asarray(probabilities, np.float64)
+    order = np.argsort(-p, kind="stable")[:max(1, min(int(k), len(p)))]
+    return [(str(classes[i]), float(p[i])) for i in order]
+
+
+def format_line(path: str, top: Sequence[Tuple[str, float]]) -> str:
+    """``shirt.png: shirt 0.912, t-shirt 0.051, pullover 0.020``"""
+    return f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top)
