@@ -24,6 +24,7 @@ import tempfile
 import time
 from typing import Callable, Iterable, Optional
 
+from common.d2l_compat import plotting_problem
 from common.switch import ENV_VAR, canonical, resolve
 
 from .errors import UserError, guard
@@ -113,6 +114,8 @@ def main(argv=None):
     backend = canonical(args.backend) if args.backend else resolve()
     if not os.path.exists(args.notebook):
         raise UserError(f"{args.notebook} does not exist")
+    if plotting_problem():
+        raise UserError(plotting_problem())
     from nbclient.exceptions import CellExecutionError
     try:
         nb, seconds, _ = execute(backend, args.notebook, smoke=args.smoke, timeout=args.timeout)

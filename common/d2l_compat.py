@@ -174,6 +174,32 @@ def why_not(backend: Optional[str] = None) -> Optional[str]:
     return None
 
 
+def _version(text: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in text.split("+")[0].split(".")[:2])
+
+
+def plotting_problem() -> Optional[str]:
+    """Why pyplot cannot plot in a Jupyter kernel here (None when it can).
+
+    matplotlib before 3.9 (d2l 1.0.3 pins 3.7.2) imports ``backend2gui`` from
+    ``IPython.core.pylabtools`` whenever pyplot picks its backend inside IPython, and IPython
+    9.16 removed it: the first plot of a kernel (the book's ``Animator``, the project's
+    curves) fails with ``ImportError: cannot import name 'backend2gui'``.  Read from the
+    installed packages' metadata, without importing them.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        mpl, ipython = version("matplotlib"), version("ipython")
+    except PackageNotFoundError:
+        return None
+    if _version(mpl) < (3, 9) and _version(ipython) >= (9, 16):
+        return (f"matplotlib {mpl} (the version d2l 1.0.3 pins) cannot plot in a Jupyter kernel with "
+                f"IPython {ipython}: it imports IPython.core.pylabtools.backend2gui, which IPython 9.16 "
+                f"removed. Install an older IPython, pip install 'ipython<9.16' (the project's dev extra "
+                f"pins it), and restart the kernel.")
+    return None
+
+
 def import_d2l(backend: Optional[str] = None):
     """``from d2l import <framework> as d2l`` for a backend (default: ``$GOOGLENET_BACKEND``).
 

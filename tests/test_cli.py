@@ -179,6 +179,7 @@ BAD = {
     "compare.py": (["--backends", "pytorch,caffe"], "unknown backend 'caffe'"),
     "bench.py": (["--configs", "book,turbo"], "unknown config 'turbo'"),
     "fidelity.py": (["--backends", "caffe"], "unknown backend 'caffe'"),
+    "run_notebook.py": (["--backend", "caffe"], "unknown backend 'caffe'"),
 }
 
 
