@@ -145,3 +145,13 @@ def test_notebook_runs_top_to_bottom(name):
     _same[name] = same
     for other, theirs in _same.items():
         assert theirs == same, f"the {SAME} cells print differently on {name} and {other}"
+
+
+def test_the_committed_comparison_is_the_one_in_results_md():
+    """docs/data/compare-d2l.json (what the notebook shows) renders the table of docs/results.md."""
+    from common import report
+    with open(os.path.join(ROOT, "docs", "data", "compare-d2l.json")) as f:
+        combined = json.load(f)
+    results = open(os.path.join(ROOT, "docs", "results.md")).read()
+    for line in report.table(combined) + [report.gap_line(combined)]:
+        assert line in results, line
