@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test summary bench compare clean-venv
+.PHONY: train test summary bench compare notebook clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ compare: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py $(ARGS)
+
+# notebooks/googlenet.ipynb executed headless on $(GOOGLENET_BACKEND); e.g. ARGS="--smoke --out runs/nb.ipynb"
+notebook: $(STAMP)
+	$(PY) scripts/run_notebook.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

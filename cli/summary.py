@@ -25,11 +25,12 @@ def table(rows, title):
     return lines
 
 
-def summary(bk, net, preset) -> str:
-    """The whole printout for a built network."""
+def summary(bk, net, preset, title=None) -> str:
+    """The whole printout for a built network (``title``: the first line instead of one naming
+    the backend, e.g. for a printout that is the same on every backend)."""
     rows = bk.layer_table(net)
-    title = (f"GoogLeNet '{preset}' on {bk.NAME} {bk.framework_version()} ({bk.device()}), input "
-             f"{net.spec.in_channels} x {net.input_size} x {net.input_size}")
+    title = title or (f"GoogLeNet '{preset}' on {bk.NAME} {bk.framework_version()} ({bk.device()}), input "
+                      f"{net.spec.in_channels} x {net.input_size} x {net.input_size}")
     lines = table(rows, title)
     main_params = sum(r["params"] for r in rows if r["kind"] == "stage")
     aux_params = sum(r["params"] for r in rows if r["kind"] == "aux")

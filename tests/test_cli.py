@@ -181,6 +181,7 @@ BAD = {
     "fidelity.py": (["--backends", "caffe"], "unknown backend 'caffe'"),
     "export.py": (["/nonexistent/run", "model.onnx"], "does not exist"),
     "predict.py": (["/nonexistent/run", "shirt.png"], "does not exist"),
+    "run_notebook.py": (["--backend", "caffe"], "unknown backend 'caffe'"),
 }
 
 

@@ -1,5 +1,6 @@
 """PaddlePaddle: the framework calls of the training step (the rest is common.trainer)."""
 import os
+import warnings
 
 import paddle
 from paddle import nn
@@ -76,7 +77,9 @@ class Trainer(TrainerBase):
         names = self._names()
         state = {f"{names[p]}|{acc}": var.numpy() for acc, per in self.opt._accumulators.items()
                  for p, var in per.items()}
-        paddle.save(state, os.path.join(directory, "optimizer.pdopt"))
+        with warnings.catch_warnings():      # plain SGD has no state: Paddle warns, and still saves
+            warnings.filterwarnings("ignore", message="The input state dict is empty")
+            paddle.save(state, os.path.join(directory, "optimizer.pdopt"))
 
     def load_optimizer(self, directory):
         """Read ``optimizer.pdopt`` with the restricted unpickler (:func:`.model.read_pickle`),
