@@ -139,7 +139,7 @@ class Trainer(TrainerBase):
     def _correct(logits, y):
         return int((logits.argmax(axis=1).astype(y.dtype) == y).sum())
 
-    def train_step(self, X, y):
+    def train_step(self, X, y, global_batch=None):
         """One optimiser step; returns (summed loss over the batch, correct predictions).
 
         As in the book, the per-example losses are summed by ``backward`` and

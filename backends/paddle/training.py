@@ -49,7 +49,7 @@ class Trainer(TrainerBase):
                 for g in grads:
                     g.scale_(coef)
 
-    def train_step(self, X, y):
+    def train_step(self, X, y, global_batch=None):
         self.net.train()
         out = self.net(X)
         logits, l = step_loss(out, lambda z: self.train_loss(z, y), self.aux_weight)

@@ -118,7 +118,7 @@ class Trainer(TrainerBase):
         logits = self.net(X, training=False)
         return self._nan_unless_finite(self.loss(y, logits), [X]), self._correct(logits, y)
 
-    def train_step(self, X, y):
+    def train_step(self, X, y, global_batch=None):
         l, correct = self._train(X, y)
         return float(l) * int(y.shape[0]), int(correct)
 
