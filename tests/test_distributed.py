@@ -79,9 +79,12 @@ def test_the_check_would_see_summed_gradients(tmp_path_factory):
     ref = single("pytorch", str(tmp_path_factory.getbasetemp()))
     first = [k for k in ref if k.startswith("0/") and k.endswith(".weight")]
     init = _initial("pytorch")
+    far = []
     for k in first:
         summed = init[k[2:]] + 2 * (ref[k] - init[k[2:]])          # momentum's first step is plain SGD
-        assert rel(summed, ref[k]) > 1e-3, k
+        assert rel(summed, ref[k]) > 10 * 1e-5, k                   # every tensor would fail the check
+        far.append(rel(summed, ref[k]))
+    assert np.median(far) > 1e-3
 
 
 def _initial(name):
