@@ -187,3 +187,37 @@ def _cmdline(pid):
             return f.read().replace("\0", " ")
     except OSError:
         return ""
+
+
+def isolated():
+    """A command prefix that runs in a network namespace of its own with only loopback up
+    (nothing can leave the machine, whatever a launcher resolves), or None where the
+    machine does not allow it."""
+    import shutil
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return None
+    probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, timeout=30)
+    return ["unshare", "-n", "sh", "-c"] if probe.returncode == 0 else None
+
+
+def test_torchrun_as_documented(data, tmp_path):
+    """``torchrun`` (PyTorch's own launcher) starts scripts/train.py's workers, pinned to
+    127.0.0.1 as docs/distributed.md says.  Run in a network namespace with only loopback:
+    c10d's TCP store looks up its peer's name (a DNS query where no local name answers),
+    which must not leave this machine."""
+    needs("pytorch")
+    prefix = isolated()
+    if prefix is None:
+        pytest.skip("needs `unshare -n` (a network namespace) to run torchrun strictly on loopback")
+    folder, cache = data
+    run = str(tmp_path / "run")
+    port = launch.free_ports(1)[0]
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = (f"ip link set lo up && GOOGLENET_CACHE={cache} {torchrun} --nnodes 1 --nproc-per-node 2 "
+           f"--rdzv-backend c10d --rdzv-endpoint 127.0.0.1:{port} --local-addr 127.0.0.1 --max-restarts 0 "
+           f"scripts/train.py --no-progress --backend pytorch --data-dir {folder} {' '.join(COMMON)} "
+           f"--epochs 1 --run-dir {run}")
+    out = subprocess.run(prefix + [cmd], cwd=ROOT, capture_output=True, text=True, timeout=LIMIT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rec = json.load(open(os.path.join(run, "run.json")))
+    assert rec["world_size"] == 2 and rec["engine"] == "torch.distributed/gloo" and rec["test_acc"] is not None
