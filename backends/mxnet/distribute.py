@@ -86,17 +86,27 @@ class _Engine:
         atexit.register(self.at_exit)            # after MXNet's own handler, so it runs before it
 
     def all_sum(self, values):
-        """``values`` summed over the workers: a push of the same int key from every worker is
-        summed by the server (no updater there), and every worker pulls the sum.  float64."""
+        """``values`` summed over the workers, in float64.  The server sums the pushes of one key
+        from every worker (it has no updater) and every worker pulls the sum; but the dist
+        kvstore carries float32 (a float64 push comes back rounded, measured), so each worker
+        sends its numbers exactly, as three float32 parts, in its own slots (zeros elsewhere:
+        adding zeros is exact), and every worker adds the workers' numbers in rank order."""
         values = np.asarray(values, dtype=np.float64)
-        key = SUM_KEY + values.size
+        n, size = values.size, self.world.size
+        key = SUM_KEY + n
+        slots = np.zeros((size, 3, n), np.float32)
+        slots[self.world.rank] = _parts(values.ravel())
         with self.dog.waiting("a sum over the workers"):
             if key not in self.keys:             # collective: rank 0 initialises, then a barrier
-                self.kv.init(key, mx.nd.zeros(values.size, dtype="float64"))
+                self.kv.init(key, mx.nd.zeros(slots.size))
                 self.keys.add(key)
-            buf = mx.nd.array(values.ravel(), dtype="float64")
+            buf = mx.nd.array(slots.ravel())
             self.kv.pushpull(key, buf, out=buf)
-            return buf.asnumpy().reshape(values.shape)
+            got = buf.asnumpy().reshape(slots.shape).astype(np.float64)
+        total = np.zeros(n)
+        for parts in got:
+            total += parts[0] + parts[1] + parts[2]
+        return total.reshape(values.shape)
 
     def barrier(self):
         """Every worker waits for the others: a sum of nothing (``kv._barrier`` is private)."""
@@ -128,6 +138,16 @@ class _Engine:
             sys.stderr.flush()
             os._exit(1)
         self.shutdown()
+
+
+def _parts(x):
+    """float64 ``x`` as three float32 arrays whose float64 sum is ``x`` (NaN and infinities in
+    the first)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        hi = x.astype(np.float32)
+        rest = np.where(np.isfinite(x) & np.isfinite(hi), x - hi, 0.0)
+        mid = rest.astype(np.float32)
+        return np.stack([hi, mid, (rest - mid).astype(np.float32)])
 
 
 def init(timeout: float = 600.0) -> World:
