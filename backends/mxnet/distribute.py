@@ -10,11 +10,14 @@ off: no optimiser is pickled to the server, and its state stays on the workers).
 are the scheduler's (``kv.rank``), not the start order.
 
 ps-lite never turns a lost peer into an error: the others wait for it forever.  So each
-worker runs a watchdog that ends it (``os._exit(1)``, with an ``error:`` line) when one wait
-on the engine (joining, a training step, a sum, the barrier at exit) lasts longer than
-``timeout`` seconds; evaluating and checkpointing are not waits and are never cut short.  A
-worker that fails leaves at once instead of waiting at the kvstore's exit barrier for
-workers that will not come.
+worker runs a watchdog that ends it (``os._exit(1)``, with an ``error:`` line) when one call
+on the engine (joining, the Trainer's broadcast, a training step, a sum, the end of the run)
+lasts longer than ``timeout`` seconds (``--dist-timeout``, 600).  Only those calls count: a
+worker's own evaluation and checkpointing are never cut short, though a worker waiting for
+another's (the others wait in the next step while rank 0 writes the checkpoint) counts that
+wait.  A worker that fails leaves at once instead of waiting at the kvstore's exit barrier
+for workers that will not come; our launcher then stops the others.  Started by hand, the
+scheduler and the server of a failed run do not end by themselves.
 """
 import atexit
 import contextlib
@@ -83,7 +86,7 @@ class _Engine:
         self.keys, self.trainers, self.closed, self.failed = set(), 0, False, False
         self.world = World(rank=self.kv.rank, size=self.kv.num_workers, engine=f"kvstore {self.kv.type}",
                            all_sum=self.all_sum, barrier=self.barrier, shutdown=self.shutdown)
-        atexit.register(self.at_exit)            # after MXNet's own handler, so it runs before it
+        atexit.register(self.at_exit)            # after MXNet's MXNotifyShutdown: runs before it
 
     def all_sum(self, values):
         """``values`` summed over the workers, in float64.  The server sums the pushes of one key
