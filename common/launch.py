@@ -165,10 +165,15 @@ def run(procs: List[Process], *, timeout: Optional[float] = None, grace: float =
                                        start_new_session=True)
         start = time.monotonic()
         workers = [p for p in procs if p.index is not None]
+        ended = {}                     # helper roles that exited with 0 while workers ran: when
         while True:
             for p in procs:
                 rc = p.popen.poll()
-                if rc is not None and (rc != 0 or p.index is None and any(w.popen.poll() is None for w in workers)):
+                early = rc == 0 and p.index is None and any(w.popen.poll() is None for w in workers)
+                if early:   # MXNet's scheduler and server end as the workers free their kvstore,
+                    # while those processes are still exiting: a failure only if they do not follow
+                    early = time.monotonic() - ended.setdefault(p.name, time.monotonic()) > grace
+                if rc is not None and (rc != 0 or early):
                     _stop(procs, grace)
                     where = f"; its output: {p.log}" if p.log else ""
                     raise LaunchError(f"{p.name} (pid {p.popen.pid}) {_describe(rc)}; the other processes "
