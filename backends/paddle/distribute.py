@@ -10,9 +10,8 @@ Faults: Paddle's gloo has no timeout setting.  A lost worker makes the others ab
 gloo's fixed 30 s, and so does a worker that waits more than 30 s for the others in any
 collective; the launcher then stops the run and the last checkpoint stays.
 """
+import faulthandler
 import os
-import sys
-import threading
 
 import numpy as np
 import paddle
@@ -33,8 +32,8 @@ def _gpu() -> bool:
 def init(timeout: float = 600.0) -> World:
     """Join the workers (``paddle.distributed.init_parallel_env``); a single process when not
     launched as a worker.  ``timeout`` bounds the rendezvous (Paddle's own waits 900 s for a
-    missing worker): past it this worker exits with an error.  The collectives themselves
-    are bounded by gloo's fixed 30 s, which no setting changes."""
+    missing worker): past it this worker prints where it waited and exits with code 1.  The
+    collectives are bounded by gloo's fixed 30 s instead, which no setting changes."""
     if not launched():
         return SINGLE
     local = int(os.environ.get("PADDLE_LOCAL_RANK", os.environ.get("PADDLE_RANK_IN_NODE", "0")))
@@ -43,13 +42,13 @@ def init(timeout: float = 600.0) -> World:
         os.environ["PADDLE_DISTRI_BACKEND"] = "nccl"
         paddle.set_device(f"gpu:{local}")
     os.environ.setdefault("PADDLE_DISTRI_BACKEND", "gloo")   # unset, Paddle takes a legacy path
-    watchdog = threading.Timer(timeout, _missing, (timeout,))
-    watchdog.daemon = True
-    watchdog.start()
+    # Paddle's rendezvous holds the GIL while it waits, so no Python thread or signal handler
+    # can end it: faulthandler's watchdog is C, it prints where the worker waited and exits.
+    faulthandler.dump_traceback_later(timeout, exit=True)
     try:
         dist.init_parallel_env()
     finally:
-        watchdog.cancel()
+        faulthandler.cancel_dump_traceback_later()
 
     def all_sum(values):
         t = paddle.to_tensor(np.asarray(values, np.float64))
@@ -59,13 +58,6 @@ def init(timeout: float = 600.0) -> World:
     return World(rank=dist.get_rank(), size=dist.get_world_size(),
                  engine=f"paddle.distributed/{os.environ['PADDLE_DISTRI_BACKEND']}", local_rank=local,
                  all_sum=all_sum, barrier=dist.barrier, shutdown=dist.destroy_process_group)
-
-
-def _missing(timeout):
-    """The rendezvous did not complete: C++ holds the main thread, so leave from here."""
-    print(f"error: worker {os.environ.get('PADDLE_TRAINER_ID')}: the other workers did not join within "
-          f"{timeout:.0f} s (rendezvous at {os.environ.get('PADDLE_MASTER')})", file=sys.stderr, flush=True)
-    os._exit(1)
 
 
 class DataParallel(paddle.DataParallel):
