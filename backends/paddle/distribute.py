@@ -23,14 +23,12 @@ import paddle.distributed as dist
 
 from common.distributed import SINGLE, World
 
+from .core import device
+
 
 def launched() -> bool:
     """Whether this process is one of several workers (the variables both launchers set)."""
     return "PADDLE_TRAINER_ID" in os.environ and int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1
-
-
-def _gpu() -> bool:
-    return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
 
 
 def init(timeout: float = 600.0) -> World:
@@ -41,10 +39,9 @@ def init(timeout: float = 600.0) -> World:
     if not launched():
         return SINGLE
     local = int(os.environ.get("PADDLE_LOCAL_RANK", os.environ.get("PADDLE_RANK_IN_NODE", "0")))
-    if _gpu():                            # not verified here (a CPU-only build)
-        os.environ.setdefault("FLAGS_selected_gpus", str(local))
+    if device() != "cpu":                 # not verified here (a CPU-only build)
+        os.environ.setdefault("FLAGS_selected_gpus", str(local))   # init_parallel_env's device
         os.environ["PADDLE_DISTRI_BACKEND"] = "nccl"
-        paddle.set_device(f"gpu:{local}")
     os.environ.setdefault("PADDLE_DISTRI_BACKEND", "gloo")   # unset, Paddle takes a legacy path
     # Paddle's rendezvous holds the GIL while it waits, so no Python thread or signal handler
     # can end it: faulthandler's watchdog is C, it prints where the worker waited and exits.
