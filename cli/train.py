@@ -147,8 +147,9 @@ def main(argv=None, fixed_backend=None):
         raise UserError(f"--nproc-per-node must be at least 1, not {args.nproc_per_node}")
     name, model, recipe, data, data_dir, limit, recipe_name = plan_run(args)
     check_sizes(model, recipe)                                  # before the data: fails fast
-    run_dir = args.resume or args.run_dir or os.path.join(
-        "runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    def stamp(t=None):
+        return os.path.join("runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(t))}")
+    run_dir = args.resume or args.run_dir or stamp()
     if args.nproc_per_node > 1 and not os.environ.get(launch.WORKER):
         return launch_workers(args, argv, name, run_dir, fixed_backend)
     ds, at_sizes = load_datasets(data, data_dir, recipe, limit)
@@ -159,6 +160,8 @@ def main(argv=None, fixed_backend=None):
     bk = get_backend(name)
     world = bk.distribute.init(args.dist_timeout)             # first: TensorFlow needs it so
     say = print if world.main else (lambda *a, **k: None)
+    if world.distributed and not (args.resume or args.run_dir):   # started by torchrun ...: rank 0 names the run
+        run_dir = stamp(float(world.sum([time.time() if world.main else 0.0])))
     train_iter, test_iter = ds.recipe_loaders(recipe, at_sizes)
     init = None
     if args.init_from:                    # read and checked in full before a network is built
