@@ -1,10 +1,143 @@
-"""tensorflow: data-parallel training (work in progress on this branch)."""
-from common.distributed import SINGLE
+"""TensorFlow: data-parallel training on ``tf.distribute``.
+
+Several worker processes (``TF_CONFIG`` names them, as ``scripts/train.py --nproc-per-node``
+and any cluster manager set it): ``MultiWorkerMirroredStrategy``, RING collectives over
+gRPC on the CPU, NCCL on GPUs.  One process with several GPUs: ``MirroredStrategy`` over
+them (one worker in the loop's terms; the Trainer splits its rows between the GPUs).
+
+How it is used (``cli/train.py``, ``common/loop.py``):
+
+* :func:`init` comes first, before any TensorFlow op of the process (the collectives are
+  configured once, at start-up: "Collective ops must be configured at program startup");
+* the network and the Trainer are created inside ``world.scope()`` (the strategy's), so the
+  weights and the optimiser's slots are the strategy's variables (mirrored: one copy per
+  replica, worker 0's initial values broadcast when they are created);
+* the Trainer runs its step inside ``strategy.run`` (``training.Trainer``): each worker's
+  loss is its rows' summed loss divided by the **global** batch
+  (``tf.nn.compute_average_loss``), the gradients are **summed** over the replicas, then
+  clipped and decayed: the single process's update on the global batch.
+
+Batch norm: each replica normalises with its own rows' statistics and keeps its own
+moving statistics (``ON_READ`` variables).  TensorFlow would read those as their mean over
+the workers (a collective); this backend reads the local copy instead (:func:`local`,
+:func:`call`), so evaluation, ``forward`` and ``get_weights`` involve no other worker and
+rank 0 alone can write a checkpoint (with its own statistics, as PyTorch DDP's rank 0).
+
+Faults: a killed worker makes the others' next collective fail with ``UnavailableError``
+within about 2 s; a hung one is detected by the coordination service's heartbeat (about
+10 s); ``timeout`` bounds each collective besides.
+
+Not verified here (no GPU): NCCL, several GPUs per worker, ``MirroredStrategy``.
+"""
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from common.distributed import SINGLE, World, shard_rows
+
+SUM = tf.distribute.ReduceOp.SUM
+
+
+def _cluster() -> dict:
+    try:
+        return json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    except ValueError:
+        return {}
 
 
 def launched() -> bool:
-    return False
+    """Whether this process is one of several workers (``TF_CONFIG`` with more than one)."""
+    cluster = _cluster()
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", [])) > 1
 
 
-def init(timeout: float = 600.0):
-    return SINGLE
+def init(timeout: float = 600.0) -> World:
+    """The strategy for this process: ``MultiWorkerMirroredStrategy`` when launched as a
+    worker, ``MirroredStrategy`` with several GPUs, else a single process.  Must come before
+    any TensorFlow op.  ``timeout`` (seconds) bounds every collective."""
+    gpus = tf.config.list_physical_devices("GPU")           # no op: the runtime is not started
+    if launched():
+        impl = tf.distribute.experimental.CommunicationImplementation.NCCL if gpus else \
+            tf.distribute.experimental.CommunicationImplementation.RING
+        options = tf.distribute.experimental.CommunicationOptions(implementation=impl,
+                                                                  timeout_seconds=timeout)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        resolver = strategy.cluster_resolver
+        chief = len(_cluster().get("chief", []))
+        rank = resolver.task_id + (chief if resolver.task_type == "worker" else 0)
+        engine = f"MultiWorkerMirroredStrategy/{impl.name}"
+    elif len(gpus) > 1:
+        strategy, rank = tf.distribute.MirroredStrategy(), 0
+        engine = f"MirroredStrategy ({len(gpus)} GPUs)"
+    else:
+        return SINGLE
+    local = len(strategy.extended.worker_devices)             # replicas in this process
+    size = strategy.num_replicas_in_sync // local             # worker processes
+
+    @tf.function
+    def total(x):
+        def replica(v):               # one copy per process: the first local replica's
+            ctx = tf.distribute.get_replica_context()
+            first = tf.cast(tf.equal(ctx.replica_id_in_sync_group % local, 0), v.dtype)
+            return ctx.all_reduce(SUM, v * first)
+        return strategy.experimental_local_results(strategy.run(replica, args=(x,)))[0]
+
+    def all_sum(values):
+        return total(tf.constant(np.asarray(values, np.float64))).numpy()
+
+    def barrier():
+        all_sum(np.zeros(1))
+
+    return World(rank=rank, size=size, engine=engine, local_rank=0, all_sum=all_sum, barrier=barrier,
+                 shutdown=barrier if size > 1 else None, scope=strategy.scope)
+
+
+def strategy_of(net):
+    """The strategy whose scope created ``net``'s variables, or None."""
+    v = net.weights[0] if net.weights else None
+    return v.distribute_strategy if isinstance(v, tf.distribute.DistributedValues) else None
+
+
+def local(v):
+    """This process's copy of a variable (its first local replica's): a plain read, never a
+    collective (a distributed ``ON_READ`` variable, batch norm's moving statistics, would be
+    averaged over the workers)."""
+    if isinstance(v, tf.distribute.DistributedValues):
+        return v.distribute_strategy.experimental_local_results(v)[0]
+    return v
+
+
+def split(strategy, *tensors):
+    """``tensors`` (this worker's rows) as the strategy's per-replica inputs: as they are with
+    one replica per process, else each local replica's contiguous rows."""
+    local_n = len(strategy.extended.worker_devices)
+    if local_n == 1:
+        return tensors
+
+    def rows(t):
+        def part(ctx):
+            i = ctx.replica_id_in_sync_group % local_n
+            return t[shard_rows(int(t.shape[0]), i, local_n)]
+        return strategy.experimental_distribute_values_from_function(part)
+    return tuple(rows(t) for t in tensors)
+
+
+def local_results(strategy, value):
+    """A per-replica result as the list of this process's replicas' values."""
+    return list(strategy.experimental_local_results(value))
+
+
+def call(net, X, training=False):
+    """``net(X)`` reading this process's variables: inside ``strategy.run`` when ``net`` was
+    built under a strategy (its rows split between the local replicas, the logits joined)."""
+    strategy = strategy_of(net)
+    if strategy is None:
+        return net(X, training=training)
+    outs = local_results(strategy, strategy.run(lambda x: net(x, training=training), args=split(strategy, X)))
+    if len(outs) == 1:
+        return outs[0]
+    if isinstance(outs[0], tuple):
+        return type(outs[0])(*(tf.concat(list(parts), 0) for parts in zip(*outs)))
+    return tf.concat(outs, 0)
