@@ -31,6 +31,7 @@ Not verified here (no GPU): NCCL, several GPUs per worker, ``MirroredStrategy``.
 """
 import json
 import os
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -129,15 +130,24 @@ def local_results(strategy, value):
     return list(strategy.experimental_local_results(value))
 
 
+_CALLS = weakref.WeakKeyDictionary()      # net -> its graph inside strategy.run
+
+
 def call(net, X, training=False):
-    """``net(X)`` reading this process's variables: inside ``strategy.run`` when ``net`` was
-    built under a strategy (its rows split between the local replicas, the logits joined)."""
+    """``net(X)`` reading this process's variables: inside ``strategy.run`` (a graph) when
+    ``net`` was built under a strategy, its rows split between the local replicas."""
     strategy = strategy_of(net)
     if strategy is None:
         return net(X, training=training)
-    outs = local_results(strategy, strategy.run(lambda x: net(x, training=training), args=split(strategy, X)))
-    if len(outs) == 1:
-        return outs[0]
-    if isinstance(outs[0], tuple):
-        return type(outs[0])(*(tf.concat(list(parts), 0) for parts in zip(*outs)))
-    return tf.concat(outs, 0)
+    if net not in _CALLS:
+        ref = weakref.ref(net)
+
+        def run(X, training):
+            outs = local_results(strategy, strategy.run(lambda x: ref()(x, training=training), args=(X,)))
+            if len(outs) == 1:
+                return outs[0]
+            if isinstance(outs[0], tuple):
+                return type(outs[0])(*(tf.concat(list(parts), 0) for parts in zip(*outs)))
+            return tf.concat(outs, 0)
+        _CALLS[net] = tf.function(run, reduce_retracing=True)
+    return _CALLS[net](*split(strategy, X), bool(training))
