@@ -91,8 +91,16 @@ def init(timeout: float = 600.0) -> World:
     def barrier():
         all_sum(np.zeros(1))
 
+    def shutdown():
+        """Wait for the others (a worker that leaves early would be reported as lost by the
+        coordination service); after a failure, when they cannot answer, just leave."""
+        try:
+            barrier()
+        except tf.errors.OpError:
+            pass
+
     return World(rank=rank, size=size, engine=engine, local_rank=0, all_sum=all_sum, barrier=barrier,
-                 shutdown=barrier if size > 1 else None, scope=strategy.scope)
+                 shutdown=shutdown if size > 1 else None, scope=strategy.scope)
 
 
 def strategy_of(net):
