@@ -23,11 +23,15 @@ the workers (a collective); this backend reads the local copy instead (:func:`lo
 :func:`call`), so evaluation, ``forward`` and ``get_weights`` involve no other worker and
 rank 0 alone can write a checkpoint (with its own statistics, as PyTorch DDP's rank 0).
 
-Faults: a killed worker makes the others' next collective fail with ``UnavailableError``
-within about 2 s; a hung one is detected by the coordination service's heartbeat (about
-10 s); ``timeout`` bounds each collective besides.
+Faults (TensorFlow 2.15 runs a coordination service, led by worker 0): a killed worker
+makes the others' collectives fail with ``UnavailableError`` at once; a hung one (alive,
+silent) is declared lost by the service's heartbeat after about 10 s (``UnavailableError``,
+or ``DeadlineExceededError`` when it is worker 0); a failed collective cannot be retried, so
+the survivors end and the run resumes from its checkpoint.
 
-Not verified here (no GPU): NCCL, several GPUs per worker, ``MirroredStrategy``.
+Not verified here (no GPU): NCCL, GPUs per worker, ``MirroredStrategy`` over several GPUs
+(the code paths with more than one replica in a process: :func:`split`, the first-replica
+mask of ``all_sum``), one GPU per worker on a host.
 """
 import json
 import os
@@ -54,23 +58,42 @@ def launched() -> bool:
     return len(cluster.get("chief", [])) + len(cluster.get("worker", [])) > 1
 
 
+def _place() -> tuple:
+    """(this worker's place among the workers of ``TF_CONFIG`` on its host, how many there are)."""
+    config = json.loads(os.environ["TF_CONFIG"])
+    tasks = _cluster().get("chief", []) + _cluster().get("worker", [])
+    hosts = [t.rsplit(":", 1)[0] for t in tasks]
+    i = tasks.index(config["cluster"][config["task"]["type"]][config["task"]["index"]])
+    return hosts[:i].count(hosts[i]), hosts.count(hosts[i])
+
+
 def init(timeout: float = 600.0) -> World:
     """The strategy for this process: ``MultiWorkerMirroredStrategy`` when launched as a
     worker, ``MirroredStrategy`` with several GPUs, else a single process.  Must come before
-    any TensorFlow op.  ``timeout`` (seconds) bounds every collective."""
+    any TensorFlow op.
+
+    Workers on one host with GPUs take one GPU each (the ``local_rank``-th); a worker alone on
+    its host uses all of them.  ``timeout`` is not passed to the collectives: TensorFlow's
+    per-collective deadline (``CommunicationOptions(timeout_seconds=)``) starts a thread per
+    collective that lives that long (500 threads after 200 steps with 120 s, and slower
+    steps); a lost or hung worker is detected by the coordination service's heartbeat instead.
+    """
     gpus = tf.config.list_physical_devices("GPU")           # no op: the runtime is not started
     if launched():
+        local_rank, on_host = _place()
+        if gpus and on_host > 1:
+            gpus = [gpus[local_rank % len(gpus)]]
+            tf.config.set_visible_devices(gpus, "GPU")
         impl = tf.distribute.experimental.CommunicationImplementation.NCCL if gpus else \
             tf.distribute.experimental.CommunicationImplementation.RING
-        options = tf.distribute.experimental.CommunicationOptions(implementation=impl,
-                                                                  timeout_seconds=timeout)
+        options = tf.distribute.experimental.CommunicationOptions(implementation=impl)
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         resolver = strategy.cluster_resolver
         chief = len(_cluster().get("chief", []))
         rank = resolver.task_id + (chief if resolver.task_type == "worker" else 0)
         engine = f"MultiWorkerMirroredStrategy/{impl.name}"
     elif len(gpus) > 1:
-        strategy, rank = tf.distribute.MirroredStrategy(), 0
+        strategy, rank, local_rank = tf.distribute.MirroredStrategy(), 0, 0
         engine = f"MirroredStrategy ({len(gpus)} GPUs)"
     else:
         return SINGLE
@@ -99,7 +122,7 @@ def init(timeout: float = 600.0) -> World:
         except tf.errors.OpError:
             pass
 
-    return World(rank=rank, size=size, engine=engine, local_rank=0, all_sum=all_sum, barrier=barrier,
+    return World(rank=rank, size=size, engine=engine, local_rank=local_rank, all_sum=all_sum, barrier=barrier,
                  shutdown=shutdown if size > 1 else None, scope=strategy.scope)
 
 
