@@ -72,10 +72,20 @@ class Trainer(TrainerBase):
     targets (the sparse loss has none).  ``fast``: run the steps as ``tf.function``
     graphs, about 2x faster than eager on the CPU (XLA's ``jit_compile`` is slower there,
     so it is not used; see docs/performance.md).
+
+    Created inside a ``tf.distribute`` strategy's scope (``world.scope()``, see
+    :mod:`.distribute`), it trains on that strategy: the step runs in ``strategy.run`` with
+    per-example losses summed over the **global** batch's size
+    (``tf.nn.compute_average_loss``), the gradients are summed over the replicas (the
+    gradient of the global batch's mean loss, as in one process), then checked for NaNs,
+    clipped and decayed as in one process; the optimiser's slots are the strategy's
+    variables.  Evaluation runs on this process's replicas only.
     """
 
     def setup(self):
         self.strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+        if self.world and not self.strategy:
+            raise ValueError("a distributed Trainer must be created inside world.scope()")
         self.scope = self.strategy.scope if self.strategy else contextlib.nullcontext
         if self.optimizer == "sgd":
             self.opt = SGD(learning_rate=self.lr, momentum=self.momentum, nesterov=self.nesterov)
@@ -171,7 +181,8 @@ class Trainer(TrainerBase):
 
     def train_step(self, X, y, global_batch=None):
         if self.strategy:
-            global_batch = tf.constant(global_batch or int(y.shape[0]), tf.int32)
+            rows = int(y.shape[0]) * (self.world.size if self.world else 1)
+            global_batch = tf.constant(global_batch or rows, tf.int32)      # a tensor: no retracing
             l, correct = self._train_dist(*distribute.split(self.strategy, X, y), global_batch)
             return float(l), int(correct)
         l, correct = self._train(X, y)
