@@ -17,6 +17,7 @@ import time
 
 from common import bench as B
 from common.bench import CONFIGS
+from common.runtime import framework_env
 from common.switch import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
 
 from .bench_workers import MARK, OPT_IN, worker_main
@@ -39,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=8, help="steps per timed repeat")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="which of book,eager,fast to run")
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="skip the per-stage forward profile")
     p.add_argument("--no-opt-in", dest="opt_in", action="store_false",
                    help="skip the opt-in fast paths (PyTorch channels_last)")
     p.add_argument("--pipeline-backend", default="pytorch",
@@ -123,6 +126,8 @@ def run_benchmark(args):
             continue
         res = dict(status="ok", configs={})
         extra = list(OPT_IN.get(name, {})) if args.opt_in else []
+        if args.opt_in and (framework_env(name) or name == "paddle") and "book" in configs:
+            extra.append("book-env")        # the book's code with our backend's settings
         for config in configs + extra:
             print(f"{name}: {config} ...", flush=True)
             r = run_worker(args, name, config)
@@ -133,6 +138,9 @@ def run_benchmark(args):
                       f"peak RSS {r['peak_rss_mb']:.0f} MiB, first step {r['first_step_s']:.1f} s")
         if not any(r.get("status") == "ok" for r in res["configs"].values()):
             res["status"] = "failed"
+        if args.profile:
+            print(f"{name}: forward time per stage ...", flush=True)
+            res["stages"] = run_worker(args, name, "stages")
         backends[name] = res
     pipe_name = args.pipeline_backend.strip().lower()
     if pipe_name != "none":

@@ -12,7 +12,7 @@ import time
 import traceback
 
 from common import bench as B
-from common.switch import canonical
+from common.switch import FRAMEWORK_MODULE, canonical
 
 #: ours: config name -> the Trainer's ``fast`` argument
 OURS = {"eager": False, "fast": True}
@@ -69,19 +69,37 @@ def worker_matmul(backend, args):
     return dict(library=library, n=n, gflops=B.median(runs), runs=runs)
 
 
+def _book(backend, with_env):
+    """The book's code as a reader runs it: this process imports the framework and the book's
+    module only, never this project's backends (whose import would change the framework's
+    settings).  ``with_env``: with the settings our backend applies (``common.runtime``'s
+    environment before the import; Paddle's thread count after it)."""
+    import os
+    from common import runtime
+    if with_env:
+        runtime.set_default_env(runtime.framework_env(backend))
+    ref = importlib.import_module(f"tests.reference.book_{backend}")
+    module = importlib.import_module(FRAMEWORK_MODULE[backend])
+    if with_env and backend == "paddle":
+        module.base.core.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    return ref, module.__version__
+
+
 def worker_config(backend, config, args):
     """Time one configuration of one backend; see the module docstring."""
-    from backends import get_backend
-    bk = get_backend(backend)
     data = B.batches(args.batch_size, args.input_size)
     t0 = time.perf_counter()
-    if config == "book":
-        ref = importlib.import_module(f"tests.reference.book_{backend}")
+    if config in ("book", "book-env"):
+        ref, version = _book(backend, config == "book-env")
         net = ref.book_net()
         step = ref.make_book_step(net, lr=0.1)
         train = lambda X, y: step(X, y)                             # noqa: E731
         infer = lambda X, y: ref.book_logits(net, X)                # noqa: E731
+        device = "the book's try_gpu()"
     elif config in OURS or config in OPT_IN.get(backend, {}):
+        from backends import get_backend
+        bk = get_backend(backend)
+        version, device = bk.framework_version(), bk.device()
         net = bk.build(input_size=args.input_size)
         trainer = bk.Trainer(net, lr=0.1, fast=OURS.get(config, OPT_IN.get(backend, {}).get(config)))
         train = lambda X, y: trainer.train_step(bk.to_tensor(X), bk.to_tensor(y))  # noqa: E731
@@ -103,10 +121,47 @@ def worker_config(backend, config, args):
 
     first_train, train_runs = timed(train)
     first_infer, infer_runs = timed(infer)        # after training: book_logits switches to eval mode
-    return dict(backend=backend, config=config, framework_version=bk.framework_version(),
-                device=bk.device(), build_s=build_s, first_step_s=first_train,
+    return dict(backend=backend, config=config, framework_version=version,
+                device=device, build_s=build_s, first_step_s=first_train,
                 first_infer_s=first_infer, train_ex_s=B.median(train_runs), train_runs=train_runs,
                 infer_ex_s=B.median(infer_runs), infer_runs=infer_runs, peak_rss_mb=B.peak_rss_mb())
+
+
+def worker_stages(backend, args):
+    """Where the forward time goes: each stage of ours (fast path, evaluation mode) timed on
+    its own input, with its multiply-adds from the oracle, so a stage far below the machine's
+    matrix-multiply rate shows (small 1x1 convolutions, the 7x7 convolution of one channel)."""
+    import numpy as np
+    from backends import get_backend
+    from common import oracle
+    bk = get_backend(backend)
+    net = bk.build(input_size=args.input_size)
+    bk.Trainer(net, lr=0.1)                           # the fast path's layout (PyTorch: channels-last)
+    api = bk.model.api
+    X = bk.to_tensor(B.batches(args.batch_size, args.input_size, count=1)[0][0])
+    stages = oracle.analyze("d2l", args.input_size).stages
+    out = {}
+    with api._evaluating(net):
+        for st in net.spec.stages:
+            blocks = [f"{st.name}.{n}" for n, _ in st.layers]
+
+            def run(X=X, blocks=blocks):
+                for q in blocks:
+                    X = net.call_block(q, X)
+                return X
+            nxt = run()
+            np.asarray(bk.to_numpy(nxt))                # synchronise (asynchronous engines)
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                for _ in range(args.steps):
+                    np.asarray(bk.to_numpy(run()))
+                times.append((time.perf_counter() - t) / args.steps)
+            sec = B.median(times)
+            macs = stages[st.name].macs * args.batch_size
+            out[st.name] = dict(ms=1000 * sec, gflops=2 * macs / sec / 1e9 if sec else None, macs=macs)
+            X = nxt
+    return dict(backend=backend, stages=out)
 
 
 def worker_pipeline(backend, args):
@@ -142,6 +197,8 @@ def worker_main(args):
             res = worker_matmul(canonical(args.worker), args)
         elif args.config == "pipeline":
             res = worker_pipeline(canonical(args.worker), args)
+        elif args.config == "stages":
+            res = worker_stages(canonical(args.worker), args)
         else:
             res = worker_config(canonical(args.worker), args.config, args)
         res["status"] = "ok"

@@ -258,6 +258,7 @@ def tables(rep):
         out += ["", "Opt-in fast paths (not the default; training and inference examples/s):", "",
                 markdown_table(["backend, path", "train", "/book", "/eager", "of roofline", "inference",
                                   "/eager", "RSS"], opt_rows)]
+    out += stage_table(rep)
     p = rep.get("pipeline")
     if p and p.get("status") == "ok":
         out += ["", f"Data pipeline ({p['backend']}, common.loop.fit + Loader, {p['examples']} generated "
@@ -276,6 +277,25 @@ def tables(rep):
                  f"({_met(t['best_roofline_met'])} >= {TARGET_BEST_ROOFLINE:.0%})")
     out += ["", "Targets:", ""] + lines
     return "\n".join(out) + "\n"
+
+
+def stage_table(rep) -> List[str]:
+    """Where each backend's forward time goes, stage by stage, with the GFLOP/s reached."""
+    names = [n for n, r in rep["backends"].items() if (r.get("stages") or {}).get("status") == "ok"]
+    if not names:
+        return []
+    stages = list(rep["backends"][names[0]]["stages"]["stages"])
+    rows = []
+    for st in stages:
+        cells = [st]
+        for n in names:
+            s = rep["backends"][n]["stages"]["stages"].get(st, {})
+            cells.append(f"{fmt(s.get('ms'), 1)} ms, {fmt(s.get('gflops'), 0)}")
+        rows.append(cells)
+    peak = rep.get("roofline", {}).get("peak_gflops")
+    return ["", f"Forward time per stage (ours, fast path, evaluation mode, batch {rep['settings']['batch_size']}): "
+                f"milliseconds and GFLOP/s reached (matrix-multiply peak of this run: {fmt(peak, 0)} GFLOP/s):", "",
+            markdown_table(["stage"] + names, rows)]
 
 
 def _met(v):

@@ -38,6 +38,18 @@ def cpu_flags() -> set:
     return set()
 
 
+def framework_env(backend: str) -> Dict[str, str]:
+    """The variables a backend sets before its framework loads, on this machine.
+
+    Paddle: its MKL takes a slow generic code path on AMD CPUs; ``MKL_DEBUG_CPU_TYPE=5``
+    selects the AVX2 kernels (MKL reads it once, when it loads).  Intel CPUs are left alone:
+    there MKL picks its best path itself.
+    """
+    if backend == "paddle" and cpu_vendor() == "AuthenticAMD":
+        return {"MKL_DEBUG_CPU_TYPE": "5"}
+    return {}
+
+
 def enabled() -> bool:
     return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 

@@ -9,7 +9,7 @@ import os
 
 from common import runtime
 
-ENV = runtime.set_default_env({})
+ENV = runtime.set_default_env(runtime.framework_env("mxnet"))
 import mxnet as mx  # noqa: E402
 import numpy as onp  # noqa: E402
 from mxnet import np, npx  # noqa: E402

@@ -7,11 +7,9 @@ import numpy as np
 from common import runtime
 
 _USER_THREADS = os.environ.get("OMP_NUM_THREADS")  # paddle sets it to 1 when imported
-#: Paddle's MKL takes a slow generic code path on AMD CPUs; MKL_DEBUG_CPU_TYPE=5 selects its
-#: AVX2 kernels (read once, when MKL loads: it must be set before paddle is imported).
-#: Measured here (AMD EPYC): about 1.9x faster training (docs/performance.md).  Intel CPUs
-#: are left alone: there MKL picks its best path itself.
-ENV = runtime.set_default_env({"MKL_DEBUG_CPU_TYPE": "5"} if runtime.cpu_vendor() == "AuthenticAMD" else {})
+#: Before paddle is imported: MKL_DEBUG_CPU_TYPE=5 on AMD CPUs (MKL's AVX2 kernels instead of
+#: its slow generic path; see common.runtime.framework_env and docs/performance.md).
+ENV = runtime.set_default_env(runtime.framework_env("paddle"))
 with warnings.catch_warnings():  # paddle warns about a missing ccache on import
     warnings.simplefilter("ignore")
     import paddle

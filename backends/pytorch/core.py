@@ -4,7 +4,7 @@ import torch
 
 from common import runtime
 
-ENV = runtime.set_default_env({})      # nothing needed before torch loads (kept for the API)
+ENV = runtime.set_default_env(runtime.framework_env("pytorch"))
 
 NAME = "pytorch"
 

@@ -6,7 +6,7 @@ import numpy as np
 from common import runtime
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # keep TensorFlow's start-up chatter quiet
-ENV = runtime.set_default_env({})
+ENV = runtime.set_default_env(runtime.framework_env("tensorflow"))
 import tensorflow as tf  # noqa: E402
 
 NAME = "tensorflow"
