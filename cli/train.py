@@ -7,13 +7,15 @@ import platform
 import sys
 import time
 
-from common import oracle, weights as W
+from common import launch, oracle, weights as W
 from common.checkpoint import CheckpointError
 from common.loop import closing_lines, fit
 from common.switch import resolve
 from common.train_config import Recipe
 
 from .errors import UserError, guard
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from .options import (ArgumentParser, add_backend_arg, add_data_args, add_model_args, add_recipe_args,
                       add_weights_args, base_recipe, build_from_options, data_options, get_backend,
                       load_datasets, model_options, read_weights, recipe_from, run_changes, spec_of)
@@ -33,6 +35,12 @@ def parser(fixed_backend=None):
                         ".pdparams), checked against the model before training starts")
     add_weights_args(p)
     p.add_argument("--no-fast", dest="fast", action="store_false", help="disable the fast path")
+    g = p.add_argument_group("several workers (docs/distributed.md)")
+    g.add_argument("--nproc-per-node", "--nproc_per_node", dest="nproc_per_node", type=int, default=1,
+                   help="train with N workers on this machine, on the backend's own distributed engine "
+                        "(--batch-size stays the global batch)")
+    g.add_argument("--dist-timeout", type=float, default=600.0,
+                   help="seconds a worker waits for the others before the run ends (600)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     add_model_args(p)
     return p
@@ -70,17 +78,22 @@ def resumed(args):
             previous.get("limit"))
 
 
-@guard
-def main(argv=None, fixed_backend=None):
-    args = parser(fixed_backend).parse_args(argv)
+def plan_run(args):
+    """What to train, decided from the options (or the run to resume) alone: no framework,
+    no data.  Returns (backend, model options, recipe, data options, data dir, limit, recipe name)."""
     if args.resume:
         name, model, recipe, data, data_dir, limit = resumed(args)
-        recipe_name = read_run(args.resume).get("recipe_name", "book")
-    else:
-        name, recipe, data = resolve(args.backend), recipe_from(args), data_options(args)
-        data_dir, limit, recipe_name = args.data_dir, args.limit, args.recipe or "book"
-        model = model_options(args, input_size=recipe.resize, defaults=base_recipe(args)[1])
-    oracle.check_input(spec_of(model), recipe.resize)          # before the data: fails fast
+        return name, model, recipe, data, data_dir, limit, read_run(args.resume).get("recipe_name", "book")
+    recipe = recipe_from(args)
+    model = model_options(args, input_size=recipe.resize, defaults=base_recipe(args)[1])
+    return (resolve(args.backend), model, recipe, data_options(args), args.data_dir, args.limit,
+            args.recipe or "book")
+
+
+def check_sizes(model, recipe):
+    """Refuse, before any data is read, an input too small for the table and scales that the
+    table's weights cannot follow."""
+    oracle.check_input(spec_of(model), recipe.resize)
     shapes = oracle.param_shapes(spec_of(model), recipe.resize)
     for size in recipe.sizes():
         oracle.check_input(spec_of(dict(model, input_size=size)), size)
@@ -88,12 +101,67 @@ def main(argv=None, fixed_backend=None):
             raise UserError(f"the {model['preset']} net's weights depend on its input size (a dense "
                             f"layer after a flatten, e.g. the aux heads), so it cannot run at {size} as "
                             f"well as {recipe.resize}; drop the scales or the aux heads (--no-aux)")
+
+
+def without(argv, option):
+    """``argv`` without ``option`` and its value (``--opt V`` or ``--opt=V``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
+def launch_workers(args, argv, name, run_dir, fixed_backend):
+    """``--nproc-per-node N``: N workers of this command on this machine, the backend's way."""
+    script = os.path.join(ROOT, "scripts", f"train_{fixed_backend}.py" if fixed_backend else "train.py")
+    worker_argv = [sys.executable, script] + without(without(argv, "--nproc-per-node"), "--nproc_per_node")
+    if not args.resume and not args.run_dir:
+        worker_argv += ["--run-dir", run_dir]
+    if not fixed_backend and not args.backend:
+        worker_argv += ["--backend", name]
+    procs = launch.plan(name, worker_argv, args.nproc_per_node, launch.workdir(run_dir))
+    print(f"{name}: {args.nproc_per_node} workers on this machine, each with "
+          f"{procs[-1].env['OMP_NUM_THREADS']} thread(s); run folder {run_dir}", flush=True)
+    try:
+        launch.run(procs, cwd=ROOT)
+    except launch.LaunchError as e:
+        raise UserError(f"{e}. Nothing already checkpointed is lost; continue with: python "
+                        f"scripts/train.py --resume {run_dir} --nproc-per-node {args.nproc_per_node}") from None
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python scripts/train.py --resume {run_dir} "
+              f"--nproc-per-node {args.nproc_per_node}", file=sys.stderr)
+        return 130
+    return 0
+
+
+@guard
+def main(argv=None, fixed_backend=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(fixed_backend).parse_args(argv)
+    if args.nproc_per_node < 1:
+        raise UserError(f"--nproc-per-node must be at least 1, not {args.nproc_per_node}")
+    name, model, recipe, data, data_dir, limit, recipe_name = plan_run(args)
+    check_sizes(model, recipe)                                  # before the data: fails fast
+    def stamp(t=None):
+        return os.path.join("runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(t))}")
+    run_dir = args.resume or args.run_dir or stamp()
+    if args.nproc_per_node > 1 and not os.environ.get(launch.WORKER):
+        return launch_workers(args, argv, name, run_dir, fixed_backend)
     ds, at_sizes = load_datasets(data, data_dir, recipe, limit)
     if args.resume and list(ds.classes) != read_run(args.resume).get("dataset", {}).get("classes", list(ds.classes)):
         raise UserError(f"the classes in {ds.info.get('dir')} are not those {args.resume} was trained on")
     model.update(ds.model_options())                          # the model follows the data
     analysis = oracle.check_input(spec_of(model), recipe.resize)
     bk = get_backend(name)
+    world = bk.distribute.init(args.dist_timeout)             # first: TensorFlow needs it so
+    say = print if world.main else (lambda *a, **k: None)
+    if world.distributed and not (args.resume or args.run_dir):   # started by torchrun ...: rank 0 names the run
+        run_dir = stamp(float(world.sum([time.time() if world.main else 0.0])))
     train_iter, test_iter = ds.recipe_loaders(recipe, at_sizes)
     init = None
     if args.init_from:                    # read and checked in full before a network is built
@@ -102,33 +170,34 @@ def main(argv=None, fixed_backend=None):
         except W.WeightsMismatch as e:
             raise UserError(f"--init-from {args.init_from} does not fit the {model['preset']} "
                             f"network: {e}") from None
-    net = build_from_options(bk, model, seed=recipe.seed if init is None else None)
-    if init is not None:
-        bk.set_weights(net, init)
-    run_dir = args.resume or args.run_dir or os.path.join(
-        "runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    with world.scope():                   # TensorFlow: the engine's variables
+        net = build_from_options(bk, model, seed=recipe.seed if init is None else None)
+        if init is not None:
+            bk.set_weights(net, init)
     record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),
-                  settings=bk.settings(),
-                  recipe_name=recipe_name,
+                  settings=bk.settings(), recipe_name=recipe_name,
                   model=model, params=bk.count_params(net), macs_per_example=analysis.macs,
                   data=data, dataset=ds.describe(), data_dir=ds.info.get("dir"), limit=limit,
                   train_examples=len(train_iter.split),
                   test_examples=len(test_iter.split), fast=args.fast, init_from=args.init_from,
                   python=platform.python_version(), command=" ".join(sys.argv))
-    print(ds.summary())
-    print(f"{name} {bk.framework_version()} on {bk.device()}: {model['preset']} net, "
-          f"{record['params']:,} parameters, {len(train_iter.split)} train / "
-          f"{len(test_iter.split)} test examples at {recipe.resize}x{recipe.resize}; run folder {run_dir}")
+    say(ds.summary())
+    say(f"{name} {bk.framework_version()} on {bk.device()}: {model['preset']} net, "
+        f"{record['params']:,} parameters, {len(train_iter.split)} train / "
+        f"{len(test_iter.split)} test examples at {recipe.resize}x{recipe.resize}; run folder {run_dir}"
+        + (f"; worker 0 of {world.size} ({world.engine})" if world.distributed else ""))
     resume_hint = f"continue with: python scripts/train.py --resume {run_dir}"
     try:
         rec = fit(bk, net, train_iter, test_iter, recipe, run_dir, resume=bool(args.resume),
-                  record=record, progress=args.progress, fast=args.fast)
+                  record=record, progress=args.progress, fast=args.fast, world=world)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; {resume_hint}", file=sys.stderr)
+        say(f"\ninterrupted; {resume_hint}", file=sys.stderr)
         return 130
     except CheckpointError as e:
         raise CheckpointError(f"{e} The checkpoints already written are intact; {resume_hint}") from None
-    print(closing_lines(rec))
-    print(f"run record {os.path.join(run_dir, 'run.json')}, curves {os.path.join(run_dir, 'curves.png')}, "
-          f"checkpoint {os.path.join(run_dir, 'checkpoint')}")
+    finally:
+        world.close()
+    say(closing_lines(rec))
+    say(f"run record {os.path.join(run_dir, 'run.json')}, curves {os.path.join(run_dir, 'curves.png')}, "
+        f"checkpoint {os.path.join(run_dir, 'checkpoint')}")
     return 0

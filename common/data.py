@@ -332,7 +332,8 @@ class Loader:
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 prefetch: int = 2, mean=None, std=None, augment=None, scales=None, scale_every: int = 1):
+                 prefetch: int = 2, mean=None, std=None, augment=None, scales=None, scale_every: int = 1,
+                 shard=None):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
@@ -340,6 +341,7 @@ class Loader:
         self.augment = augment if augment else None
         self.scales = dict(sorted(scales.items())) if scales else None
         self.scale_every = max(int(scale_every), 1)
+        self.shard = shard                  # (rank, size): this worker's rows of every batch
         if self.scales and any(len(s) != len(split) for s in self.scales.values()):
             raise ValueError("every scale needs the same examples as the split")
         self.mean = self.std = None
@@ -360,6 +362,10 @@ class Loader:
     def __len__(self):
         return -(-len(self.split) // self.batch_size)
 
+    def global_rows(self, k: int) -> int:
+        """The rows of batch ``k`` over all workers (the global batch: the last one may be short)."""
+        return min(self.batch_size, len(self.split) - k * self.batch_size)
+
     def order(self, epoch: int = 0) -> np.ndarray:
         n = len(self.split)
         return np.random.default_rng(self.seed + epoch).permutation(n) if self.shuffle else np.arange(n)
@@ -375,14 +381,20 @@ class Loader:
     def at_scale(self, size: int) -> "Loader":
         """This loader over the examples resized to ``size`` (one of ``scales``)."""
         norm = {} if self.mean is None else dict(mean=self.mean.reshape(-1), std=self.std.reshape(-1))
-        return Loader(self.scales[size], self.batch_size, self.shuffle, self.seed, self.prefetch, **norm)
+        return Loader(self.scales[size], self.batch_size, self.shuffle, self.seed, self.prefetch,
+                      shard=self.shard, **norm)
 
     def _batch(self, idx, epoch=0, step=0):
         split = self.scales[self.scale_of(epoch, step)] if self.scales and self.shuffle else self.split
         images = np.asarray(split.images[idx])
+        labels = split.labels[idx]
         if self.augment is not None:
             from .augment import step_rng
             images = self.augment(images, step_rng(self.seed, epoch, step))
+        if self.shard is not None:          # the same pixels as one process, then this worker's rows
+            from .distributed import shard_rows
+            rows = shard_rows(len(idx), *self.shard)
+            images, labels = images[rows], labels[rows]
         if images.ndim == 3:
             X = images.astype(np.float32)[:, None] / np.float32(255)
         else:
@@ -390,7 +402,7 @@ class Loader:
         if self.mean is not None:
             X -= self.mean
             X /= self.std
-        return X, split.labels[idx]
+        return X, labels
 
     def epoch(self, epoch: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         idx = self.order(epoch)

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import checkpoint, plots
 from .checkpoint import CheckpointError  # noqa: F401  (raised by fit)
+from .distributed import SINGLE, World
 from .schedules import Schedule
 from .train_config import Recipe
 
@@ -74,42 +75,64 @@ def progress_bar(total: int, desc: str, enabled: bool = True, stream=None):
                 mininterval=0, miniters=max(1, total // 10), ncols=100)
 
 
-def evaluate(bk, trainer, loader):
+def evaluate(bk, trainer, loader, world: World = SINGLE):
     """(loss, accuracy) over a loader in eval mode; with ``loader.scales``, of the softmax
-    averaged over those input sizes (multi-scale testing)."""
+    averaged over those input sizes (multi-scale testing).  In a distributed run every
+    worker evaluates its rows of each batch and the sums are combined."""
     if loader.scales:
-        return evaluate_scales(bk, trainer.net, loader)
+        return evaluate_scales(bk, trainer.net, loader, world)
     loss, correct, n = 0.0, 0, 0
     for X, y in loader.epoch(0):
-        l, c = trainer.eval_step(bk.to_tensor(X), bk.to_tensor(y))
-        loss, correct, n = loss + l, correct + c, n + len(y)
+        if len(y):
+            l, c = trainer.eval_step(bk.to_tensor(X), bk.to_tensor(y))
+            loss, correct, n = loss + l, correct + c, n + len(y)
+    loss, correct, n = world.sum([loss, correct, n])
     return loss / max(n, 1), correct / max(n, 1)
 
 
-def evaluate_scales(bk, net, loader):
+def evaluate_scales(bk, net, loader, world: World = SINGLE):
     """Multi-scale testing: the class probabilities of every example averaged over the input
     sizes of ``loader.scales``; (mean negative log-likelihood of the average, accuracy)."""
-    total = None
+    total, labels = None, None
     for size in loader.scales:
-        logits = np.concatenate([bk.forward(net, X) for X, _ in loader.at_scale(size).epoch(0)])
+        batches = [(bk.forward(net, X), y) for X, y in loader.at_scale(size).epoch(0) if len(y)]
+        if not batches:
+            continue
+        logits = np.concatenate([b[0] for b in batches])
+        labels = np.concatenate([b[1] for b in batches])
         z = logits.astype(np.float64) - logits.max(1, keepdims=True)
         p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
         total = p if total is None else total + p
-    p, y = total / len(loader.scales), np.asarray(loader.split.labels)
-    return float(-np.log(p[np.arange(len(y)), y] + 1e-12).mean()), float((p.argmax(1) == y).mean())
+    nll = correct = n = 0.0
+    if total is not None:
+        p = total / len(loader.scales)
+        nll = float(-np.log(p[np.arange(len(labels)), labels] + 1e-12).sum())
+        correct, n = float((p.argmax(1) == labels).sum()), len(labels)
+    nll, correct, n = world.sum([nll, correct, n])
+    return nll / max(n, 1), correct / max(n, 1)
 
 
 def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, resume: bool = False,
         record: Optional[dict] = None, progress: bool = True, log: Callable = print,
-        fast: bool = True, stop_after: Optional[int] = None):
+        fast: bool = True, stop_after: Optional[int] = None, world: World = SINGLE):
     """Train ``net`` with ``recipe``; write checkpoints and the run record into ``run_dir``.
 
     ``resume`` continues from the last checkpoint in ``run_dir`` (same final numbers as an
     uninterrupted run on the CPU).  ``stop_after`` ends after that many epochs of this call
-    (simulates an interruption in tests).  Returns the run record (a dict).
+    (simulates an interruption in tests).  ``world``: this worker's place in a data-parallel
+    run (``common.distributed``): the loaders give this worker's rows of every batch, the
+    numbers are summed over the workers, and only rank 0 writes files and logs.  Returns the
+    run record (a dict).
     """
+    if world.distributed:
+        for loader in (train_loader, test_loader):
+            loader.shard = (world.rank, world.size)
+        if not world.main:
+            progress, log = False, (lambda *a, **k: None)
     os.makedirs(run_dir, exist_ok=True)
-    trainer = bk.Trainer(net, fast=fast, **recipe.trainer_kwargs())
+    with world.scope():
+        trainer = bk.Trainer(net, fast=fast, world=world if world.distributed else None,
+                             **recipe.trainer_kwargs())
     per_epoch = len(train_loader)
     schedule = Schedule(recipe.lr, recipe.num_epochs * per_epoch, per_epoch, **recipe.schedule_kwargs())
     current_lr = recipe.lr
@@ -123,11 +146,13 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
             state.setdefault("steps", [])
             log(f"resumed from {path} after epoch {state['epoch']}")
     start_wall = time.perf_counter()
-    base = dict(record or {}, recipe=recipe.to_dict())
+    base = dict(record or {}, recipe=recipe.to_dict(), world_size=world.size, engine=world.engine)
 
     def write_record():
         """The run record, rewritten after every epoch, so an interrupted run can resume."""
         rec = dict(base, **_summary(state))
+        if not world.main:
+            return rec
         rec.update(epochs_done=state["epoch"], complete=state["epoch"] >= recipe.num_epochs,
                    history=state["history"], steps_to_leave_chance=steps_to_leave_chance(state["steps"]),
                    steps=state["steps"], wall_time_this_call=time.perf_counter() - start_wall)
@@ -146,45 +171,56 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
             break
         bk.seed(recipe.seed + epoch)
         bar = progress_bar(len(train_loader), f"epoch {epoch + 1}/{recipe.num_epochs}", enabled=progress)
-        loss, correct, n, compute = 0.0, 0, 0, 0.0
+        loss, correct, n, compute, local = 0.0, 0, 0, 0.0, 0
         t_epoch = time.perf_counter()
         for step, (X, y) in enumerate(train_loader.epoch(epoch), 1):
             lr = schedule(epoch * per_epoch + step - 1)
             if lr != current_lr:
                 trainer.set_lr(lr)
                 current_lr = lr
+            rows = train_loader.global_rows(step - 1)
+            if rows < world.size:                   # a last batch too small to share: skipped by all
+                bar.update(1)
+                continue
             X, y_t = bk.to_tensor(X), bk.to_tensor(y)
             t0 = time.perf_counter()
-            l, c = trainer.train_step(X, y_t)
+            l, c = trainer.train_step(X, y_t, global_batch=rows) if world.distributed else trainer.train_step(X, y_t)
             compute += time.perf_counter() - t0
+            local += len(y)
+            if world.distributed:
+                l, c = world.sum([l, c])
             if not math.isfinite(l):
                 bar.close()
                 last = find_checkpoint(run_dir)
                 raise NonFiniteLoss(
-                    f"the loss became {l / len(y)} at epoch {epoch + 1}, step {step}: training "
+                    f"the loss became {l / rows} at epoch {epoch + 1}, step {step}: training "
                     f"diverged (try a smaller --lr). The last good checkpoint "
                     f"{'is ' + last if last else 'does not exist yet (no epoch finished)'}; "
                     f"nothing was written after the divergence.")
-            loss, correct, n = loss + l, correct + c, n + len(y)
-            state["steps"].append([round(l / len(y), 5), round(c / len(y), 4), float(f"{lr:.6g}")])
+            loss, correct, n = loss + l, correct + c, n + rows
+            state["steps"].append([round(l / rows, 5), round(c / rows, 4), float(f"{lr:.6g}")])
             bar.set_postfix(loss=f"{loss / n:.3f}", acc=f"{correct / n:.3f}", refresh=False)
             bar.update(1)
         bar.close()
         train_time = time.perf_counter() - t_epoch
-        test_loss, test_acc = evaluate(bk, trainer, test_loader)
+        test_loss, test_acc = evaluate(bk, trainer, test_loader, world)
         state["history"].append(dict(epoch=epoch + 1, train_loss=loss / n, train_acc=correct / n,
                                      test_loss=test_loss, test_acc=test_acc,
                                      compute_time=compute, train_time=train_time, examples=n))
+        if world.distributed:            # each worker's own examples/s, in rank order
+            state["history"][-1]["worker_examples_per_sec"] = [
+                round(v, 2) for v in world.gather(local / compute if compute else 0.0)]
         state.update(epoch=epoch + 1, compute_time=state["compute_time"] + compute,
                      train_time=state["train_time"] + train_time, examples=state["examples"] + n)
         log(f"epoch {epoch + 1}: loss {loss / n:.3f}, train acc {correct / n:.3f}, "
             f"test acc {test_acc:.3f}, {n / compute:.1f} examples/sec (compute)")
-        checkpoint.save(bk, net, trainer, run_dir, state)
+        if world.main:
+            checkpoint.save(bk, net, trainer, run_dir, state)
         write_record()
         done_now += 1
 
     rec = write_record()
-    if state["history"]:
+    if state["history"] and world.main:
         plots.epoch_curves({rec.get("backend", bk.NAME): state["history"]},
                            os.path.join(run_dir, "curves.png"),
                            title=f"{rec.get('backend', bk.NAME)} on {rec.get('device', '')}")
@@ -198,7 +234,7 @@ def _summary(state):
                 test_acc=h.get("test_acc"),
                 examples_per_sec_compute=n / compute if compute else None,
                 examples_per_sec_end_to_end=n / train_time if train_time else None,
-                train_time=train_time)
+                worker_examples_per_sec=h.get("worker_examples_per_sec"), train_time=train_time)
 
 
 def steps_to_leave_chance(steps, window=10, threshold=0.2):

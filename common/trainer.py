@@ -37,11 +37,18 @@ class TrainerBase:
         fast: the backend's fast path (a static graph, a memory layout) where it wins and
             changes no numbers beyond float32 rounding; ``False`` is the plain eager path.
             What it does in each backend: its ``Trainer`` docstring and docs/performance.md.
+        world: a :class:`common.distributed.World` from the backend's ``distribute.init()``
+            for data-parallel training on the framework's own engine (``None``: one
+            process).  ``train_step`` then takes this worker's rows of a global batch of
+            ``global_batch`` rows, and the engine combines the gradients of the mean loss over
+            the whole global batch.
     """
 
     def __init__(self, net, *, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
-                 aux_weight=0.3, fast=True, nesterov=False, label_smoothing=0.0, clip_norm=None):
+                 aux_weight=0.3, fast=True, nesterov=False, label_smoothing=0.0, clip_norm=None,
+                 world=None):
         self.net, self.aux_weight, self.fast = net, aux_weight, fast
+        self.world = world if world is not None and world.distributed else None
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.optimizer, self.nesterov = check_optimizer(optimizer), bool(nesterov)
         self.label_smoothing = float(label_smoothing or 0.0)
@@ -61,9 +68,11 @@ class TrainerBase:
         :mod:`common.schedules`)."""
         raise NotImplementedError
 
-    def train_step(self, X, y):
+    def train_step(self, X, y, global_batch=None):
         """One optimiser step on device tensors (from ``to_tensor``); returns (summed loss over
-        the batch, number of correct predictions) as Python numbers."""
+        the batch, number of correct predictions) as Python numbers.  In a distributed run
+        ``X``, ``y`` are this worker's rows of a global batch of ``global_batch`` rows and the
+        numbers are this worker's."""
         raise NotImplementedError
 
     def eval_step(self, X, y):

@@ -9,6 +9,7 @@ from common.spec import BN_MOMENTUM
 from common.train_config import step_loss
 from common.trainer import TrainerBase
 
+from . import distribute
 from .core import _device
 from .model import api
 
@@ -90,6 +91,12 @@ class Trainer(TrainerBase):
     with it Gluon keeps a separate static buffer set for every input shape it meets (the
     last, shorter batch of an epoch, the evaluation batches, multi-scale sizes), and a
     real training run peaked at 2.8 GB against 1.75 GB without it (docs/performance.md).
+
+    ``world`` (several workers, :mod:`.distribute`): the Trainer uses the parameter server's
+    kvstore with ``update_on_kvstore=False``, so the gradients are summed over the workers
+    and each worker runs the optimiser above on its own copy (the state saves as in one
+    process).  The kvstore broadcasts rank 0's weights as soon as the Trainer exists, before
+    the first forward (the Trainer's lazy broadcast races with the first gradient sum).
     """
 
     def setup(self):
@@ -104,7 +111,12 @@ class Trainer(TrainerBase):
             name = "torchadam"
             hyper.update(decoupled=self.optimizer == "adamw")
         # Parameters with grad_req 'null' (batch-norm running statistics) are not updated.
-        self.trainer = gluon.Trainer(net.collect_params(), name, hyper)
+        kv = dict(kvstore=distribute.kvstore(), update_on_kvstore=False) if self.world else {}
+        self.trainer = gluon.Trainer(net.collect_params(), name, hyper, **kv)
+        if self.world:
+            with distribute.waiting("the Trainer's broadcast of the weights"):
+                self._ready()
+                mx.nd.waitall()
         self.params = [p for p in net.collect_params().values() if p.grad_req != "null"]
         self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
         self.soft_loss = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
@@ -142,25 +154,34 @@ class Trainer(TrainerBase):
     def _correct(logits, y):
         return int((logits.argmax(axis=1).astype(y.dtype) == y).sum())
 
-    def train_step(self, X, y):
+    def train_step(self, X, y, global_batch=None):
         """One optimiser step; returns (summed loss over the batch, correct predictions).
 
-        As in the book, the per-example losses are summed by ``backward`` and
-        ``trainer.step(batch_size)`` divides the gradient by the batch size, so the
-        optimised loss is the batch mean.  Gluon updates batch-norm running statistics
-        in the backward pass (with the biased variance, fixed up here).
+        As in the book, the per-example losses are summed by ``backward`` and the update
+        divides the gradient by the batch size, so the optimised loss is the batch mean.
+        With several workers the kvstore sums the gradients over the workers first
+        (``allreduce_grads``) and the update divides by ``global_batch``: the mean over the
+        global batch; clipping then sees that mean, as in one process.  Gluon updates
+        batch-norm running statistics in the backward pass (with the biased variance, fixed
+        up here), from this worker's rows: each worker keeps its own.
         """
-        with autograd.record():
-            out = self.net(X)
-            logits, l = step_loss(out, lambda z: self._train_loss(z, y), self.aux_weight)
-        before = [p.data().copy() for p, _ in self._bn]
-        l.backward()
-        if self.clip_norm:
-            self._clip(X.shape[0])
-        self.trainer.step(X.shape[0])
-        if self._bn:
-            self._fix_running_vars(before, X.shape[0])
-        return float(l.sum()), self._correct(logits, y)
+        batch = global_batch if self.world else X.shape[0]
+        with distribute.waiting("a training step"):
+            with autograd.record():
+                out = self.net(X)
+                logits, l = step_loss(out, lambda z: self._train_loss(z, y), self.aux_weight)
+            before = [p.data().copy() for p, _ in self._bn]
+            l.backward()
+            self.trainer.allreduce_grads()      # one process: nothing to do
+            if self.clip_norm:
+                self._clip(batch)
+            self.trainer.update(batch)
+            if self._bn:
+                self._fix_running_vars(before, X.shape[0])
+            loss, correct = float(l.sum()), self._correct(logits, y)
+            if self.world:                      # the sums and the update really done (asynchronous)
+                mx.nd.waitall()
+        return loss, correct
 
     def eval_step(self, X, y):
         with autograd.predict_mode():
@@ -178,7 +199,7 @@ class Trainer(TrainerBase):
             trainer._init_kvstore()
         if trainer._params_to_init:
             trainer._init_params()
-        if trainer._update_on_kvstore:      # only with several devices; this project uses one
+        if trainer._update_on_kvstore:      # (a kvstore over several devices by default; never ours)
             raise NotImplementedError("optimizer state kept in a kvstore is not supported")
         return trainer
 

@@ -3,5 +3,6 @@ from .core import NAME, device, framework_version, seed, settings, to_numpy, to_
 from .model import (NATIVE_SUFFIX, build, count_params, features, forward, get_weights,
                     init_weights, layer_table, load_native, read_native, save_native, set_weights,
                     stage_outputs)
+from . import distribute
 from .training import Trainer
 from . import export  # serving formats and ONNX: export.FORMATS, export.export, export.export_onnx, export.predictor

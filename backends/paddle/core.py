@@ -31,9 +31,10 @@ _DEVICE = _device()
 paddle.set_device(_DEVICE)
 # Paddle's CPU kernels use one thread unless told; the other three frameworks use every
 # core.  Measured here: 15.8 -> 25 training examples/s on 2 cores (docs/performance.md).
+# Workers of ``paddle.distributed.launch`` (which sets no OMP_NUM_THREADS) share the cores.
 _THREADS = None
 if _DEVICE == "cpu" and hasattr(paddle.base.core, "set_num_threads"):
-    _THREADS = int(_USER_THREADS or os.cpu_count() or 1)
+    _THREADS = int(_USER_THREADS or max(1, (os.cpu_count() or 1) // int(os.environ.get("PADDLE_LOCAL_SIZE", "1"))))
     paddle.base.core.set_num_threads(_THREADS)
 
 

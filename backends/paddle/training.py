@@ -5,10 +5,12 @@ import warnings
 import paddle
 from paddle import nn
 
+from common.distributed import loss_scale
 from common.train_config import step_loss
 from common.trainer import TrainerBase
 from common.weights import WeightsError
 
+from . import distribute
 from .model import api, read_pickle
 
 
@@ -20,6 +22,10 @@ class Trainer(TrainerBase):
     ``paddle.jit.to_static`` gives the same numbers and the same step time (2.1 s per
     batch of 32 at 96x96) after ~10 s of tracing per input shape (see
     docs/performance.md); kept for the common signature.
+
+    With a ``world`` the training forward runs through :func:`.distribute.wrap`
+    (``paddle.DataParallel``), whose ``backward`` averages the gradients over the workers;
+    clipping then sees the averaged gradients, the same on every worker.
     """
 
     def setup(self):
@@ -36,6 +42,7 @@ class Trainer(TrainerBase):
             self.opt = paddle.optimizer.SGD(lr, parameters=params, weight_decay=wd)
         self.loss = nn.CrossEntropyLoss()
         self.train_loss = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        self.model = distribute.wrap(self.net, self.world) if self.world else self.net
 
     def set_lr(self, lr):
         self.opt.set_lr(lr)
@@ -50,12 +57,15 @@ class Trainer(TrainerBase):
                 for g in grads:
                     g.scale_(coef)
 
-    def train_step(self, X, y):
+    def train_step(self, X, y, global_batch=None):
         self.net.train()
-        out = self.net(X)
+        out = self.model(X)
         logits, l = step_loss(out, lambda z: self.train_loss(z, y), self.aux_weight)
         self.opt.clear_grad()
-        l.backward()
+        if self.world:           # DataParallel averages over workers: scale to the global batch's mean
+            (l * loss_scale(y.shape[0], global_batch, self.world.size)).backward()
+        else:
+            l.backward()
         if self.clip_norm:
             self._clip()
         self.opt.step()

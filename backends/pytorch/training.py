@@ -4,8 +4,11 @@ import os
 import torch
 from torch import nn
 
+from common.distributed import loss_scale
 from common.train_config import step_loss
 from common.trainer import TrainerBase
+
+from . import distribute
 
 from .model import safe_load
 
@@ -41,6 +44,7 @@ class Trainer(TrainerBase):
             self.opt = adam(self.params, lr=self.lr, weight_decay=self.weight_decay)
         self.loss = nn.CrossEntropyLoss()
         self.train_loss = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        self.model = distribute.wrap(net, self.world) if self.world else net
 
     def set_lr(self, lr):
         for group in self.opt.param_groups:
@@ -51,13 +55,16 @@ class Trainer(TrainerBase):
             return X.contiguous(memory_format=self.memory_format)
         return X
 
-    def train_step(self, X, y):
+    def train_step(self, X, y, global_batch=None):
         X = self._input(X)
         self.net.train()
-        out = self.net(X)
+        out = self.model(X)
         logits, l = step_loss(out, lambda z: self.train_loss(z, y), self.aux_weight)
         self.opt.zero_grad()
-        l.backward()
+        if self.world:           # DDP averages over workers: scale to the global batch's mean
+            (l * loss_scale(y.shape[0], global_batch, self.world.size)).backward()
+        else:
+            l.backward()
         if self.clip_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         self.opt.step()

@@ -10,6 +10,15 @@ ENV = runtime.set_default_env(runtime.framework_env("tensorflow"))
 import tensorflow as tf  # noqa: E402
 
 NAME = "tensorflow"
+#: the launcher's share of the cores for each worker (common/launch.py); TensorFlow's pools
+#: do not read OMP_NUM_THREADS, so they are sized here, before the runtime starts
+THREADS = os.environ.get("GOOGLENET_THREADS")
+if THREADS:
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(THREADS))
+        tf.config.threading.set_inter_op_parallelism_threads(int(THREADS))
+    except RuntimeError:          # the runtime already runs (imported late): settings() tells
+        pass
 
 
 def framework_version() -> str:
@@ -18,7 +27,8 @@ def framework_version() -> str:
 
 def settings() -> dict:
     """What this backend set up for its framework (recorded in every run record)."""
-    return dict(env=dict(ENV), threads=tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count())
+    return dict(env=dict(ENV), threads=tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+                inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count())
 
 
 def device() -> str:

@@ -15,6 +15,7 @@ from common import model as M
 from common.weights import WeightsError
 from common.spec import BN_EPS, BN_MOMENTUM
 
+from . import distribute
 from .core import nchw, to_tensor
 
 layers = tf.keras.layers
@@ -200,11 +201,11 @@ def _new(spec, input_size):
 
 
 api = M.NetAPI(
-    new=_new, call=lambda net, X, training: net(X, training=training),
+    new=_new, call=distribute.call,
     evaluating=lambda net: contextlib.nullcontext(),     # blocks are called with training=False
     count=lambda layer: sum(int(np.prod(v.shape)) for v in layer.trainable_variables),
     to_tensor=to_tensor, to_canonical=nchw, names=WEIGHT_NAMES,
-    read=lambda v: v.numpy(), write=lambda v, a: v.assign(a))
+    read=lambda v: distribute.local(v).numpy(), write=lambda v, a: v.assign(a))
 build, count_params, forward, stage_outputs, features, layer_table = (
     api.build, api.count_params, api.forward, api.stage_outputs, api.features, api.layer_table)
 get_weights, set_weights, init_weights = api.get_weights, api.set_weights, api.init_weights

@@ -1,10 +1,14 @@
 """TensorFlow: the framework calls of the training step (the rest is common.trainer)."""
 import os
 
+import contextlib
+
 import tensorflow as tf
 
 from common.train_config import step_loss
 from common.trainer import TrainerBase
+
+from . import distribute
 
 
 class SGD(tf.keras.optimizers.SGD):
@@ -68,9 +72,21 @@ class Trainer(TrainerBase):
     targets (the sparse loss has none).  ``fast``: run the steps as ``tf.function``
     graphs, about 2x faster than eager on the CPU (XLA's ``jit_compile`` is slower there,
     so it is not used; see docs/performance.md).
+
+    Created inside a ``tf.distribute`` strategy's scope (``world.scope()``, see
+    :mod:`.distribute`), it trains on that strategy: the step runs in ``strategy.run`` with
+    per-example losses summed over the **global** batch's size
+    (``tf.nn.compute_average_loss``), the gradients are summed over the replicas (the
+    gradient of the global batch's mean loss, as in one process), then checked for NaNs,
+    clipped and decayed as in one process; the optimiser's slots are the strategy's
+    variables.  Evaluation runs on this process's replicas only.
     """
 
     def setup(self):
+        self.strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+        if self.world and not self.strategy:
+            raise ValueError("a distributed Trainer must be created inside world.scope()")
+        self.scope = self.strategy.scope if self.strategy else contextlib.nullcontext
         if self.optimizer == "sgd":
             self.opt = SGD(learning_rate=self.lr, momentum=self.momentum, nesterov=self.nesterov)
         else:
@@ -84,6 +100,10 @@ class Trainer(TrainerBase):
                            lambda y, z: smooth(tf.one_hot(tf.cast(y, tf.int32), z.shape[-1]), z))
         wrap = (lambda f: tf.function(f, reduce_retracing=True)) if self.fast else (lambda f: f)
         self._train, self._eval = wrap(self._train_step), wrap(self._eval_step)
+        if self.strategy:
+            with self.scope():               # every worker creates the slots, in the same order
+                self.opt.build(self.net.trainable_variables)
+            self._train_dist, self._eval_dist = wrap(self._train_step_dist), wrap(self._eval_step_dist)
 
     @staticmethod
     def _nan_unless_finite(l, tensors):
@@ -97,6 +117,14 @@ class Trainer(TrainerBase):
         return tf.reduce_sum(tf.cast(tf.argmax(logits, 1, output_type=tf.int32)
                                      == tf.cast(y, tf.int32), tf.int32))
 
+    def _apply(self, grads, params, **kwargs):
+        """Clip the gradients of the mean loss, add the coupled weight decay, step."""
+        if self.clip_norm:
+            grads = clip_by_norm(grads, self.clip_norm)
+        if self.coupled_decay:
+            grads = [g + self.coupled_decay * p for g, p in zip(grads, params)]
+        self.opt.apply_gradients(zip(grads, params), **kwargs)
+
     def _train_step(self, X, y):
         with tf.GradientTape() as tape:
             out = self.net(X, training=True)
@@ -104,12 +132,35 @@ class Trainer(TrainerBase):
         params = self.net.trainable_variables
         grads = tape.gradient(l, params)
         checked = self._nan_unless_finite(l, grads)
-        if self.clip_norm:
-            grads = clip_by_norm(grads, self.clip_norm)
-        if self.coupled_decay:
-            grads = [g + self.coupled_decay * p for g, p in zip(grads, params)]
-        self.opt.apply_gradients(zip(grads, params))
+        self._apply(grads, params)
         return checked, self._correct(logits, y)
+
+    def _per_example(self, y, z):
+        """The training loss of each example (label smoothing included)."""
+        if self.label_smoothing:
+            return tf.keras.losses.categorical_crossentropy(
+                tf.one_hot(tf.cast(y, tf.int32), z.shape[-1]), z, from_logits=True,
+                label_smoothing=self.label_smoothing)
+        return tf.keras.losses.sparse_categorical_crossentropy(y, z, from_logits=True)
+
+    def _replica_step(self, X, y, global_batch):
+        """One replica's part of a distributed step: its rows' summed loss over the global
+        batch, the gradients summed over every replica (the gradient of the global batch's
+        mean loss), then the single process's clipping, decay and update."""
+        with tf.GradientTape() as tape:
+            out = self.net(X, training=True)
+            logits, l = step_loss(out, lambda z: tf.nn.compute_average_loss(
+                self._per_example(y, z), global_batch_size=global_batch), self.aux_weight)
+        params = self.net.trainable_variables
+        grads = tf.distribute.get_replica_context().all_reduce(distribute.SUM, tape.gradient(l, params))
+        checked = self._nan_unless_finite(l, grads)
+        self._apply(grads, params, skip_gradients_aggregation=True)
+        return checked * tf.cast(global_batch, l.dtype), self._correct(logits, y)
+
+    def _train_step_dist(self, X, y, global_batch):
+        l, correct = self.strategy.run(self._replica_step, args=(X, y, global_batch))
+        return (tf.add_n(distribute.local_results(self.strategy, l)),
+                tf.add_n(distribute.local_results(self.strategy, correct)))
 
     def set_lr(self, lr):
         self.opt.learning_rate.assign(lr)
@@ -118,16 +169,35 @@ class Trainer(TrainerBase):
         logits = self.net(X, training=False)
         return self._nan_unless_finite(self.loss(y, logits), [X]), self._correct(logits, y)
 
-    def train_step(self, X, y):
+    def _eval_step_dist(self, X, y):
+        """Evaluation on this process's replicas only (no collective): summed loss, correct."""
+        def replica(X, y):
+            logits = self.net(X, training=False)
+            l = tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+            return self._nan_unless_finite(l, [X]), self._correct(logits, y)
+        l, correct = self.strategy.run(replica, args=(X, y))
+        return (tf.add_n(distribute.local_results(self.strategy, l)),
+                tf.add_n(distribute.local_results(self.strategy, correct)))
+
+    def train_step(self, X, y, global_batch=None):
+        if self.strategy:
+            rows = int(y.shape[0]) * (self.world.size if self.world else 1)
+            global_batch = tf.constant(global_batch or rows, tf.int32)      # a tensor: no retracing
+            l, correct = self._train_dist(*distribute.split(self.strategy, X, y), global_batch)
+            return float(l), int(correct)
         l, correct = self._train(X, y)
         return float(l) * int(y.shape[0]), int(correct)
 
     def eval_step(self, X, y):
+        if self.strategy:
+            l, correct = self._eval_dist(*distribute.split(self.strategy, X, y))
+            return float(l), int(correct)
         l, correct = self._eval(X, y)
         return float(l) * int(y.shape[0]), int(correct)
 
     def _checkpoint(self):
-        self.opt.build(self.net.trainable_variables)   # slots exist before a restore
+        with self.scope():
+            self.opt.build(self.net.trainable_variables)   # slots exist before a restore
         return tf.train.Checkpoint(optimizer=self.opt)
 
     def save_optimizer(self, directory):

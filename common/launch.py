@@ -1,0 +1,206 @@
+"""Start N workers of one backend on this machine, each the way its framework expects, and
+watch them: ``scripts/train.py --nproc-per-node N`` (the launchers the frameworks ship,
+torchrun and ``paddle.distributed.launch``, work too; docs/distributed.md).
+
+Framework-free: it only sets the environment each framework's engine reads and runs
+processes.  Every address is 127.0.0.1 and every port is picked free at run time.
+
+* PyTorch: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT`` (what
+  torchrun sets) and ``GOOGLENET_TORCH_STORE``, a fresh file for a file store: on one
+  machine no TCP store is needed (c10d's TCP store also looks up the peer's name, which a
+  machine without a name service answers over the network);
+* TensorFlow: ``TF_CONFIG`` with every worker on 127.0.0.1;
+* Paddle: the ``PADDLE_*`` variables of ``paddle.distributed.launch`` and
+  ``PADDLE_DISTRI_BACKEND=gloo``;
+* MXNet: the ``DMLC_*`` variables, and a scheduler and a server process next to the
+  workers (MXNet's own tracker is not used: it needs Python < 3.9 and probes a
+  non-loopback address).
+
+The cores are split between the workers (``OMP_NUM_THREADS``).  Workers print to this
+terminal (only rank 0 prints the run's progress; any worker's error shows).  The first process to fail
+ends the run: the others are stopped (SIGTERM, then SIGKILL after a grace period), and the
+message names the lost worker.  Nothing a worker checkpointed is touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+LOOPBACK = "127.0.0.1"
+WORKER = "GOOGLENET_WORKER"          # set in every process the launcher starts
+PROXIES = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+           "ALL_PROXY", "GRPC_PROXY")
+
+
+def free_ports(n: int) -> List[int]:
+    """``n`` distinct ports free on 127.0.0.1 now (bound together, then released)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for s in socks:
+            s.bind((LOOPBACK, 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+@dataclass
+class Process:
+    """One process of a run: a worker (``index``) or a helper role (MXNet's scheduler, server)."""
+    name: str
+    argv: List[str]
+    env: dict
+    index: Optional[int] = None          # workers: 0 .. N-1 in launch order
+    log: Optional[str] = None            # None: this terminal
+    popen: Optional[subprocess.Popen] = field(default=None, repr=False)
+
+
+def base_env(nproc: int) -> dict:
+    """What every process gets: loopback only, no proxies, the cores split between workers."""
+    env = {k: v for k, v in os.environ.items() if k not in PROXIES}
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    env.update({WORKER: "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+                "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", str(threads)),
+                "GOOGLENET_THREADS": env.get("OMP_NUM_THREADS", str(threads))})
+    return env
+
+
+def plan(backend: str, argv: List[str], nproc: int, workdir: str, python: str = sys.executable) -> List[Process]:
+    """The processes of a run of ``argv`` (a worker's command line) with ``nproc`` workers."""
+    base = base_env(nproc)
+    workers = []
+    if backend == "pytorch":
+        (port,) = free_ports(1)
+        store = os.path.join(workdir, "torch-store")
+        for r in range(nproc):
+            workers.append(dict(RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(nproc),
+                                MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",
+                                GOOGLENET_TORCH_STORE=store))
+    elif backend == "tensorflow":
+        ports = free_ports(nproc)
+        cluster = {"worker": [f"{LOOPBACK}:{p}" for p in ports]}
+        for r in range(nproc):
+            workers.append(dict(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": r}})))
+    elif backend == "paddle":
+        ports = free_ports(nproc + 1)
+        endpoints = ",".join(f"{LOOPBACK}:{p}" for p in ports[1:])
+        for r in range(nproc):
+            workers.append(dict(PADDLE_TRAINER_ID=str(r), PADDLE_TRAINERS_NUM=str(nproc), PADDLE_LOCAL_RANK=str(r),
+                                PADDLE_RANK_IN_NODE=str(r), PADDLE_TRAINER_ENDPOINTS=endpoints,
+                                PADDLE_CURRENT_ENDPOINT=f"{LOOPBACK}:{ports[1 + r]}",
+                                PADDLE_MASTER=f"{LOOPBACK}:{ports[0]}", PADDLE_DISTRI_BACKEND="gloo",
+                                GLOO_SOCKET_IFNAME="lo"))
+    elif backend == "mxnet":
+        (port,) = free_ports(1)
+        dmlc = dict(DMLC_PS_ROOT_URI=LOOPBACK, DMLC_PS_ROOT_PORT=str(port), DMLC_NUM_WORKER=str(nproc),
+                    DMLC_NUM_SERVER="1", DMLC_NODE_HOST=LOOPBACK, DMLC_INTERFACE="lo")
+        roles = [Process(role, [python, "-c", "import mxnet"], dict(base, **dmlc, DMLC_ROLE=role),
+                         log=os.path.join(workdir, f"{role}.log")) for role in ("scheduler", "server")]
+        procs = roles + [Process(f"worker {r}", list(argv), dict(base, **dmlc, DMLC_ROLE="worker"), index=r)
+                         for r in range(nproc)]
+        return _logs(procs, workdir)
+    else:
+        raise ValueError(f"no launcher for backend {backend!r}")
+    return _logs([Process(f"worker {r}", list(argv), dict(base, **env), index=r) for r, env in enumerate(workers)],
+                 workdir)
+
+
+def _logs(procs, workdir):
+    """Workers write to this terminal (only rank 0 prints the run's lines; any worker's error
+    shows); helper roles to ``workdir``."""
+    return procs
+
+
+def _describe(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with code {rc}"
+
+
+def _stop(procs, grace: float):
+    alive = [p for p in procs if p.popen is not None and p.popen.poll() is None]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in alive:
+            try:
+                os.killpg(p.popen.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(p.popen.poll() is None for p in alive):
+            time.sleep(0.1)
+        alive = [p for p in alive if p.popen.poll() is None]
+        if not alive:
+            return
+    for p in procs:
+        if p.popen is not None:
+            p.popen.wait()
+
+
+class LaunchError(RuntimeError):
+    """A worker (or a helper process) of a distributed run failed; the others were stopped."""
+
+
+def run(procs: List[Process], *, timeout: Optional[float] = None, grace: float = 10.0, poll: float = 0.2,
+        cwd: Optional[str] = None) -> None:
+    """Start ``procs``, each in its own session, and wait.  Returns when every worker has
+    exited with 0 (helper roles are then given ``grace`` seconds to finish); raises
+    :class:`LaunchError` naming the first process that failed, after stopping the others."""
+    files = []
+    try:
+        for p in procs:
+            out = None
+            if p.log:
+                os.makedirs(os.path.dirname(p.log), exist_ok=True)
+                out = open(p.log, "w")
+                files.append(out)
+            p.popen = subprocess.Popen(p.argv, env=p.env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                       start_new_session=True)
+        start = time.monotonic()
+        workers = [p for p in procs if p.index is not None]
+        ended = {}                     # helper roles that exited with 0 while workers ran: when
+        while True:
+            for p in procs:
+                rc = p.popen.poll()
+                early = rc == 0 and p.index is None and any(w.popen.poll() is None for w in workers)
+                if early:   # MXNet's scheduler and server end as the workers free their kvstore,
+                    # while those processes are still exiting: a failure only if they do not follow
+                    early = time.monotonic() - ended.setdefault(p.name, time.monotonic()) > grace
+                if rc is not None and (rc != 0 or early):
+                    _stop(procs, grace)
+                    where = f"; its output: {p.log}" if p.log else ""
+                    raise LaunchError(f"{p.name} (pid {p.popen.pid}) {_describe(rc)}; the other processes "
+                                      f"were stopped{where}")
+            if all(w.popen.poll() == 0 for w in workers):
+                deadline = time.monotonic() + grace
+                while time.monotonic() < deadline and any(p.popen.poll() is None for p in procs):
+                    time.sleep(poll)
+                _stop(procs, grace)
+                return
+            if timeout is not None and time.monotonic() - start > timeout:
+                _stop(procs, grace)
+                raise LaunchError(f"the run did not finish within {timeout:.0f} s; every process was stopped")
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        _stop(procs, grace)
+        raise
+    finally:
+        for f in files:
+            f.close()
+
+
+def workdir(run_dir: str) -> str:
+    """Where a run's launcher keeps its workers' logs and its rendezvous files."""
+    path = os.path.join(run_dir, "workers")
+    os.makedirs(path, exist_ok=True)
+    store = os.path.join(path, "torch-store")
+    if os.path.exists(store):          # a file store must not exist when the run starts
+        os.remove(store)
+    return path
