@@ -44,6 +44,9 @@ def parser():
     p.add_argument("--seeds", type=int, default=1,
                    help="train every backend with N seeds (--seed, --seed + 1, ...) and report mean ± std "
                         "and whether the gap between frameworks exceeds the spread over seeds")
+    p.add_argument("--target-acc", type=float, default=0.85, metavar="ACC",
+                   help="report the epoch and training time at which each backend first reached this "
+                        "test accuracy (0.85; 0 to leave it out)")
     add_data_args(p)
     add_recipe_args(p, epochs_default=r.num_epochs)
     add_model_args(p)
@@ -110,6 +113,8 @@ def run_backend(args, backend, run_dir, init, sha256):
 @guard
 def main(argv=None):
     args = parser().parse_args(argv)
+    if not 0 <= args.target_acc <= 1:
+        raise UserError(f"--target-acc must be between 0 and 1, not {args.target_acc}")
     out = args.out or os.path.join("reports", f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     init, notes, seeds = None, [], None
     if args.from_runs:
@@ -141,6 +146,7 @@ def main(argv=None):
     command = " ".join(["scripts/compare.py"] + (sys.argv[1:] if argv is None else list(argv)))
     combined = R.combine(entries, notes, command=command, init=init)
     combined["seeds"] = seeds
+    combined["target_acc"] = args.target_acc or None
     path = R.write_report(combined, out)
     print("\n".join(R.table(combined) + ["", R.gap_line(combined)] + [f"note: {n}" for n in notes]))
     if seeds:

@@ -234,6 +234,40 @@ def _settings(combined) -> List[str]:
     return lines
 
 
+def time_to(history, target) -> Optional[dict]:
+    """The first epoch whose test accuracy reaches ``target``, with the training time spent
+    until then (the sum of the epochs' ``train_time``: steps and data, not evaluation)."""
+    spent = 0.0
+    for h in history:
+        spent += h.get("train_time", 0.0)
+        if h.get("test_acc") is not None and h["test_acc"] >= target:
+            return dict(epoch=h["epoch"], seconds=spent)
+    return None
+
+
+def epochs_markdown(combined, target=None) -> List[str]:
+    """Test accuracy after every epoch, one column per backend; with ``target``, the epoch
+    and the training time at which each backend first reached it."""
+    done = _done(combined)
+    if not done:
+        return []
+    hist = {b: e["record"].get("history") or [] for b, e in done.items()}
+    n = max(len(h) for h in hist.values())
+    lines = ["## Test accuracy per epoch", "", "| epoch | " + " | ".join(done) + " |",
+             "| ---: |" + " ---: |" * len(done)]
+    for i in range(n):
+        cells = [fmt(h[i]["test_acc"] if i < len(h) else None, "{:.4f}") for h in hist.values()]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    if target:
+        reach = {b: time_to(h, target) for b, h in hist.items()}
+        cells = [f"epoch {r['epoch']}, {r['seconds']:.0f} s" if r else "not reached" for r in reach.values()]
+        lines += [f"| first ≥ {target:g} | " + " | ".join(cells) + " |", "",
+                  f"Time to {target:g}: the training time (steps and data, not evaluation) summed over "
+                  f"the epochs up to the first whose test accuracy reached {target:g}; it depends on the "
+                  f"machine's load (see the throughput columns)."]
+    return lines + [""]
+
+
 def markdown(combined) -> str:
     """The text of report.md."""
     out = ["# GoogLeNet on four frameworks: side by side", "",
@@ -241,6 +275,7 @@ def markdown(combined) -> str:
            + ".", ""]
     out += _settings(combined) + ["", "## Results", ""] + table(combined) + ["", gap_line(combined), ""]
     out += [f"- Note: {n}" for n in combined["notes"] + combined["differences"]]
+    out += [""] + epochs_markdown(combined, combined.get("target_acc"))
     devices = {_rec(e, "device") for e in combined["backends"] if has_numbers(e)}
     gpu = "" if devices - {"cpu"} else " (All runs here are on the CPU, so (3) does not apply.)"
     out += ["", "## Why they differ", "", WHY + gpu, "",

@@ -217,3 +217,16 @@ def test_compare_over_seeds_on_an_image_folder(tmp_path):
             assert rec["recipe"]["seed"] == seed and rec["model"]["num_classes"] == 3
             assert saved["seeds"]["backends"][b]["test_acc"][str(seed)] == rec["test_acc"]
     assert "## Over seeds" in open(out_dir / "report.md").read() and "mean ± std" in out.stdout
+
+
+def test_per_epoch_table_and_time_to_target(tmp_path):
+    recs = {"pytorch": fake_record("pytorch", 0.86, epochs=3), "mxnet": fake_record("mxnet", 0.84, epochs=3)}
+    entries = [R.entry(b, R.OK, record=r) for b, r in recs.items()]
+    combined = R.combine(entries, command="test")
+    combined["target_acc"] = 0.85
+    text = open(R.write_report(combined, str(tmp_path / "r"))).read()
+    # pytorch's accuracies are 0.82, 0.84, 0.86: it first reaches 0.85 in epoch 3, after 3 x 2.5 s
+    assert R.time_to(recs["pytorch"]["history"], 0.85) == dict(epoch=3, seconds=7.5)
+    assert R.time_to(recs["mxnet"]["history"], 0.85) is None
+    assert "| 2 | 0.8400 | 0.8200 |" in text
+    assert "| first ≥ 0.85 | epoch 3, 8 s | not reached |" in text
