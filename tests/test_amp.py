@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BF16 = ("pytorch", "tensorflow")
 #: a word of each refusing backend's reason for bf16 on a CPU
 NO_BF16 = {"mxnet": "NumPy-interface operators", "paddle": "only on CUDA, XPU and custom devices"}
-SIZE, BATCH, STEPS, LR = 32, 8, 3, 0.01
+SIZE, BATCH, STEPS, LR = 24, 8, 3, 0.003
 # The recipe's Xavier weights have zero biases and the d2l net is ReLU, conv, max pool: the
 # logits are positively homogeneous in the input, and about 2e-3 for inputs in [0, 1), where
 # the loss is log(10) whatever the precision.  Inputs 300x as large give logits of about 1

@@ -169,6 +169,12 @@ class Trainer(TrainerBase):
         total = tf.add_n([tf.reduce_sum(t) for t in tensors])
         return tf.where(tf.math.is_finite(total), l, float("nan"))
 
+    def _checked(self, l, grads):
+        """The loss to report: NaN where the gradients are not finite, except under float16
+        loss scaling, whose optimiser skips such a step and lowers the scale (the first steps
+        overflow by design) while the loss itself is finite."""
+        return l if self.amp == "fp16" else self._nan_unless_finite(l, grads)
+
     def _mixed(self):
         return _policy(self.net, self.policy) if self.policy else contextlib.nullcontext()
 
@@ -199,7 +205,7 @@ class Trainer(TrainerBase):
             scaled = self._scaled(l)
         params = self.net.trainable_variables
         grads = self._unscaled(tape.gradient(scaled, params))
-        checked = self._nan_unless_finite(l, grads)
+        checked = self._checked(l, grads)
         self._apply(grads, params)
         return checked, self._correct(logits, y)
 
@@ -224,7 +230,7 @@ class Trainer(TrainerBase):
         params = self.net.trainable_variables
         grads = tf.distribute.get_replica_context().all_reduce(
             distribute.SUM, self._unscaled(tape.gradient(scaled, params)))
-        checked = self._nan_unless_finite(l, grads)
+        checked = self._checked(l, grads)
         self._apply(grads, params, skip_gradients_aggregation=True)
         return checked * tf.cast(global_batch, l.dtype), self._correct(logits, y)
 
