@@ -46,7 +46,7 @@ class Trainer(TrainerBase):
                     f"Paddle {paddle.__version__}'s paddle.amp.auto_cast works only on CUDA, XPU and "
                     f"custom devices; on the CPU it warns 'amp_guard can only be enabled on CUDAPlace, "
                     f"XPUPlace, and CustomPlace' and computes in float32 "
-                    f"(paddle.amp.is_bfloat16_supported() is False here)")
+                    f"(paddle.amp.is_bfloat16_supported() is {paddle.amp.is_bfloat16_supported()} here)")
         supported = paddle.amp.is_bfloat16_supported if amp == "bf16" else paddle.amp.is_float16_supported
         if not supported():
             return f"paddle.amp.is_{'b' if amp == 'bf16' else ''}float16_supported() is False on {place}"
