@@ -20,6 +20,7 @@ from common.export import ExportError
 from common.loop import NonFiniteLoss
 from common.spec import SpecError
 from common.switch import BackendError
+from common.trainer import AmpError
 from common.weights import WeightsError
 
 
@@ -29,7 +30,7 @@ class UserError(Exception):
 
 #: errors whose message is enough: no traceback
 USER_ERRORS = (UserError, DataError, WeightsError, SpecError, BackendError, CheckpointError,
-               NonFiniteLoss, ExportError)
+               NonFiniteLoss, ExportError, AmpError)
 #: operating-system errors about the user's files and disk
 _FILE_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ENOSPC,
                 errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}

@@ -13,7 +13,7 @@ from common import data as D, datasets as DS, weights as W
 from common.spec import get_spec
 from common.switch import ENV_VAR, resolve
 from common.schedules import SCHEDULES
-from common.train_config import OPTIMIZERS, RECIPES, Recipe, named_recipe
+from common.train_config import AMP, OPTIMIZERS, RECIPES, Recipe, named_recipe
 
 from .errors import ArgumentParser, UserError
 
@@ -141,6 +141,9 @@ def add_recipe_args(p, epochs_default=None):
     g.add_argument("--resize", type=int, help=f"input size ({r.resize})")
     g.add_argument("--aux-weight", type=float, help=f"weight of each auxiliary loss ({r.aux_weight})")
     g.add_argument("--limit", type=int, help="use only the first N training examples (smoke runs)")
+    g.add_argument("--amp", choices=AMP, help="mixed precision with the framework's own API: bf16 (CPU "
+                                              "and GPU where the framework can) or fp16 (GPU only, with "
+                                              "loss scaling); default float32 (docs/performance.md)")
     return p
 
 

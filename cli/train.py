@@ -147,6 +147,8 @@ def main(argv=None, fixed_backend=None):
         raise UserError(f"--nproc-per-node must be at least 1, not {args.nproc_per_node}")
     name, model, recipe, data, data_dir, limit, recipe_name = plan_run(args)
     check_sizes(model, recipe)                                  # before the data: fails fast
+    if recipe.amp:                        # can the framework do it here? (before the data too)
+        get_backend(name).Trainer.check_amp(recipe.amp)
     def stamp(t=None):
         return os.path.join("runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(t))}")
     run_dir = args.resume or args.run_dir or stamp()
@@ -185,7 +187,8 @@ def main(argv=None, fixed_backend=None):
     say(f"{name} {bk.framework_version()} on {bk.device()}: {model['preset']} net, "
         f"{record['params']:,} parameters, {len(train_iter.split)} train / "
         f"{len(test_iter.split)} test examples at {recipe.resize}x{recipe.resize}; run folder {run_dir}"
-        + (f"; worker 0 of {world.size} ({world.engine})" if world.distributed else ""))
+        + (f"; worker 0 of {world.size} ({world.engine})" if world.distributed else "")
+        + (f"; {recipe.amp} mixed precision" if recipe.amp else ""))
     resume_hint = f"continue with: python scripts/train.py --resume {run_dir}"
     try:
         rec = fit(bk, net, train_iter, test_iter, recipe, run_dir, resume=bool(args.resume),

@@ -225,7 +225,8 @@ def _settings(combined) -> List[str]:
     lines = [f"- model: {json.dumps(m)}",
              f"- recipe: epochs {r['num_epochs']}, batch {r['batch_size']}, {r['optimizer']} "
              f"lr {r['lr']} momentum {r['momentum']} weight decay {r['weight_decay']}, "
-             f"input {r['resize']}x{r['resize']}, seed {r['seed']}"]
+             f"input {r['resize']}x{r['resize']}, seed {r['seed']}"
+             + (f", {r['amp']} mixed precision" if r.get("amp") else "")]
     done = [e for e in combined["backends"] if has_numbers(e)]
     rec = done[0]["record"]
     lines.append(f"- data: {rec.get('data_dir')}, {rec.get('train_examples')} train / "

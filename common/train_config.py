@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: mixed-precision formats (``Recipe.amp``, ``--amp``; ``None`` is float32): common/trainer.py
+AMP = ("bf16", "fp16")
 
 
 def step_loss(out, loss_of, aux_weight: float):
@@ -41,7 +43,9 @@ class Recipe:
       ``warmup_epochs``, ``step_epochs`` and ``gamma`` (step), ``final_lr_factor`` (cosine);
     * augmentation (``common.augment``): ``crop_padding``, ``flip``, ``erase``;
     * multi-scale: ``train_scales`` (one input size per ``scale_every`` steps, drawn from the
-      seed) and ``test_scales`` (the softmax averaged over these sizes at evaluation).
+      seed) and ``test_scales`` (the softmax averaged over these sizes at evaluation);
+    * precision: ``amp`` (``None``: float32; ``'bf16'``, ``'fp16'``: mixed precision with the
+      framework's own API, see ``common.trainer``).
     """
     num_epochs: int = 10
     batch_size: int = 128
@@ -66,6 +70,7 @@ class Recipe:
     train_scales: Tuple[int, ...] = ()
     test_scales: Tuple[int, ...] = ()
     scale_every: int = 1
+    amp: Optional[str] = None
 
     def __post_init__(self):
         self.train_scales = tuple(int(s) for s in self.train_scales or ())
@@ -74,7 +79,8 @@ class Recipe:
     def trainer_kwargs(self) -> dict:
         return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
                     optimizer=self.optimizer, aux_weight=self.aux_weight, nesterov=self.nesterov,
-                    label_smoothing=self.label_smoothing, clip_norm=self.clip_norm or None)
+                    label_smoothing=self.label_smoothing, clip_norm=self.clip_norm or None,
+                    amp=self.amp)
 
     def schedule_kwargs(self) -> dict:
         return dict(name=self.schedule, warmup_epochs=self.warmup_epochs, step_epochs=self.step_epochs,

@@ -8,7 +8,87 @@ rule, so that a schedule changes the learning rate the same way everywhere.
 """
 from __future__ import annotations
 
-from .train_config import check_optimizer
+import math
+from typing import Optional
+
+from .spec import iter_blocks
+from .train_config import AMP, check_optimizer
+
+#: the low-precision float formats of ``amp``: (the frameworks' dtype name, significand bits
+#: including the implicit one); float32's for comparison
+AMP_FORMATS = {"bf16": ("bfloat16", 8), "fp16": ("float16", 11)}
+FLOAT32_BITS = 24
+
+
+class AmpError(ValueError):
+    """Mixed precision asked for where the framework cannot do it, or an unknown ``amp``
+    value; the message names the framework and the reason (the command lines print it as
+    one ``error:`` line)."""
+
+
+def parse_amp(amp) -> Optional[str]:
+    """``None`` (float32) for ``None``, ``False``, ``''`` or ``'off'``; else ``'bf16'`` or
+    ``'fp16'`` (``'bfloat16'`` and ``'float16'`` accepted); anything else is an
+    :class:`AmpError`."""
+    if amp is None or amp is False or (isinstance(amp, str) and amp.lower() in ("", "off", "none")):
+        return None
+    names = {k: k for k in AMP} | {fmt[0]: k for k, fmt in AMP_FORMATS.items()}
+    if not isinstance(amp, str) or amp.lower() not in names:
+        raise AmpError(f"amp must be None (float32), 'bf16' or 'fp16', not {amp!r}")
+    return names[amp.lower()]
+
+
+def amp_unavailable_message(framework: str, amp: str, reason: str) -> str:
+    """The message of a framework that cannot train with ``amp`` here."""
+    return (f"--amp {amp} ({AMP_FORMATS[amp][0]} mixed precision) is not available with {framework} "
+            f"here: {reason}. Train without --amp (float32)"
+            + ("" if amp == "bf16" else ", or use --amp bf16 on a backend that supports it")
+            + " (see docs/performance.md, 'Mixed precision').")
+
+
+#: the reason every backend gives for ``amp='fp16'`` without a GPU
+FP16_NEEDS_GPU = ("float16 mixed precision needs a GPU (with dynamic loss scaling); on a CPU "
+                  "the frameworks have no fast float16 kernels, so they do not offer it")
+
+
+def unit_roundoff(amp: Optional[str]) -> float:
+    """The relative rounding error of one rounding to nearest: ``2 ** -p`` for ``p``
+    significand bits (bf16: 2^-8 = 3.9e-3; fp16: 2^-11; float32: 2^-24)."""
+    return 2.0 ** -(AMP_FORMATS[amp][1] if amp else FLOAT32_BITS)
+
+
+def weighted_depth(spec) -> int:
+    """The number of conv / dense layers on the longest path through the table (an
+    Inception block counts its longest branch): 22 for every GoogLeNet preset, as the
+    paper says."""
+    depth = 0
+    for _, _, layer in iter_blocks(spec):
+        if layer.kind in ("conv", "dense"):
+            depth += 1
+        elif layer.kind == "inception":
+            depth += max(sum(sub.kind == "conv" for _, sub in branch) for branch in layer.branches())
+    return depth
+
+
+def amp_loss_rtol(amp: Optional[str], spec) -> float:
+    """The relative tolerance of a loss computed with ``amp`` against the same step in float32.
+
+    Each conv / dense layer under mixed precision rounds its input and its weights to the
+    low-precision format (relative error at most ``u``, :func:`unit_roundoff`, uniform
+    over ``[-u, u]``: standard deviation ``u / sqrt(3)``) and, where the framework keeps it
+    so, its output: about three roundings per layer, accumulated in float32.  Independent
+    rounding errors add in quadrature, so after ``D`` layers (:func:`weighted_depth`) the
+    logits carry a relative error of about ``sqrt(3 D) * u / sqrt(3) = sqrt(D) * u``; the
+    cross-entropy's gradient with respect to the logits has an L1 norm of at most 2, so
+    for logits of order one the loss moves by about as much, relatively.  That is the
+    tolerance: ``sqrt(22) * 2**-8 = 1.83e-2`` for bf16 and GoogLeNet.  The loss, a mean
+    over examples and classes, averages part of the logits' error away: measured
+    differences over three gentle SGD steps are 2e-5 to 3.6e-3 (tests/test_amp.py,
+    docs/performance.md).  It bounds rounding, not chaos: steps large enough to make the
+    runs part (lr 0.01 there) can leave it after a few updates.
+    Two backends' bf16 losses then agree within twice it (each is within it of its
+    float32 loss, and the float32 losses agree within 1e-4, tests/test_equivalence.py)."""
+    return math.sqrt(weighted_depth(spec)) * unit_roundoff(amp)
 
 
 class TrainerBase:
@@ -42,11 +122,21 @@ class TrainerBase:
             process).  ``train_step`` then takes this worker's rows of a global batch of
             ``global_batch`` rows, and the engine combines the gradients of the mean loss over
             the whole global batch.
+        amp: mixed precision, opt-in: ``None`` / ``False`` (the default) trains in float32;
+            ``'bf16'`` runs ``train_step`` and ``eval_step`` in bfloat16 mixed precision (the
+            weights, the optimiser and the loss stay float32), ``'fp16'`` in float16 with
+            dynamic loss scaling (GPU only), each through the framework's own API
+            (``torch.autocast``, ``tf.keras.mixed_precision``, ``paddle.amp``).  Where the
+            framework cannot do it here the constructor raises :class:`AmpError` naming the
+            framework and the reason (:meth:`check_amp` tells before a network exists); see
+            docs/performance.md, "Mixed precision".  The network outside the Trainer
+            (``forward``, ``stage_outputs``, export) computes in float32.
     """
 
     def __init__(self, net, *, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
                  aux_weight=0.3, fast=True, nesterov=False, label_smoothing=0.0, clip_norm=None,
-                 world=None):
+                 world=None, amp=None):
+        self.amp = self.check_amp(amp)
         self.net, self.aux_weight, self.fast = net, aux_weight, fast
         self.world = world if world is not None and world.distributed else None
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
@@ -58,6 +148,26 @@ class TrainerBase:
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), not {label_smoothing}")
         self.setup()
+
+    @classmethod
+    def check_amp(cls, amp) -> Optional[str]:
+        """``amp`` normalised (:func:`parse_amp`), or :class:`AmpError` if the framework cannot
+        train with it on this machine; needs no network (the command line asks first)."""
+        amp = parse_amp(amp)
+        if amp:
+            reason = cls.amp_unavailable(amp)
+            if reason:
+                raise AmpError(amp_unavailable_message(cls.FRAMEWORK, amp, reason))
+        return amp
+
+    #: the framework's name in messages
+    FRAMEWORK = "this framework"
+
+    @classmethod
+    def amp_unavailable(cls, amp: str) -> Optional[str]:
+        """Why the framework cannot train with ``amp`` (``'bf16'`` / ``'fp16'``) on this
+        machine, or ``None`` if it can (the backend's part: it asks its framework)."""
+        return f"{cls.__name__} does not implement mixed precision"
 
     def setup(self):
         """Create the framework's optimiser, loss and compiled steps (the backend's part)."""

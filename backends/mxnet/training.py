@@ -7,7 +7,7 @@ from mxnet import autograd, gluon, np, npx
 from common import oracle, weights as W
 from common.spec import BN_MOMENTUM
 from common.train_config import step_loss
-from common.trainer import TrainerBase
+from common.trainer import FP16_NEEDS_GPU, TrainerBase
 
 from . import distribute
 from .core import _device
@@ -97,7 +97,31 @@ class Trainer(TrainerBase):
     and each worker runs the optimiser above on its own copy (the state saves as in one
     process).  The kvstore broadcasts rank 0's weights as soon as the Trainer exists, before
     the first forward (the Trainer's lazy broadcast races with the first gradient sum).
+
+    ``amp`` is refused (:meth:`amp_unavailable`): MXNet 1.9.1's ``mxnet.contrib.amp``
+    cannot reach this network (see there and docs/performance.md).
     """
+
+    FRAMEWORK = "MXNet"
+
+    @classmethod
+    def amp_unavailable(cls, amp):
+        """MXNet 1.9.1's mixed precision is ``mxnet.contrib.amp.init()``, which must run before the
+        network is built and then replaces the functions of the legacy ``mx.nd`` / ``mx.sym``
+        operators (``mx.nd.Convolution``, ...) with casting wrappers.  This project's Gluon
+        network runs the NumPy-interface operators (``npx.set_np()``, as the book's MXNet code:
+        Gluon's ``Conv2D`` calls ``F.npx.Convolution``), which it does not wrap: the network
+        would still train in float32 (measured: identical logits after ``amp.init``).  (On a
+        CPU without AVX-512, as this project's, oneDNN has no bfloat16 convolution either:
+        ``mx.nd.Convolution`` on bfloat16 arrays fails with "could not create a primitive
+        descriptor iterator"; docs/performance.md.)"""
+        reason = (f"MXNet {mx.__version__}'s mxnet.contrib.amp (amp.init, to be called before the "
+                  f"network exists) casts only the legacy mx.nd/mx.sym operators, not the NumPy-interface "
+                  f"operators (npx.Convolution, npx.fully_connected) that this project's Gluon network "
+                  f"runs under npx.set_np(), so the network would train in float32 unchanged")
+        if amp == "fp16" and mx.context.num_gpus() == 0:
+            return f"{FP16_NEEDS_GPU}; and {reason}"
+        return reason
 
     def setup(self):
         net = self.net

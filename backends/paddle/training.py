@@ -1,4 +1,5 @@
 """PaddlePaddle: the framework calls of the training step (the rest is common.trainer)."""
+import contextlib
 import os
 import warnings
 
@@ -7,7 +8,7 @@ from paddle import nn
 
 from common.distributed import loss_scale
 from common.train_config import step_loss
-from common.trainer import TrainerBase
+from common.trainer import FP16_NEEDS_GPU, TrainerBase
 from common.weights import WeightsError
 
 from . import distribute
@@ -26,7 +27,30 @@ class Trainer(TrainerBase):
     With a ``world`` the training forward runs through :func:`.distribute.wrap`
     (``paddle.DataParallel``), whose ``backward`` averages the gradients over the workers;
     clipping then sees the averaged gradients, the same on every worker.
+
+    ``amp``: the forward pass runs inside ``paddle.amp.auto_cast(dtype='bfloat16' |
+    'float16')`` (level O1: the white-listed operators, conv and matmul, in the low
+    precision), the loss on float32 logits; ``'fp16'`` adds ``paddle.amp.GradScaler``
+    (dynamic loss scaling; gradients unscaled before clipping).  Paddle 3.3.1 does
+    mixed precision on CUDA, XPU and custom devices only: on the CPU ``auto_cast`` warns
+    and computes in float32, so ``amp`` is refused there (:meth:`amp_unavailable`).
     """
+
+    FRAMEWORK = "Paddle"
+
+    @classmethod
+    def amp_unavailable(cls, amp):
+        place = paddle.framework._current_expected_place()
+        if not (place.is_gpu_place() or place.is_xpu_place() or place.is_custom_place()):
+            return (FP16_NEEDS_GPU if amp == "fp16" else
+                    f"Paddle {paddle.__version__}'s paddle.amp.auto_cast works only on CUDA, XPU and "
+                    f"custom devices; on the CPU it warns 'amp_guard can only be enabled on CUDAPlace, "
+                    f"XPUPlace, and CustomPlace' and computes in float32 "
+                    f"(paddle.amp.is_bfloat16_supported() is {paddle.amp.is_bfloat16_supported()} here)")
+        supported = paddle.amp.is_bfloat16_supported if amp == "bf16" else paddle.amp.is_float16_supported
+        if not supported():
+            return f"paddle.amp.is_{'b' if amp == 'bf16' else ''}float16_supported() is False on {place}"
+        return None
 
     def setup(self):
         self.params = params = [p for p in self.net.parameters() if not p.stop_gradient]
@@ -43,9 +67,17 @@ class Trainer(TrainerBase):
         self.loss = nn.CrossEntropyLoss()
         self.train_loss = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
         self.model = distribute.wrap(self.net, self.world) if self.world else self.net
+        dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(self.amp)
+        self.autocast = ((lambda: paddle.amp.auto_cast(dtype=dtype, level="O1")) if dtype
+                         else contextlib.nullcontext)
+        self.scaler = paddle.amp.GradScaler() if self.amp == "fp16" else None
 
     def set_lr(self, lr):
         self.opt.set_lr(lr)
+
+    @staticmethod
+    def _float(z):
+        return z if z.dtype == paddle.float32 else z.astype("float32")
 
     def _clip(self):
         """PyTorch's ``clip_grad_norm_``: scale by ``clip / (norm + 1e-6)`` where that is below 1."""
@@ -59,22 +91,30 @@ class Trainer(TrainerBase):
 
     def train_step(self, X, y, global_batch=None):
         self.net.train()
-        out = self.model(X)
-        logits, l = step_loss(out, lambda z: self.train_loss(z, y), self.aux_weight)
+        with self.autocast():
+            out = self.model(X)
+        logits, l = step_loss(out, lambda z: self.train_loss(self._float(z), y), self.aux_weight)
         self.opt.clear_grad()
-        if self.world:           # DataParallel averages over workers: scale to the global batch's mean
-            (l * loss_scale(y.shape[0], global_batch, self.world.size)).backward()
+        # DataParallel averages over workers: scaled to the global batch's mean
+        grad_of = l * loss_scale(y.shape[0], global_batch, self.world.size) if self.world else l
+        if self.scaler is not None:
+            self.scaler.scale(grad_of).backward()
+            if self.clip_norm:
+                self.scaler.unscale_(self.opt)
+                self._clip()
+            self.scaler.step(self.opt)           # skipped if the scaled gradients overflowed
+            self.scaler.update()
         else:
-            l.backward()
-        if self.clip_norm:
-            self._clip()
-        self.opt.step()
+            grad_of.backward()
+            if self.clip_norm:
+                self._clip()
+            self.opt.step()
         return float(l) * y.shape[0], int((logits.argmax(1) == y).sum())
 
     def eval_step(self, X, y):
         self.net.eval()
-        with paddle.no_grad():
-            logits = self.net(X)
+        with paddle.no_grad(), self.autocast():
+            logits = self._float(self.net(X))
             return float(self.loss(logits, y)) * y.shape[0], int((logits.argmax(1) == y).sum())
 
     # Paddle keys the optimiser's state by parameter names that are unique per process

@@ -1,4 +1,5 @@
 """PyTorch: the framework calls of the training step (the rest is common.trainer)."""
+import contextlib
 import os
 
 import torch
@@ -6,7 +7,7 @@ from torch import nn
 
 from common.distributed import loss_scale
 from common.train_config import step_loss
-from common.trainer import TrainerBase
+from common.trainer import FP16_NEEDS_GPU, TrainerBase
 
 from . import distribute
 
@@ -26,7 +27,25 @@ class Trainer(TrainerBase):
     docs/fidelity.md on ReLU ties).  ``fast=False`` is plain NCHW eager PyTorch;
     ``torch.compile`` was measured slower here, with about a minute of compilation.
     ``'channels_last'`` is accepted as a name for ``True``.
+
+    ``amp``: ``train_step`` and ``eval_step`` run the forward pass and the loss inside
+    ``torch.autocast(device_type, dtype=torch.bfloat16 | torch.float16)`` (convolutions and
+    matrix products in the low precision, the loss on float32 logits), the backward pass
+    outside it, as PyTorch's AMP recipe says; ``'fp16'`` adds ``torch.amp.GradScaler``
+    (dynamic loss scaling; gradients unscaled before clipping) and needs CUDA, ``'bf16'``
+    runs on the CPU (oneDNN) and on GPUs with bfloat16 (``torch.cuda.is_bf16_supported``).
+    The parameters and the optimiser stay float32.
     """
+
+    FRAMEWORK = "PyTorch"
+
+    @classmethod
+    def amp_unavailable(cls, amp):
+        if not torch.cuda.is_available():
+            return FP16_NEEDS_GPU if amp == "fp16" else None
+        if amp == "bf16" and not torch.cuda.is_bf16_supported():
+            return f"the GPU {torch.cuda.get_device_name(0)} has no bfloat16 (torch.cuda.is_bf16_supported() is False)"
+        return None
 
     def setup(self):
         net, fast = self.net, self.fast
@@ -45,6 +64,11 @@ class Trainer(TrainerBase):
         self.loss = nn.CrossEntropyLoss()
         self.train_loss = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
         self.model = distribute.wrap(net, self.world) if self.world else net
+        device = next(net.parameters()).device.type
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        self.autocast = ((lambda: torch.autocast(device, dtype=dtype)) if dtype is not None
+                         else contextlib.nullcontext)
+        self.scaler = torch.amp.GradScaler(device) if self.amp == "fp16" else None
 
     def set_lr(self, lr):
         for group in self.opt.param_groups:
@@ -58,23 +82,31 @@ class Trainer(TrainerBase):
     def train_step(self, X, y, global_batch=None):
         X = self._input(X)
         self.net.train()
-        out = self.model(X)
-        logits, l = step_loss(out, lambda z: self.train_loss(z, y), self.aux_weight)
+        with self.autocast():    # the loss of float32 logits (a no-op cast without amp)
+            out = self.model(X)
+            logits, l = step_loss(out, lambda z: self.train_loss(z.float(), y), self.aux_weight)
         self.opt.zero_grad()
-        if self.world:           # DDP averages over workers: scale to the global batch's mean
-            (l * loss_scale(y.shape[0], global_batch, self.world.size)).backward()
+        grad_of = l * loss_scale(y.shape[0], global_batch, self.world.size) if self.world else l
+        # (DDP averages over workers: scaled to the global batch's mean)
+        if self.scaler is not None:
+            self.scaler.scale(grad_of).backward()
+            if self.clip_norm:
+                self.scaler.unscale_(self.opt)
+                torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+            self.scaler.step(self.opt)           # skipped if the scaled gradients overflowed
+            self.scaler.update()
         else:
-            l.backward()
-        if self.clip_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
-        self.opt.step()
+            grad_of.backward()
+            if self.clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+            self.opt.step()
         return float(l.detach()) * y.shape[0], int((logits.argmax(1) == y).sum())
 
     def eval_step(self, X, y):
         X = self._input(X)
         self.net.eval()
-        with torch.no_grad():
-            logits = self.net(X)
+        with torch.no_grad(), self.autocast():
+            logits = self.net(X).float()
             return float(self.loss(logits, y)) * y.shape[0], int((logits.argmax(1) == y).sum())
 
     def save_optimizer(self, directory):

@@ -6,7 +6,7 @@ import contextlib
 import tensorflow as tf
 
 from common.train_config import step_loss
-from common.trainer import TrainerBase
+from common.trainer import FP16_NEEDS_GPU, TrainerBase
 
 from . import distribute
 
@@ -63,6 +63,36 @@ def clip_by_norm(grads, clip_norm):
     return [g * coef for g in grads]
 
 
+def _autocast_variables(net):
+    """Wrap the kernels and biases of the network's ``Conv2D`` and ``Dense`` layers as Keras's
+    ``AutoCastVariable``, as Keras does for a layer created under a mixed policy: read as the
+    layer's compute dtype inside its call, float32 everywhere else.  The layers' tracked
+    variables (the optimiser's, the checkpoints', ``trainable_variables``) stay the float32
+    originals; batch norm keeps its float32 variables (Keras never wraps them)."""
+    from keras.src.mixed_precision.autocast_variable import AutoCastVariable, create_autocast_variable
+    for layer in net._flatten_layers():
+        if isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense)):
+            for attr in ("kernel", "bias"):
+                v = getattr(layer, attr, None)
+                if v is not None and not isinstance(v, AutoCastVariable):
+                    object.__setattr__(layer, attr, create_autocast_variable(v))   # untracked
+
+
+@contextlib.contextmanager
+def _policy(net, policy):
+    """Every layer of ``net`` under the Keras dtype ``policy`` inside the block (the one it was
+    built with outside); a ``tf.function`` traced inside keeps the low-precision graph."""
+    layers = list(net._flatten_layers())
+    before = [layer.dtype_policy for layer in layers]
+    try:
+        for layer in layers:
+            layer._set_dtype_policy(policy)
+        yield
+    finally:
+        for layer, p in zip(layers, before):
+            layer._set_dtype_policy(p)
+
+
 class Trainer(TrainerBase):
     """TensorFlow's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`).
 
@@ -80,7 +110,27 @@ class Trainer(TrainerBase):
     gradient of the global batch's mean loss, as in one process), then checked for NaNs,
     clipped and decayed as in one process; the optimiser's slots are the strategy's
     variables.  Evaluation runs on this process's replicas only.
+
+    ``amp`` uses ``tf.keras.mixed_precision``: the steps run with every layer under the
+    ``'mixed_bfloat16'`` (``'mixed_float16'``) policy, conv and dense in the low precision,
+    batch norm, the loss and the variables in float32.  Keras takes a policy when a layer is
+    created, and the network here already exists in float32, so the Trainer does what the
+    policy would have done then: the conv and dense weights become Keras's
+    ``AutoCastVariable`` (:func:`_autocast_variables`, still float32 and still the tracked
+    variables) and the policy is set on the layers for the duration of the step only
+    (:func:`_policy`), so ``forward`` and export outside the Trainer compute in float32.  The
+    logits are cast to float32 before the loss.  ``'fp16'`` (GPU only) wraps the optimiser
+    in ``tf.keras.mixed_precision.LossScaleOptimizer`` (dynamic loss scaling; gradients
+    unscaled before clipping).
     """
+
+    FRAMEWORK = "TensorFlow"
+
+    @classmethod
+    def amp_unavailable(cls, amp):
+        if amp == "fp16" and not tf.config.list_physical_devices("GPU"):
+            return FP16_NEEDS_GPU
+        return None
 
     def setup(self):
         self.strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
@@ -92,6 +142,12 @@ class Trainer(TrainerBase):
         else:
             decay = self.weight_decay if self.optimizer == "adamw" else 0.0
             self.opt = Adam(learning_rate=self.lr, epsilon=1e-8, decoupled_decay=decay)
+        self.policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(self.amp)
+        if self.policy:
+            _autocast_variables(self.net)
+            self.policy = tf.keras.mixed_precision.Policy(self.policy)
+        if self.amp == "fp16":
+            self.opt = tf.keras.mixed_precision.LossScaleOptimizer(self.opt)
         self.coupled_decay = 0.0 if self.optimizer == "adamw" else self.weight_decay
         self.loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         smooth = tf.keras.losses.CategoricalCrossentropy(from_logits=True,
@@ -113,6 +169,22 @@ class Trainer(TrainerBase):
         total = tf.add_n([tf.reduce_sum(t) for t in tensors])
         return tf.where(tf.math.is_finite(total), l, float("nan"))
 
+    def _checked(self, l, grads):
+        """The loss to report: NaN where the gradients are not finite, except under float16
+        loss scaling, whose optimiser skips such a step and lowers the scale (the first steps
+        overflow by design) while the loss itself is finite."""
+        return l if self.amp == "fp16" else self._nan_unless_finite(l, grads)
+
+    def _mixed(self):
+        return _policy(self.net, self.policy) if self.policy else contextlib.nullcontext()
+
+    def _scaled(self, l):
+        """The loss to differentiate: with float16 loss scaling, the scaled loss."""
+        return self.opt.get_scaled_loss(l) if self.amp == "fp16" else l
+
+    def _unscaled(self, grads):
+        return self.opt.get_unscaled_gradients(grads) if self.amp == "fp16" else grads
+
     def _correct(self, logits, y):
         return tf.reduce_sum(tf.cast(tf.argmax(logits, 1, output_type=tf.int32)
                                      == tf.cast(y, tf.int32), tf.int32))
@@ -126,12 +198,14 @@ class Trainer(TrainerBase):
         self.opt.apply_gradients(zip(grads, params), **kwargs)
 
     def _train_step(self, X, y):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, self._mixed():
             out = self.net(X, training=True)
-            logits, l = step_loss(out, lambda z: self.train_loss(y, z), self.aux_weight)
+            logits, l = step_loss(out, lambda z: self.train_loss(y, tf.cast(z, tf.float32)),
+                                  self.aux_weight)
+            scaled = self._scaled(l)
         params = self.net.trainable_variables
-        grads = tape.gradient(l, params)
-        checked = self._nan_unless_finite(l, grads)
+        grads = self._unscaled(tape.gradient(scaled, params))
+        checked = self._checked(l, grads)
         self._apply(grads, params)
         return checked, self._correct(logits, y)
 
@@ -147,13 +221,16 @@ class Trainer(TrainerBase):
         """One replica's part of a distributed step: its rows' summed loss over the global
         batch, the gradients summed over every replica (the gradient of the global batch's
         mean loss), then the single process's clipping, decay and update."""
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, self._mixed():
             out = self.net(X, training=True)
             logits, l = step_loss(out, lambda z: tf.nn.compute_average_loss(
-                self._per_example(y, z), global_batch_size=global_batch), self.aux_weight)
+                self._per_example(y, tf.cast(z, tf.float32)), global_batch_size=global_batch),
+                self.aux_weight)
+            scaled = self._scaled(l)
         params = self.net.trainable_variables
-        grads = tf.distribute.get_replica_context().all_reduce(distribute.SUM, tape.gradient(l, params))
-        checked = self._nan_unless_finite(l, grads)
+        grads = tf.distribute.get_replica_context().all_reduce(
+            distribute.SUM, self._unscaled(tape.gradient(scaled, params)))
+        checked = self._checked(l, grads)
         self._apply(grads, params, skip_gradients_aggregation=True)
         return checked * tf.cast(global_batch, l.dtype), self._correct(logits, y)
 
@@ -166,13 +243,15 @@ class Trainer(TrainerBase):
         self.opt.learning_rate.assign(lr)
 
     def _eval_step(self, X, y):
-        logits = self.net(X, training=False)
+        with self._mixed():
+            logits = tf.cast(self.net(X, training=False), tf.float32)
         return self._nan_unless_finite(self.loss(y, logits), [X]), self._correct(logits, y)
 
     def _eval_step_dist(self, X, y):
         """Evaluation on this process's replicas only (no collective): summed loss, correct."""
         def replica(X, y):
-            logits = self.net(X, training=False)
+            with self._mixed():
+                logits = tf.cast(self.net(X, training=False), tf.float32)
             l = tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
             return self._nan_unless_finite(l, [X]), self._correct(logits, y)
         l, correct = self.strategy.run(replica, args=(X, y))
