@@ -170,14 +170,7 @@ def run_benchmark(args):
     rep["targets"] = B.check_targets(backends)
 
     md = B.tables(rep)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "bench.json"), "w") as f:
-        json.dump(rep, f, indent=2)
-    with open(os.path.join(out_dir, "bench.md"), "w") as f:
-        f.write(f"# Benchmark, {rep['time']}\n\n`{rep['command']}`\n\n" + md)
-    print()
-    print(md)
-    print(f"wrote {os.path.join(out_dir, 'bench.json')} and bench.md")
+    B.write_report(out_dir, "bench", "Benchmark", rep, md)
     return rep
 
 

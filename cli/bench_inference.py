@@ -176,14 +176,7 @@ def run_inference(args):
             rep["backends"][name] = res
     rep["load_after"] = B.loadavg()
     md = B.inference_tables(rep)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "bench-inference.json"), "w") as f:
-        json.dump(rep, f, indent=2)
-    with open(os.path.join(out_dir, "bench-inference.md"), "w") as f:
-        f.write(f"# Inference latency, {rep['time']}\n\n`{rep['command']}`\n\n" + md)
-    print()
-    print(md)
-    print(f"wrote {os.path.join(out_dir, 'bench-inference.json')} and bench-inference.md")
+    B.write_report(out_dir, "bench-inference", "Inference latency", rep, md)
     if not any(r.get("status") == "ok" for r in rep["backends"].values()):
         raise UserError("no backend could be measured (see above)")
     return rep

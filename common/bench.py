@@ -18,6 +18,7 @@ training example.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -360,3 +361,18 @@ def inference_tables(rep) -> str:
     table = markdown_table(["framework", "runtime", "b1 p50 ms", "b1 p99 ms", "p50 speed-up vs eager",
                             f"b{s['batch_size']} ex/s", "vs eager", "load s", "RSS MiB"], rows, "llrrrrrrr")
     return head + "\n\n" + table + "\n"
+
+
+def write_report(out_dir, stem, title, rep, md) -> str:
+    """Write ``<stem>.json`` (``rep``) and ``<stem>.md`` (``md`` under a title line) into
+    ``out_dir``, print the tables and where they went; return the Markdown file's path."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{stem}.json"), "w") as f:
+        json.dump(rep, f, indent=2)
+    with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:
+        f.write(f"# {title}, {rep['time']}\n\n`{rep['command']}`\n\n" + md)
+    print()
+    print(md)
+    print(f"wrote {os.path.join(out_dir, stem + '.json')} and {stem}.md")
+    return os.path.join(out_dir, f"{stem}.md")
+
