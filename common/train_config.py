@@ -107,8 +107,8 @@ RECIPES = {
     "book": dict(),
     # Few epochs to high accuracy on a CPU: batch norm (no plateau), Nesterov momentum,
     # cosine schedule after a one-epoch warm-up, weight decay, label smoothing, shifts and
-    # mirrors; 64x64 inputs (2.25x cheaper than 96x96).  Chosen on a held-out part of the
-    # training split (docs/results.md).
+    # mirrors; 64x64 inputs (2.25x cheaper than 96x96; 32x32 underfits on a held-out part of
+    # the training split: docs/recipes.md, docs/results.md).
     "fast": dict(model=dict(preset="bn", aux_logits=False), num_epochs=12, batch_size=64, lr=0.05,
                  momentum=0.9, nesterov=True, weight_decay=5e-4, label_smoothing=0.1,
                  schedule="cosine", warmup_epochs=1, resize=64, crop_padding=6, flip=True),
