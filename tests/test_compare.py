@@ -1,4 +1,5 @@
 """The side-by-side comparison: report from run records, --from-runs, and a real two-backend run."""
+import itertools
 import json
 import os
 import subprocess
@@ -44,8 +45,10 @@ def write_run(folder, record=None, process=None, mtime=None):
 
 
 def table_rows(report_md):
-    """The report's results table as {backend: {heading: cell}}."""
-    lines = [l for l in open(report_md).read().splitlines() if l.startswith("| ")]
+    """The report's results table (its first table) as {backend: {heading: cell}}."""
+    text = open(report_md).read().splitlines()
+    first = next(i for i, l in enumerate(text) if l.startswith("| "))
+    lines = list(itertools.takewhile(lambda l: l.startswith("| "), text[first:]))
     split = lambda l: [c.strip() for c in l.strip("|").split("|")]
     head = split(lines[0])
     return {r[0]: dict(zip(head, r)) for r in map(split, lines[2:])}
