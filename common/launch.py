@@ -125,6 +125,15 @@ def _describe(rc: int) -> str:
     return f"exited with code {rc}"
 
 
+def culprit(failed):
+    """The process to blame among those found ended in one look, ``[(process, returncode)]``:
+    one killed from outside (SIGKILL, SIGTERM, ...) before one that aborted (SIGABRT: the
+    engines abort a worker whose peer vanished) or exited with an error, which are usually
+    the consequence; otherwise the first."""
+    outside = [(p, rc) for p, rc in failed if rc < 0 and -rc != signal.SIGABRT]
+    return (outside or failed)[0]
+
+
 def _stop(procs, grace: float):
     alive = [p for p in procs if p.popen is not None and p.popen.poll() is None]
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -167,6 +176,7 @@ def run(procs: List[Process], *, timeout: Optional[float] = None, grace: float =
         workers = [p for p in procs if p.index is not None]
         ended = {}                     # helper roles that exited with 0 while workers ran: when
         while True:
+            failed = []
             for p in procs:
                 rc = p.popen.poll()
                 early = rc == 0 and p.index is None and any(w.popen.poll() is None for w in workers)
@@ -174,10 +184,13 @@ def run(procs: List[Process], *, timeout: Optional[float] = None, grace: float =
                     # while those processes are still exiting: a failure only if they do not follow
                     early = time.monotonic() - ended.setdefault(p.name, time.monotonic()) > grace
                 if rc is not None and (rc != 0 or early):
-                    _stop(procs, grace)
-                    where = f"; its output: {p.log}" if p.log else ""
-                    raise LaunchError(f"{p.name} (pid {p.popen.pid}) {_describe(rc)}; the other processes "
-                                      f"were stopped{where}")
+                    failed.append((p, rc))
+            if failed:
+                p, rc = culprit(failed)
+                _stop(procs, grace)
+                where = f"; its output: {p.log}" if p.log else ""
+                raise LaunchError(f"{p.name} (pid {p.popen.pid}) {_describe(rc)}; the other processes "
+                                  f"were stopped{where}")
             if all(w.popen.poll() == 0 for w in workers):
                 deadline = time.monotonic() + grace
                 while time.monotonic() < deadline and any(p.popen.poll() is None for p in procs):

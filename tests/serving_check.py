@@ -18,6 +18,7 @@ one JSON line ``SERVING-CHECK {...}``.
 import json
 import os
 import sys
+import sysconfig
 import warnings
 
 import numpy as np
@@ -134,8 +135,12 @@ def main(jobs_file):
     on_path = [p for p in sys.path if p and os.path.realpath(p) == repo]
     loaded = [m for m in PROJECT if m in sys.modules]
     this = os.path.realpath(__file__)            # the checker itself (also __mp_main__ under multiprocessing)
+    # the interpreter's own installation is not the project, even where the virtual
+    # environment lies inside the repository (make's .venv, as in CI)
+    installed = tuple(os.path.realpath(p) + os.sep for p in {sys.prefix, sys.exec_prefix, *sysconfig.get_paths().values()})
     files = sorted({f for f in (os.path.realpath(getattr(m, "__file__", None) or "/")
-                                for m in list(sys.modules.values())) if f.startswith(repo + os.sep) and f != this})
+                                for m in list(sys.modules.values()))
+                    if f.startswith(repo + os.sep) and f != this and not f.startswith(installed)})
     print("SERVING-CHECK " + json.dumps(dict(runtime=spec["runtime"], loaded=report, project_modules=loaded,
                                              repo_on_path=on_path, repo_files=files)), flush=True)
     assert not loaded and not on_path and not files, (loaded, on_path, files)

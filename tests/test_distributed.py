@@ -221,3 +221,14 @@ def test_torchrun_as_documented(data, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rec = json.load(open(os.path.join(run, "run.json")))
     assert rec["world_size"] == 2 and rec["engine"] == "torch.distributed/gloo" and rec["test_acc"] is not None
+
+
+def test_the_launcher_blames_the_killed_worker_not_its_aborting_peer():
+    """When one look finds several processes ended, the one killed from outside is named,
+    not its peer that the engine aborted because of it (Paddle's gloo aborts the survivor)."""
+    import signal
+    from common.launch import culprit
+    killed, aborted, failed = "killed", "aborted", "failed"
+    assert culprit([(aborted, -signal.SIGABRT), (killed, -signal.SIGKILL)])[0] == killed
+    assert culprit([(failed, 1), (killed, -signal.SIGTERM)])[0] == killed
+    assert culprit([(aborted, -signal.SIGABRT), (failed, 1)])[0] == aborted      # nothing from outside: the first
