@@ -137,6 +137,8 @@ class TrainerBase:
                  aux_weight=0.3, fast=True, nesterov=False, label_smoothing=0.0, clip_norm=None,
                  world=None, amp=None):
         self.amp = self.check_amp(amp)
+        #: the frameworks' name of the low-precision dtype (``'bfloat16'``, ``'float16'``), or None
+        self.amp_dtype = AMP_FORMATS[self.amp][0] if self.amp else None
         self.net, self.aux_weight, self.fast = net, aux_weight, fast
         self.world = world if world is not None and world.distributed else None
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)

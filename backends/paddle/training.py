@@ -67,7 +67,7 @@ class Trainer(TrainerBase):
         self.loss = nn.CrossEntropyLoss()
         self.train_loss = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
         self.model = distribute.wrap(self.net, self.world) if self.world else self.net
-        dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(self.amp)
+        dtype = self.amp_dtype
         self.autocast = ((lambda: paddle.amp.auto_cast(dtype=dtype, level="O1")) if dtype
                          else contextlib.nullcontext)
         self.scaler = paddle.amp.GradScaler() if self.amp == "fp16" else None

@@ -65,7 +65,7 @@ class Trainer(TrainerBase):
         self.train_loss = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
         self.model = distribute.wrap(net, self.world) if self.world else net
         device = next(net.parameters()).device.type
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        dtype = getattr(torch, self.amp_dtype) if self.amp_dtype else None
         self.autocast = ((lambda: torch.autocast(device, dtype=dtype)) if dtype is not None
                          else contextlib.nullcontext)
         self.scaler = torch.amp.GradScaler(device) if self.amp == "fp16" else None

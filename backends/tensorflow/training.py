@@ -142,7 +142,7 @@ class Trainer(TrainerBase):
         else:
             decay = self.weight_decay if self.optimizer == "adamw" else 0.0
             self.opt = Adam(learning_rate=self.lr, epsilon=1e-8, decoupled_decay=decay)
-        self.policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(self.amp)
+        self.policy = f"mixed_{self.amp_dtype}" if self.amp_dtype else None
         if self.policy:
             _autocast_variables(self.net)
             self.policy = tf.keras.mixed_precision.Policy(self.policy)
