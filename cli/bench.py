@@ -17,7 +17,7 @@ import time
 
 from common import bench as B
 from common.bench import CONFIGS
-from common.runtime import framework_env
+from common.runtime import SWITCH, framework_env
 from common.switch import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
 
 from . import bench_inference
@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--no-profile", dest="profile", action="store_false",
                    help="skip the per-stage forward profile")
     p.add_argument("--no-opt-in", dest="opt_in", action="store_false",
-                   help="skip the opt-in fast paths (PyTorch channels_last)")
+                   help="skip the extra configurations (book-env: the book's code with our settings)")
     p.add_argument("--pipeline-backend", default="pytorch",
                    help="backend for the data-pipeline check (end-to-end vs compute-only); 'none' skips it")
     p.add_argument("--pipeline-batches", type=int, default=24, help="batches per epoch of that check")
@@ -75,9 +75,12 @@ def _worker_argv(args, who, config=None):
 def run_worker(args, who, config=None, log=print):
     """One worker subprocess; its JSON result (status 'failed' with the reason if it broke)."""
     t0 = time.perf_counter()
+    env = dict(os.environ)
+    if config == "shipped":
+        env[SWITCH] = "0"
     try:
         p = subprocess.run(_worker_argv(args, who, config), capture_output=True, text=True,
-                           timeout=args.timeout, cwd=ROOT)
+                           timeout=args.timeout, cwd=ROOT, env=env)
     except subprocess.TimeoutExpired:
         return dict(status="failed", error=f"timed out after {args.timeout:.0f} s")
     lines = [l for l in p.stdout.splitlines() if l.startswith(MARK)]
@@ -131,6 +134,8 @@ def run_benchmark(args):
         extra = list(OPT_IN.get(name, {})) if args.opt_in else []
         if args.opt_in and (framework_env(name) or name == "paddle") and "book" in configs:
             extra.append("book-env")        # the book's code with our backend's settings
+        if framework_env(name) and "fast" in configs:
+            extra.append("shipped")         # ours, with the framework's shipped settings
         for config in configs + extra:
             print(f"{name}: {config} ...", flush=True)
             r = run_worker(args, name, config)

@@ -14,8 +14,10 @@ import traceback
 from common import bench as B
 from common.switch import FRAMEWORK_MODULE, canonical
 
-#: ours: config name -> the Trainer's ``fast`` argument
-OURS = {"eager": False, "fast": True}
+#: ours: config name -> the Trainer's ``fast`` argument.  ``shipped`` is ``fast`` with the
+#: framework as it ships: the driver starts it with GOOGLENET_FRAMEWORK_DEFAULTS=0, so the
+#: backend sets none of common.runtime's variables (Paddle's MKL_DEBUG_CPU_TYPE).
+OURS = {"eager": False, "fast": True, "shipped": True}
 #: documented opt-in fast paths that are not the default (they change float32 summation
 #: order beyond the equivalence tests' tolerance), measured as extra configurations
 OPT_IN = {}
@@ -95,11 +97,12 @@ def worker_config(backend, config, args):
         step = ref.make_book_step(net, lr=0.1)
         train = lambda X, y: step(X, y)                             # noqa: E731
         infer = lambda X, y: ref.book_logits(net, X)                # noqa: E731
-        device = "the book's try_gpu()"
+        device, settings = "the book's try_gpu()", None
     elif config in OURS or config in OPT_IN.get(backend, {}):
         from backends import get_backend
         bk = get_backend(backend)
         version, device = bk.framework_version(), bk.device()
+        settings = bk.settings()
         net = bk.build(input_size=args.input_size)
         trainer = bk.Trainer(net, lr=0.1, fast=OURS.get(config, OPT_IN.get(backend, {}).get(config)))
         train = lambda X, y: trainer.train_step(bk.to_tensor(X), bk.to_tensor(y))  # noqa: E731
@@ -122,7 +125,7 @@ def worker_config(backend, config, args):
     first_train, train_runs = timed(train)
     first_infer, infer_runs = timed(infer)        # after training: book_logits switches to eval mode
     return dict(backend=backend, config=config, framework_version=version,
-                device=device, build_s=build_s, first_step_s=first_train,
+                device=device, settings=settings, build_s=build_s, first_step_s=first_train,
                 first_infer_s=first_infer, train_ex_s=B.median(train_runs), train_runs=train_runs,
                 infer_ex_s=B.median(infer_runs), infer_runs=infer_runs, peak_rss_mb=B.peak_rss_mb())
 

@@ -112,3 +112,36 @@ def test_inference_quick_run(tmp_path):
         assert r["throughput"]["batch_size"] == 8 and r["throughput"]["ex_s"] > 0
     md = (out / "bench-inference.md").read_text()
     assert md.count(f"| {name} |") == len(expected) and "b1 p50 ms" in md
+
+
+def test_targets_settings_gain_and_memory():
+    """The issue's two extra targets: Paddle's fast path over the same with the framework's
+    shipped settings, and MXNet's peak training memory against PyTorch's."""
+    ok = lambda **c: dict(status="ok", ratio_train=1.0, configs=c)           # noqa: E731
+    backends = dict(paddle=ok(fast=dict(train_ex_s=36.0, peak_rss_mb=700.0),
+                              shipped=dict(train_ex_s=18.0)),
+                    mxnet=ok(fast=dict(train_ex_s=50.0, peak_rss_mb=1200.0)),
+                    pytorch=ok(fast=dict(train_ex_s=60.0, peak_rss_mb=1000.0)))
+    t = B.check_targets(backends)
+    assert t["settings_gain"]["paddle"] == dict(gain=2.0, target=1.8, met=True)
+    assert t["memory"]["ratio"] == pytest.approx(1.2) and t["memory"]["met"] is True
+    backends["paddle"]["configs"]["shipped"]["train_ex_s"] = 24.0          # 1.5x: missed
+    backends["mxnet"]["configs"]["fast"]["peak_rss_mb"] = 1600.0            # 1.6x: missed
+    t = B.check_targets(backends)
+    assert t["settings_gain"]["paddle"]["met"] is False and t["memory"]["met"] is False
+    del backends["paddle"]["configs"]["shipped"]
+    assert B.check_targets(backends)["settings_gain"]["paddle"]["met"] is None   # not measured
+
+
+def test_shipped_config_runs_without_our_framework_settings():
+    """``shipped`` is our fast path with GOOGLENET_FRAMEWORK_DEFAULTS=0: the worker's backend
+    set none of common.runtime's variables; ``fast`` set exactly those for this machine."""
+    pytest.importorskip("paddle")
+    from cli import bench as script
+    from common.runtime import framework_env
+    args = script.parse_args(["--quick"])
+    fast, shipped = (script.run_worker(args, "paddle", c) for c in ("fast", "shipped"))
+    assert fast["status"] == "ok" and shipped["status"] == "ok", (fast, shipped)
+    assert shipped["settings"]["env"] == {}
+    assert fast["settings"]["env"] == {k: v for k, v in framework_env("paddle").items()
+                                       if k not in os.environ}
