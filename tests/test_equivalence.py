@@ -111,15 +111,14 @@ def float64_reference(key, n_steps, **trainer_kwargs):
     """PyTorch in float64 (plain NCHW eager): the exact result to rounding, where no float32
     ReLU tie can flip (docs/fidelity.md)."""
     def compute(bk):
-        import torch
         spec = TRAIN_SPECS[key]()
         net = bk.build(spec, seed=11).double()
         trainer = bk.Trainer(net, fast=False, **trainer_kwargs)
         losses = []
         for i in range(n_steps):
             X, y = batch(spec, 4, seed=i)
-            losses.append(trainer.train_step(torch.from_numpy(X).double(), torch.from_numpy(y))[0])
-        return np.array(losses), {k: t.detach().numpy().copy() for k, (t, _) in bk.model.api.tensors(net).items()}
+            losses.append(trainer.train_step(bk.to_tensor(X).double(), bk.to_tensor(y))[0])
+        return np.array(losses), {k: t.detach().cpu().numpy().copy() for k, (t, _) in bk.model.api.tensors(net).items()}
     return compute
 
 

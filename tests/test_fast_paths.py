@@ -49,13 +49,12 @@ def test_pytorch_channels_last_same_numbers():
 
 
 def three_steps_float64(bk, fast):
-    import torch
     net = bk.build(S.googlenet("d2l"), seed=11).double()
     trainer = bk.Trainer(net, lr=0.05, momentum=0.9, weight_decay=1e-3, fast=fast)
     for i in range(3):
         X, y = _batch(seed=i)
-        trainer.train_step(torch.from_numpy(X).double(), torch.from_numpy(y))
-    return {k: t.detach().numpy().copy() for k, (t, _) in bk.model.api.tensors(net).items()}
+        trainer.train_step(bk.to_tensor(X).double(), bk.to_tensor(y))
+    return {k: t.detach().cpu().numpy().copy() for k, (t, _) in bk.model.api.tensors(net).items()}
 
 
 def test_pytorch_channels_last_is_the_same_function_in_float64():

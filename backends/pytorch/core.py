@@ -8,6 +8,17 @@ ENV = runtime.set_default_env(runtime.framework_env("pytorch"))
 
 NAME = "pytorch"
 
+#: On a GPU float32 means float32, as on the CPU and in the other backends' defaults here:
+#: PyTorch runs cuDNN convolutions in TF32 (10-bit mantissa) by default on Ampere and newer,
+#: which moves results by ~1e-3 and breaks the equivalence tests' 1e-4.  Low precision is
+#: asked for explicitly, with ``--amp`` (docs/performance.md).  GOOGLENET_FRAMEWORK_DEFAULTS=0
+#: leaves PyTorch's own policy.
+TF32 = None
+if torch.cuda.is_available() and runtime.enabled():
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    TF32 = False
+
 
 def framework_version() -> str:
     return torch.__version__
@@ -19,7 +30,12 @@ def _device():
 
 def settings() -> dict:
     """What this backend set up for its framework (recorded in every run record)."""
-    return dict(env=dict(ENV), threads=torch.get_num_threads())
+    out = dict(env=dict(ENV), threads=torch.get_num_threads())
+    if torch.cuda.is_available():
+        out.update(tf32=dict(cudnn=torch.backends.cudnn.allow_tf32,
+                             matmul=torch.backends.cuda.matmul.allow_tf32),
+                   cudnn_benchmark=torch.backends.cudnn.benchmark)
+    return out
 
 
 def device() -> str:
