@@ -102,9 +102,9 @@ def worker_config(backend, config, args):
         from backends import get_backend
         bk = get_backend(backend)
         version, device = bk.framework_version(), bk.device()
-        settings = bk.settings()
         net = bk.build(input_size=args.input_size)
         trainer = bk.Trainer(net, lr=0.1, fast=OURS.get(config, OPT_IN.get(backend, {}).get(config)))
+        settings = bk.settings()
         train = lambda X, y: trainer.train_step(bk.to_tensor(X), bk.to_tensor(y))  # noqa: E731
         infer = lambda X, y: trainer.eval_step(bk.to_tensor(X), bk.to_tensor(y))   # noqa: E731
     else:

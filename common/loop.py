@@ -146,7 +146,8 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
             state.setdefault("steps", [])
             log(f"resumed from {path} after epoch {state['epoch']}")
     start_wall = time.perf_counter()
-    base = dict(record or {}, recipe=recipe.to_dict(), world_size=world.size, engine=world.engine)
+    base = dict(record or {}, recipe=recipe.to_dict(), world_size=world.size, engine=world.engine,
+                settings=bk.settings())        # after the Trainer, which may set some (cuDNN autotuning)
 
     def write_record():
         """The run record, rewritten after every epoch, so an interrupted run can resume."""
