@@ -23,6 +23,7 @@ import time
 from typing import Iterable, List, Optional
 
 from . import plots
+from .train_config import Recipe
 
 RUN = "run.json"
 PROCESS = "process.json"
@@ -182,6 +183,8 @@ def differences(entries) -> List[str]:
     lines = []
     for key in SAME:
         values = {e["backend"]: e["record"].get(key) for e in done}
+        if key == "recipe":               # a field newer than a record had its default then
+            values = {b: v if v is None else dict(Recipe().to_dict(), **v) for b, v in values.items()}
         if len({json.dumps(v, sort_keys=True) for v in values.values()}) > 1:
             lines.append(f"{key} differs: " + "; ".join(f"{b} {v}" for b, v in values.items()))
     inits = {e["backend"]: init_from(e) for e in done}

@@ -233,3 +233,17 @@ def test_per_epoch_table_and_time_to_target(tmp_path):
     assert R.time_to(recs["mxnet"]["history"], 0.85) is None
     assert "| 2 | 0.8400 | 0.8200 |" in text
     assert "| first ≥ 0.85 | epoch 3, 8 s | not reached |" in text
+
+
+def test_a_recipe_field_newer_than_a_record_is_its_default():
+    """A run recorded before a recipe field existed (no ``amp``) trained with its default
+    (float32): not a difference; a different value is."""
+    from common.train_config import Recipe
+    recipe = Recipe(num_epochs=2).to_dict()
+    old = {k: v for k, v in recipe.items() if k != "amp"}
+    rec = lambda b, r: dict(fake_record(b, 0.8), recipe=r)                 # noqa: E731
+    same = [R.entry("pytorch", R.OK, record=rec("pytorch", old)),
+            R.entry("mxnet", R.OK, record=rec("mxnet", recipe))]
+    assert not any(d.startswith("recipe differs") for d in R.differences(same))
+    other = [same[0], R.entry("mxnet", R.OK, record=rec("mxnet", dict(recipe, amp="bf16")))]
+    assert any(d.startswith("recipe differs") for d in R.differences(other))
