@@ -44,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--no-profile", dest="profile", action="store_false",
                    help="skip the per-stage forward profile")
     p.add_argument("--no-opt-in", dest="opt_in", action="store_false",
-                   help="skip the extra configurations (book-env: the book's code with our settings)")
+                   help="skip the extra configurations (book-env: the book's code with our settings; "
+                        "shipped: ours with the framework's shipped settings)")
     p.add_argument("--pipeline-backend", default="pytorch",
                    help="backend for the data-pipeline check (end-to-end vs compute-only); 'none' skips it")
     p.add_argument("--pipeline-batches", type=int, default=24, help="batches per epoch of that check")
@@ -134,7 +135,7 @@ def run_benchmark(args):
         extra = list(OPT_IN.get(name, {})) if args.opt_in else []
         if args.opt_in and (framework_env(name) or name == "paddle") and "book" in configs:
             extra.append("book-env")        # the book's code with our backend's settings
-        if framework_env(name) and "fast" in configs:
+        if args.opt_in and framework_env(name) and "fast" in configs:
             extra.append("shipped")         # ours, with the framework's shipped settings
         for config in configs + extra:
             print(f"{name}: {config} ...", flush=True)

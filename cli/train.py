@@ -177,7 +177,7 @@ def main(argv=None, fixed_backend=None):
         if init is not None:
             bk.set_weights(net, init)
     record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),
-                  settings=bk.settings(), recipe_name=recipe_name,
+                  recipe_name=recipe_name,
                   model=model, params=bk.count_params(net), macs_per_example=analysis.macs,
                   data=data, dataset=ds.describe(), data_dir=ds.info.get("dir"), limit=limit,
                   train_examples=len(train_iter.split),

@@ -197,14 +197,15 @@ def check_targets(backends):
                          roofline_met=None if frac is None else frac >= TARGET_ROOFLINE)
     out["best_roofline_fraction"] = best
     out["best_roofline_met"] = None if best is None else best >= TARGET_BEST_ROOFLINE
-    fast = lambda n, k: (backends.get(n, {}).get("configs", {}).get("fast") or {}).get(k)   # noqa: E731
+    def get(name, config, key):
+        return ((backends.get(name) or {}).get("configs", {}).get(config) or {}).get(key)
+
     for name, goal in TARGET_SETTINGS_GAIN.items():
-        g = ratio(fast(name, "train_ex_s"),
-                  (backends.get(name, {}).get("configs", {}).get("shipped") or {}).get("train_ex_s"))
+        g = ratio(get(name, "fast", "train_ex_s"), get(name, "shipped", "train_ex_s"))
         out.setdefault("settings_gain", {})[name] = dict(gain=g, target=goal,
                                                          met=None if g is None else g >= goal)
     m = TARGET_MEMORY
-    r = ratio(fast(m["backend"], "peak_rss_mb"), fast(m["against"], "peak_rss_mb"))
+    r = ratio(get(m["backend"], "fast", "peak_rss_mb"), get(m["against"], "fast", "peak_rss_mb"))
     out["memory"] = dict(m, ratio=r, met=None if r is None else r <= m["limit"])
     return out
 

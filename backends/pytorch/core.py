@@ -13,11 +13,9 @@ NAME = "pytorch"
 #: which moves results by ~1e-3 and breaks the equivalence tests' 1e-4.  Low precision is
 #: asked for explicitly, with ``--amp`` (docs/performance.md).  GOOGLENET_FRAMEWORK_DEFAULTS=0
 #: leaves PyTorch's own policy.
-TF32 = None
 if torch.cuda.is_available() and runtime.enabled():
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    TF32 = False
 
 
 def framework_version() -> str:

@@ -56,9 +56,10 @@ class Trainer(TrainerBase):
             raise ValueError(f"fast must be True, False or 'channels_last', not {fast!r}")
         # channels-last: on a CPU always (oneDNN); on a GPU only with amp, where tensor cores
         # want NHWC (measured on an H100: float32 the same or slower, bf16 1.2-1.5x faster)
-        gpu = next(net.parameters()).is_cuda
+        device = next(net.parameters()).device.type
+        gpu = device == "cuda"
         self.memory_format = torch.channels_last if fast and (not gpu or self.amp) else None
-        if fast and torch.cuda.is_available():
+        if fast and gpu:
             # cuDNN times its algorithms for each new input shape and keeps the fastest;
             # the shapes of a run are few (the batch, the last batch, the scales)
             torch.backends.cudnn.benchmark = True
@@ -74,7 +75,6 @@ class Trainer(TrainerBase):
         self.loss = nn.CrossEntropyLoss()
         self.train_loss = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
         self.model = distribute.wrap(net, self.world) if self.world else net
-        device = next(net.parameters()).device.type
         dtype = getattr(torch, self.amp_dtype) if self.amp_dtype else None
         self.autocast = ((lambda: torch.autocast(device, dtype=dtype)) if dtype is not None
                          else contextlib.nullcontext)
