@@ -211,6 +211,19 @@ def places(spec: Spec) -> "OrderedDict[str, Place]":
     return out
 
 
+def state_dict_key(place: Place, sub: str, attr: str) -> str:
+    """The ``state_dict`` key of a tensor where a network registers its modules by the
+    paths of :func:`construct` (PyTorch's and Paddle's :class:`GoogLeNet`):
+    ``stages.b3.inception3a.branches.1.0`` or ``aux.aux1.1``, + ``.conv.weight`` ..."""
+    if place.head is not None:
+        module = f"aux.{place.head}.{place.step}"
+    else:
+        module = f"stages.{place.stage}.{place.block}"
+        if place.branch is not None:
+            module += f".branches.{place.branch}.{place.step}"
+    return f"{module}.{sub}.{attr}"
+
+
 def native_names(spec: Spec, names: WeightNames, key: Callable, input_size=None) -> "OrderedDict[str, tuple]":
     """Canonical tensor name -> (its key in the framework's own file, axes from canonical to
     the file's layout).  ``key(place, sub, attr)`` is the backend's naming rule: the key of

@@ -179,17 +179,6 @@ def save_native(net, path):
     return path
 
 
-def _native_key(place, sub, attr):
-    """The ``state_dict`` key of a tensor: the layer path :class:`GoogLeNet` registers
-    (``stages.b3.inception3a.branches.1.0``, ``aux.aux1.1``) + ``.conv.weight`` ..."""
-    if place.head is not None:
-        module = f"aux.{place.head}.{place.step}"
-    else:
-        module = f"stages.{place.stage}.{place.block}"
-        if place.branch is not None:
-            module += f".branches.{place.branch}.{place.step}"
-    return f"{module}.{sub}.{attr}"
-
 
 #: the bookkeeping entries ``paddle.save`` adds to a state dict
 _NAME_TABLE, _BIG_PARAMS = "StructuredToParameterName@@", "UnpackBigParamInfor@@"
@@ -242,7 +231,8 @@ def read_native(path, spec, input_size=None):
     """The tensors of a ``.pdparams`` state dict, as canonical names and layouts (not yet
     checked: ``common.weights.read`` and ``set_weights`` check them); no network is built.
     Read by :func:`read_pickle` (a restricted unpickler), never by ``paddle.load``."""
-    return M.from_native(spec, WEIGHT_NAMES, _native_key, read_pickle(path, "Paddle weight file"), input_size)
+    tensors = read_pickle(path, "Paddle weight file")
+    return M.from_native(spec, WEIGHT_NAMES, M.state_dict_key, tensors, input_size)
 
 
 def load_native(net, path):

@@ -146,17 +146,6 @@ def save_native(net, path):
     return path
 
 
-def _native_key(place, sub, attr):
-    """The ``state_dict`` key of a tensor: the module path :class:`GoogLeNet` registers
-    (``stages.b3.inception3a.branches.1.0``, ``aux.aux1.1``) + ``.conv.weight`` ..."""
-    if place.head is not None:
-        module = f"aux.{place.head}.{place.step}"
-    else:
-        module = f"stages.{place.stage}.{place.block}"
-        if place.branch is not None:
-            module += f".branches.{place.branch}.{place.step}"
-    return f"{module}.{sub}.{attr}"
-
 
 def _refused_global(e):
     found = re.search(r"GLOBAL ([\w.]+)", str(e))
@@ -196,7 +185,7 @@ def read_native(path, spec, input_size=None):
                            f"as torch.save(net.state_dict()) writes), but a {type(state).__name__}")
     tensors = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()).numpy()
                for k, v in state.items()}
-    return M.from_native(spec, WEIGHT_NAMES, _native_key, tensors, input_size)
+    return M.from_native(spec, WEIGHT_NAMES, M.state_dict_key, tensors, input_size)
 
 
 def load_native(net, path):
