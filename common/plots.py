@@ -3,7 +3,8 @@
 * :func:`epoch_curves`: training loss and train / test accuracy per epoch, for one run
   (the book's figure, ``RUN/curves.png``) or for several side by side (the comparison
   report's ``curves.png``);
-* :func:`throughput`: examples per second, compute-only and end-to-end, per run.
+* :func:`throughput`: examples per second, compute-only and end-to-end, per run;
+* :func:`step_curves`: training loss per step and each run's difference from the first.
 """
 from __future__ import annotations
 
@@ -34,17 +35,8 @@ def epoch_curves(runs: Mapping[str, Sequence[dict]], path: str, title: str = "")
     for ax, name in ((ax_loss, "train loss"), (ax_acc, "accuracy")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.ticklabel_format(axis="y", useOffset=False)
-        ax.set_xlabel("epoch")
-        ax.set_title(name, fontsize=9)
-        ax.grid(True, alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        _style(ax, "epoch", name)
+    return _save(plt, fig, path, title)
 
 
 def throughput(runs: Mapping[str, dict], path: str) -> str:
@@ -63,10 +55,7 @@ def throughput(runs: Mapping[str, dict], path: str) -> str:
     ax.grid(True, axis="y", alpha=0.3)
     if labels:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def step_curves(runs: Mapping[str, Sequence[Sequence[float]]], path: str, title: str = "") -> str:
@@ -85,13 +74,20 @@ def step_curves(runs: Mapping[str, Sequence[Sequence[float]]], path: str, title:
         n = min(len(loss), len(ref))
         ax_diff.plot(range(1, n + 1), [loss[k] - ref[k] for k in range(n)], "-", color=f"C{i}", lw=1,
                      label=f"{label} - {labels[0]}")
-    ax.set_title("training loss per step", fontsize=9)
-    ax_diff.set_title(f"difference from {labels[0]}" if labels else "difference", fontsize=9)
-    for a in (ax, ax_diff):
-        a.set_xlabel("step")
-        a.grid(True, alpha=0.3)
-        if a.lines:
-            a.legend(fontsize=7)
+    _style(ax, "step", "training loss per step")
+    _style(ax_diff, "step", f"difference from {labels[0]}" if labels else "difference")
+    return _save(plt, fig, path, title)
+
+
+def _style(ax, xlabel, title):
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+
+
+def _save(plt, fig, path, title=""):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
