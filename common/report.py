@@ -177,6 +177,13 @@ def init_from(e) -> Optional[str]:
     return next((v for k, v in zip(args, args[1:]) if k == "--init-from"), None)
 
 
+def initial_weights(e) -> str:
+    """What a run started from: its initial weight file, else the recipe's initialisation
+    with the run's seed (``common.weights.xavier_init``: the same arrays on every backend)."""
+    seed = (_rec(e, "recipe") or {}).get("seed", 0)
+    return init_from(e) or f"the recipe's Xavier-uniform initialisation, seed {seed}"
+
+
 def differences(entries) -> List[str]:
     """What differs between the successful runs among the things that should not."""
     done = [e for e in entries if has_numbers(e)]
@@ -187,10 +194,9 @@ def differences(entries) -> List[str]:
             values = {b: v if v is None else dict(Recipe().to_dict(), **v) for b, v in values.items()}
         if len({json.dumps(v, sort_keys=True) for v in values.values()}) > 1:
             lines.append(f"{key} differs: " + "; ".join(f"{b} {v}" for b, v in values.items()))
-    inits = {e["backend"]: init_from(e) for e in done}
-    if len(set(inits.values())) > 1 or None in inits.values():
-        lines.append("initial weights not shown to be the same: " +
-                     "; ".join(f"{b} {v or 'its own initialisation'}" for b, v in inits.items()))
+    inits = {e["backend"]: initial_weights(e) for e in done}
+    if len(set(inits.values())) > 1:
+        lines.append("initial weights differ: " + "; ".join(f"{b} {v}" for b, v in inits.items()))
     return lines
 
 
@@ -234,7 +240,9 @@ def _settings(combined) -> List[str]:
     rec = done[0]["record"]
     lines.append(f"- data: {rec.get('data_dir')}, {rec.get('train_examples')} train / "
                  f"{rec.get('test_examples')} test examples")
-    lines.append(f"- initial weights: {combined['init_weights'] or init_from(done[0]) or 'each backend its own'}")
+    first = combined["init_weights"] or initial_weights(done[0])
+    differ = any(d.startswith("initial weights") for d in combined.get("differences", []))
+    lines.append(f"- initial weights: {first}" + ("" if differ else " (the same arrays on every backend)"))
     return lines
 
 

@@ -112,6 +112,23 @@ def test_differences_are_noted():
     assert any("initial weights" in d for d in diff)
 
 
+def test_runs_without_a_weight_file_start_from_the_same_recipe_weights():
+    """train.py without --init-from builds with xavier_init(recipe seed): the same arrays on
+    every backend, so the report says so; another seed is another start, and is noted."""
+    runs = [R.entry(b, R.OK, record=fake_record(b, 0.8, command="scripts/train.py"))
+            for b in ("pytorch", "paddle")]
+    assert R.differences(runs) == []
+    text = R.markdown(R.combine(runs))
+    assert ("initial weights: the recipe's Xavier-uniform initialisation, seed 0 "
+            "(the same arrays on every backend)") in text
+    other = fake_record("mxnet", 0.8, command="scripts/train.py")
+    other["recipe"] = dict(other["recipe"], seed=1)
+    diff = R.differences(runs + [R.entry("mxnet", R.OK, record=other)])
+    assert any(d.startswith("initial weights differ") and "mxnet the recipe's Xavier-uniform "
+               "initialisation, seed 1" in d for d in diff)
+    assert "the same arrays" not in R.markdown(R.combine(runs + [R.entry("mxnet", R.OK, record=other)]))
+
+
 def _compare(*args, env=None, timeout=600):
     return subprocess.run([sys.executable, "scripts/compare.py", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)

@@ -183,6 +183,15 @@ def test_weight_file_interchange(src, dst, tmp_path_factory):
     np.testing.assert_allclose(bk.forward(net, batch(spec, 2)[0]), logits, **TOL)
 
 
+def test_a_seeded_build_holds_the_recipe_weights_of_that_seed(bk):
+    """What lets runs without --init-from be compared (common.report): build(seed=s) holds
+    xavier_init(spec, s) exactly, whatever the framework."""
+    got, want = bk.get_weights(bk.build(seed=3)), W.xavier_init(S.googlenet("d2l"), seed=3)
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
 def test_mismatched_weights_name_first_layer_and_load_nothing(bk):
     net = bk.build(seed=0)
     before = bk.get_weights(net)
