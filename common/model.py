@@ -211,16 +211,19 @@ def places(spec: Spec) -> "OrderedDict[str, Place]":
     return out
 
 
-def state_dict_key(place: Place, sub: str, attr: str) -> str:
-    """The ``state_dict`` key of a tensor where a network registers its modules by the
-    paths of :func:`construct` (PyTorch's and Paddle's :class:`GoogLeNet`):
-    ``stages.b3.inception3a.branches.1.0`` or ``aux.aux1.1``, + ``.conv.weight`` ..."""
+def module_key(place: Place, sub: str, attr: str, *, aux="aux.{head}.{step}",
+               block="stages.{stage}.{block}", branch=".branches.{branch}.{step}") -> str:
+    """The key of a tensor in a framework's own file where the network registers its modules
+    by the paths of :func:`construct`: the module's path from the templates (``aux`` for an
+    aux head's layer, ``block`` for a block of a stage, + ``branch`` inside an Inception
+    block; fields: the :class:`Place`'s, and ``branch1``, the branch counted from 1), then
+    ``.<sub>.<attr>``.  The defaults are PyTorch's and Paddle's ``state_dict`` keys
+    (``stages.b3.inception3a.branches.1.0.conv.weight``, ``aux.aux1.1.linear.bias``)."""
+    fields = dict(vars(place), branch1=None if place.branch is None else place.branch + 1)
     if place.head is not None:
-        module = f"aux.{place.head}.{place.step}"
+        module = aux.format(**fields)
     else:
-        module = f"stages.{place.stage}.{place.block}"
-        if place.branch is not None:
-            module += f".branches.{place.branch}.{place.step}"
+        module = block.format(**fields) + (branch.format(**fields) if place.branch is not None else "")
     return f"{module}.{sub}.{attr}"
 
 

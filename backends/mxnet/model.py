@@ -191,13 +191,8 @@ def _native_key(place, sub, attr):
     """The ``save_parameters`` name of a tensor: the child names :class:`GoogLeNet`
     registers (``b3_inception3a``, ``aux1``), then Gluon's structural names
     (``branch2.0``, ``aux1.1``) + ``.conv.weight``, ``.bn.gamma`` ..."""
-    if place.head is not None:
-        module = f"{place.head}.{place.step}"
-    else:
-        module = f"{place.stage}_{place.block}"
-        if place.branch is not None:
-            module += f".branch{place.branch + 1}.{place.step}"
-    return f"{module}.{sub}.{attr}"
+    return M.module_key(place, sub, attr, aux="{head}.{step}", block="{stage}_{block}",
+                        branch=".branch{branch1}.{step}")
 
 
 def read_native(path, spec, input_size=None):

@@ -232,7 +232,7 @@ def read_native(path, spec, input_size=None):
     checked: ``common.weights.read`` and ``set_weights`` check them); no network is built.
     Read by :func:`read_pickle` (a restricted unpickler), never by ``paddle.load``."""
     tensors = read_pickle(path, "Paddle weight file")
-    return M.from_native(spec, WEIGHT_NAMES, M.state_dict_key, tensors, input_size)
+    return M.from_native(spec, WEIGHT_NAMES, M.module_key, tensors, input_size)
 
 
 def load_native(net, path):

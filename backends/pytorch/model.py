@@ -185,7 +185,7 @@ def read_native(path, spec, input_size=None):
                            f"as torch.save(net.state_dict()) writes), but a {type(state).__name__}")
     tensors = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()).numpy()
                for k, v in state.items()}
-    return M.from_native(spec, WEIGHT_NAMES, M.state_dict_key, tensors, input_size)
+    return M.from_native(spec, WEIGHT_NAMES, M.module_key, tensors, input_size)
 
 
 def load_native(net, path):
