@@ -241,8 +241,8 @@ def _settings(combined) -> List[str]:
     lines.append(f"- data: {rec.get('data_dir')}, {rec.get('train_examples')} train / "
                  f"{rec.get('test_examples')} test examples")
     first = combined["init_weights"] or initial_weights(done[0])
-    differ = any(d.startswith("initial weights") for d in combined.get("differences", []))
-    lines.append(f"- initial weights: {first}" + ("" if differ else " (the same arrays on every backend)"))
+    same = len({initial_weights(e) for e in done}) == 1        # else differences() notes them
+    lines.append(f"- initial weights: {first}" + (" (the same arrays on every backend)" if same else ""))
     return lines
 
 

@@ -179,7 +179,6 @@ def save_native(net, path):
     return path
 
 
-
 #: the bookkeeping entries ``paddle.save`` adds to a state dict
 _NAME_TABLE, _BIG_PARAMS = "StructuredToParameterName@@", "UnpackBigParamInfor@@"
 

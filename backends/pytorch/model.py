@@ -146,7 +146,6 @@ def save_native(net, path):
     return path
 
 
-
 def _refused_global(e):
     found = re.search(r"GLOBAL ([\w.]+)", str(e))
     return found.group(1) if found else None
