@@ -1,9 +1,15 @@
 """Same weights, same numbers: the four builds are one network.
 
-Every pair of installed backends gets the same framework-neutral weights and the same
-batch, and must agree within atol = rtol = 1e-4 (float32, CPU) on every stage output and
-on the logits; one SGD step gives the same loss and the same updated weights, and a few
-steps with momentum stay together.  Outputs are computed once per backend and cached.
+Every installed backend gets the same framework-neutral weights and the same batch and is
+held, element by element, to the float64 reference of the table (:mod:`tests.numerics`,
+an independent interpreter) within a bound derived from float32 arithmetic for that very
+number: every stage output, feature tap and logit; the loss and every weight after one
+SGD step and after three steps with momentum and weight decay; the running statistics of
+a batch-norm step.  Two backends then agree within the sum of their bounds.  Where a
+training step meets a ReLU input or a max-pool winner within its bound of the threshold
+(a *tie*), the bound adds what taking that decision the other way changes
+(docs/fidelity.md, "Where the tolerances come from").  Outputs are computed once per
+backend and cached.
 """
 import importlib
 import itertools
@@ -13,17 +19,17 @@ import numpy as np
 import pytest
 
 from common import spec as S, weights as W
-from common.switch import BACKENDS, FRAMEWORK_MODULE
+from common.switch import BACKENDS
+from tests import numerics as N
 from tests.conftest import backend_or_skip
 
-TOL = dict(atol=1e-4, rtol=1e-4)
 PAIRS = list(itertools.combinations(BACKENDS, 2))
 _cache = {}
 
 
 def cached(name, key, compute):
     if (name, key) not in _cache:
-        _cache[(name, key)] = compute(backend_or_skip(name))
+        _cache[(name, key)] = compute(backend_or_skip(name) if name != "float64" else None)
     return _cache[(name, key)]
 
 
@@ -33,10 +39,16 @@ def batch(spec, n, seed=0):
     return X, (np.arange(n) % spec.num_classes).astype(np.int64)
 
 
-def compare(a, b, tol=TOL, what=""):
+def compare(a, b, tol, what=""):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], err_msg=f"{what} {k}", **tol)
+
+
+def within(got, ref, bounds, what=""):
+    """Every tensor of ``got`` within its element-wise bound of the reference."""
+    assert got.keys() == ref.keys(), (sorted(set(got) ^ set(ref)))
+    return max(N.check(got[k], ref[k], bounds[k], f"{what} {k}") for k in ref)
 
 
 # --------------------------------------------------------------------------- forward
@@ -45,19 +57,22 @@ FORWARD_SPECS = {
     "bn": lambda: S.googlenet("bn", in_channels=1, num_classes=10, input_size=96, aux_logits=False),
     "paper-lrn-3x3": lambda: S.googlenet("paper", norm="lrn", branch3_kernel=3, input_size=112),
 }
-TRAIN_SPECS = {
-    "d2l": lambda: S.googlenet("d2l"),
-    "bn-nodrop": lambda: S.googlenet("bn", in_channels=1, num_classes=10, input_size=96,
-                                     aux_logits=False, dropout=0.0),
-}
 
 
 def forward_outputs(key):
     def compute(bk):
         spec = FORWARD_SPECS[key]()
-        net = bk.build(spec, seed=None)
-        bk.set_weights(net, perturbed(spec, seed=5))
         X, _ = batch(spec, 2)
+        weights = perturbed(spec, seed=5)
+        if bk is None:
+            ref = N.Reference(spec, weights)
+            logits, bound = ref.forward(X)
+            names = [st.name for st in spec.stages] + list(spec.features)
+            vals, bounds = ref.outputs(names)
+            rename = lambda d: {("features:" + k if k in spec.features else k): v for k, v in d.items()}
+            return {**rename(vals), "logits": logits}, {**rename(bounds), "logits": bound}
+        net = bk.build(spec, seed=None)
+        bk.set_weights(net, weights)
         outs = bk.stage_outputs(net, X)
         outs["logits"] = bk.forward(net, X)
         outs.update(("features:" + k, v) for k, v in bk.features(net, X).items())
@@ -79,62 +94,83 @@ def perturbed(spec, seed):
 
 
 @pytest.mark.parametrize("key", list(FORWARD_SPECS))
-@pytest.mark.parametrize("a, b", PAIRS, ids=lambda p: p)
-def test_forward_equal(a, b, key):
-    oa = cached(a, ("forward", key), forward_outputs(key))
-    ob = cached(b, ("forward", key), forward_outputs(key))
-    compare(oa, ob, what=f"{a} vs {b}, {key}:")
+@pytest.mark.parametrize("name", BACKENDS)
+def test_forward_matches_float64(name, key):
+    """Every stage output, feature tap and logit within its float32 bound of the float64
+    reference (pairwise agreement within the sum of two bounds follows)."""
+    got = cached(name, ("forward", key), forward_outputs(key))
+    ref, bounds = cached("float64", ("forward", key), forward_outputs(key))
+    within(got, ref, bounds, f"{name}, {key}:")
 
 
 # --------------------------------------------------------------------------- training
-def steps(key, n_steps, **trainer_kwargs):
+def train_spec():
+    """The book's table at a quarter of its widths on 32x32 pictures: every layer kind of
+    the full net, few enough units that the ties of a training step can each be followed
+    (docs/fidelity.md; the full net's forward pass is checked above)."""
+    return S.scale_channels(S.googlenet("d2l", input_size=32), 0.25)
+
+
+#: the issue's three-step setting, and the book's one plain step
+SETTINGS = {
+    "step1": dict(steps=1, lr=0.1, kw={}),
+    "step3": dict(steps=3, lr=0.05, kw=dict(momentum=0.9, weight_decay=1e-3)),
+}
+
+
+def training(key):
     def compute(bk):
-        spec = TRAIN_SPECS[key]()
-        net = bk.build(spec, seed=11)
-        trainer = bk.Trainer(net, **trainer_kwargs)
-        losses = []
-        for i in range(n_steps):
-            X, y = batch(spec, 4, seed=i)
-            losses.append(trainer.train_step(bk.to_tensor(X), bk.to_tensor(y))[0])
+        spec, cfg = train_spec(), SETTINGS[key]
+        weights = W.xavier_init(spec, 11)
+        batches = [batch(spec, 4, seed=i) for i in range(cfg["steps"])]
+        if bk is None:
+            return N.Steps(spec, weights, batches, [cfg["lr"]] * cfg["steps"], **cfg["kw"])
+        net = bk.build(spec, seed=None)
+        bk.set_weights(net, weights)
+        trainer = bk.Trainer(net, lr=cfg["lr"], **cfg["kw"])
+        losses = [trainer.train_step(bk.to_tensor(X), bk.to_tensor(y))[0] for X, y in batches]
         return np.array(losses), bk.get_weights(net)
     return compute
 
 
-@pytest.mark.parametrize("a, b", PAIRS)
-def test_one_sgd_step_equal(a, b):
-    (la, wa), (lb, wb) = (cached(n, "step1", steps("d2l", 1, lr=0.1)) for n in (a, b))
-    np.testing.assert_allclose(la, lb, **TOL)
-    compare(wa, wb, what=f"{a} vs {b} after one step:")
+@pytest.mark.parametrize("key", list(SETTINGS))
+@pytest.mark.parametrize("name", BACKENDS)
+def test_training_steps_match_float64(name, key):
+    """One plain SGD step (lr 0.1) and three steps with momentum 0.9 and weight decay 1e-3,
+    each backend on its default (fast) path in float32: every loss and every updated weight
+    within its bound of the float64 reference, ties included."""
+    ref = cached("float64", key, training(key))
+    losses, weights = cached(name, key, training(key))
+    N.check(losses, ref.losses, ref.loss_bounds, f"{name}, {key}: summed losses")
+    within(weights, ref.weights, ref.bounds, f"{name}, {key}: after the steps")
 
 
-def float64_reference(key, n_steps, **trainer_kwargs):
-    """PyTorch in float64 (plain NCHW eager): the exact result to rounding, where no float32
-    ReLU tie can flip (docs/fidelity.md)."""
-    def compute(bk):
-        spec = TRAIN_SPECS[key]()
-        net = bk.build(spec, seed=11).double()
-        trainer = bk.Trainer(net, fast=False, **trainer_kwargs)
-        losses = []
-        for i in range(n_steps):
-            X, y = batch(spec, 4, seed=i)
-            losses.append(trainer.train_step(bk.to_tensor(X).double(), bk.to_tensor(y))[0])
-        return np.array(losses), {k: t.detach().cpu().numpy().copy() for k, (t, _) in bk.model.api.tensors(net).items()}
-    return compute
+def test_the_reference_sees_the_ties_it_allows_for():
+    """The training reference meets ties and follows each (so the bound is not vacuous), and
+    the ties' share of the bound stays small next to the update itself."""
+    ref = cached("float64", "step3", training("step3"))
+    assert 0 < len(ref.ties) < 200
+    w0 = W.xavier_init(train_spec(), 11)
+    update = np.concatenate([np.abs(ref.weights[k] - w0[k]).ravel() for k in w0])
+    tie = np.concatenate([ref.tie_part[k].ravel() for k in w0])
+    assert np.median(tie / np.maximum(update, 1e-30)) < 0.05
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_three_momentum_steps_stay_with_the_exact_result(name):
-    """Three SGD steps with momentum and weight decay, each backend on its default (fast)
-    path in float32, against the float64 result: every weight within 1e-4.  Compared with
-    the exact result rather than pairwise, a float32 ReLU tie (a pre-activation within
-    rounding of zero, whose sign float32 summation order decides) counts once, for the
-    backend it hits; pairwise agreement within 2e-4 follows."""
-    pytest.importorskip("torch")
-    kw = dict(lr=0.05, momentum=0.9, weight_decay=1e-3)
-    lr, wr = cached("pytorch", "step3-float64", float64_reference("d2l", 3, **kw))
-    la, wa = cached(name, "step3", steps("d2l", 3, **kw))
-    np.testing.assert_allclose(la, lr, **TOL)
-    compare(wa, wr, what=f"{name} after three steps vs float64:")
+def test_full_net_step_loss_matches_float64(name):
+    """The book's full net (1x96x96): the loss of a training step is a forward value, so no
+    tie can move it by more than rounding: within its bound of the float64 loss."""
+    spec = S.googlenet("d2l")
+    X, y = batch(spec, 4)
+
+    def reference(_):
+        return N.Reference(spec, W.xavier_init(spec, 11)).summed_loss(X, y)
+
+    def backend(bk):
+        return bk.Trainer(bk.build(spec, seed=11), lr=0.1).train_step(bk.to_tensor(X), bk.to_tensor(y))[0]
+
+    want, bound = cached("float64", "full-loss", reference)
+    N.check(cached(name, "full-loss", backend), want, bound, f"{name}: full net's step loss")
 
 
 # --------------------------------------------------------------------------- the book's code
@@ -149,14 +185,14 @@ def test_book_parity(name):
     bk.set_weights(net, ref.to_canonical(book))
     X, _ = batch(S.googlenet("d2l"), 2, seed=3)
     ours, theirs = bk.forward(net, X), ref.book_logits(book, X)
+    # two float32 computations of one function: each within its bound of float64
+    _, bound = N.Reference(S.googlenet("d2l"), ref.to_canonical(book)).forward(X)
     if getattr(ref, "SAME_PADDING", False):
         # The book's TensorFlow net pads stride-2 layers asymmetrically ('same'); ours pads
         # symmetrically like the other three frameworks, so the numbers differ on purpose.
         assert np.abs(ours - theirs).max() > 0.02 * np.abs(theirs).max()
-        sym = ref.book_logits(ref.book_net(symmetric=True, weights=book), X)
-        np.testing.assert_allclose(ours, sym, **TOL)
-    else:
-        np.testing.assert_allclose(ours, theirs, **TOL)
+        theirs = ref.book_logits(ref.book_net(symmetric=True, weights=book), X)
+    N.check(ours, theirs, 2 * bound, f"{name}: ours vs the book's logits")
 
 
 # --------------------------------------------------------------------------- weight files
@@ -168,19 +204,20 @@ def saved_file(name, tmp_dir):
         path = os.path.join(tmp_dir, f"{name}.npz")
         W.save(path, bk.get_weights(net), backend=name)
         X, _ = batch(spec, 2)
-        return path, bk.forward(net, X)
+        _, bound = N.Reference(spec, perturbed(spec, seed=BACKENDS.index(name))).forward(X)
+        return path, bk.forward(net, X), bound
     return compute
 
 
 @pytest.mark.parametrize("src, dst", [p for p in itertools.product(BACKENDS, BACKENDS) if p[0] != p[1]])
 def test_weight_file_interchange(src, dst, tmp_path_factory):
     tmp = str(tmp_path_factory.getbasetemp())
-    path, logits = cached(src, "saved", saved_file(src, tmp))
+    path, logits, bound = cached(src, "saved", saved_file(src, tmp))
     bk = backend_or_skip(dst)
     spec = FORWARD_SPECS["bn"]()
     net = bk.build(spec, seed=None)
     bk.set_weights(net, W.load(path))
-    np.testing.assert_allclose(bk.forward(net, batch(spec, 2)[0]), logits, **TOL)
+    N.check(bk.forward(net, batch(spec, 2)[0]), logits, 2 * bound, f"{src} -> {dst}: logits")
 
 
 def test_a_seeded_build_holds_the_recipe_weights_of_that_seed(bk):
@@ -206,17 +243,30 @@ def test_mismatched_weights_name_first_layer_and_load_nothing(bk):
     compare(bk.get_weights(net), before, tol=dict(atol=0, rtol=0), what="half-loaded:")
 
 
-@pytest.mark.parametrize("a, b", PAIRS)
-def test_bn_step_loss_and_running_stats_equal(a, b):
-    """Batch norm in training mode: the loss and the running statistics agree.  (The updated
-    weights of this net are ill-conditioned in float32 at initialisation: PyTorch float32
-    itself differs from PyTorch float64 by ~4e-3 after one step, see docs/fidelity.md.)"""
-    kw = dict(lr=0.1)
-    (la, wa), (lb, wb) = (cached(n, "bn-step", steps("bn-nodrop", 1, **kw)) for n in (a, b))
-    np.testing.assert_allclose(la, lb, rtol=1e-4)
-    stats = [k for k in wa if k.endswith("running_mean") or k.endswith("running_var")]
+def bn_step(bk):
+    """One step of the BN net (1x96x96, no dropout) in training mode: the loss and the
+    running statistics it leaves (forward values: no tie moves them beyond rounding)."""
+    spec = S.googlenet("bn", in_channels=1, num_classes=10, input_size=96, aux_logits=False, dropout=0.0)
+    X, y = batch(spec, 4)
+    if bk is None:
+        ref = N.Reference(spec, W.xavier_init(spec, 11))
+        loss = ref.summed_loss(X, y, bn_train=True)
+        return loss, ref.stats()
+    net = bk.build(spec, seed=11)
+    loss = bk.Trainer(net, lr=0.1).train_step(bk.to_tensor(X), bk.to_tensor(y))[0]
+    return loss, {k: v for k, v in bk.get_weights(net).items() if k.endswith(("running_mean", "running_var"))}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_bn_step_loss_and_running_stats_match_float64(name):
+    """Batch norm in training mode: the loss and every running mean and variance within
+    their bounds of float64.  (The weights after this step are not compared: at
+    initialisation this net meets thousands of ties per step, docs/fidelity.md.)"""
+    (want, bound), (stats, stat_bounds) = cached("float64", "bn-step", bn_step)
+    loss, got = cached(name, "bn-step", bn_step)
     assert stats
-    compare({k: wa[k] for k in stats}, {k: wb[k] for k in stats}, what=f"{a} vs {b} BN stats:")
+    N.check(loss, want, bound, f"{name}: BN step loss")
+    within(got, stats, stat_bounds, f"{name}: BN running statistics")
 
 
 # --------------------------------------------------------------------------- native formats

@@ -1,0 +1,483 @@
+"""The float64 reference of a table, with a float32 error bound on every number it computes.
+
+An independent interpreter of :mod:`common.spec` in PyTorch's functional ops, in float64:
+it computes what the four float32 backends should compute and, beside every value, the
+size of the error a correct float32 computation of it makes.  The tests compare each
+backend with the reference element by element against ``LAMBDA`` times that size, so every
+tolerance of the cross-framework tests is derived, not picked (docs/fidelity.md, "Where
+the tolerances come from").
+
+The error model: probabilistic running error analysis, first order in the unit roundoff
+``U`` (Higham & Mary, "A new approach to probabilistic rounding error analysis", SIAM J.
+Sci. Comput. 41(5), 2019: rounding errors are independent, mean zero, at most ``U``
+relative).  Every number carries ``sigma``, the standard deviation of its float32 error:
+
+* an inner product of ``n`` terms (a conv or dense output, a gradient summed over
+  positions, an average) adds its own rounding, ``sigma <= U sqrt((n + 1) / 3) sum |t|``
+  whatever the summation order (each of the ``n`` partial sums and products is rounded
+  once, with an error of standard deviation at most ``U / sqrt(3)`` of a value at most
+  ``sum |t|``);
+* errors of a layer's inputs travel through it linearly, as variances through the squared
+  weights (``conv(sigma_x^2, W^2)``: the input errors are independent of each other);
+  errors from different sources (inputs, weights, the layer's own rounding) add as standard
+  deviations, which holds whatever their correlation;
+* ReLU and max pooling pass errors through (the reference's masks and winners); batch
+  norm, LRN, averages, softmax and the loss by their derivatives;
+* backward, the error network (``W^2``, the same masks and winners) is linear, so its
+  vector-Jacobian product carries the gradients' variances down the net, and each layer
+  adds its own rounding of its input gradient (:class:`_Inject`); the weight gradient adds
+  the errors of its two factors and its sum over positions; the optimiser adds standard
+  deviations (a weight's error and its momentum's are correlated);
+* a float32 result lies within ``LAMBDA * sigma`` of the float64 one: ``LAMBDA = 10``
+  (a sub-Gaussian tail ``2 exp(-LAMBDA^2 / 2)`` is 4e-22 for one number; the suite
+  compares fewer than 1e9).
+
+This holds only where float32 makes every discrete decision as float64 does: each ReLU
+input and each max-pool winner must be further than ``LAMBDA * sigma`` from its threshold.
+:attr:`Reference.ties` counts the decisions that are not; a test of training steps asserts
+it is zero (a *tie* makes a gradient differ by more than rounding, in a way no tolerance
+describes).  Forward values are continuous in every such decision, so forward tests need
+no such check.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+from common.spec import BN_EPS, BN_MOMENTUM
+
+U = 2.0 ** -24          # float32 unit roundoff
+LAMBDA = 10.0
+T = torch.float64
+
+
+def rounding(n):
+    """Standard deviation of an ``n``-term float32 sum's own rounding, per unit of ``sum |t|``."""
+    return U * math.sqrt((n + 1) / 3)
+
+
+class _Inject(torch.autograd.Function):
+    """Identity forward; backward adds ``holder['src']`` (set after the forward, once the
+    primal gradients are known) to the cotangent: a layer's own rounding of its input
+    gradient, injected into the error network's backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, holder):
+        ctx.holder = holder
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        src = ctx.holder.get("src")
+        return (g if src is None else g + src), None
+
+
+def _linear_var(prop, total):
+    """``total`` as a variance whose derivative in ``prop`` (the propagated, linear part)
+    is 1: the error network stays linear for its backward pass."""
+    return prop + (total - prop).detach()
+
+
+def _np(t):
+    return t.detach().numpy().copy()
+
+
+class Reference:
+    """``spec`` with float32 ``weights`` (a weight-file dict) in float64.
+
+    ``forward(X)`` -> (logits, bound), with :meth:`outputs` giving any stage or block of
+    that pass; ``step(X, y, lr)`` one optimiser step like the backends'
+    ``Trainer.train_step`` (``common.trainer.TrainerBase``'s options: PyTorch's SGD with
+    momentum, nesterov and coupled weight_decay, Adam and AdamW; label_smoothing, clip_norm) -> (summed loss, bound); :meth:`weights` and
+    :meth:`bounds` the current weights and their bounds.  ``ties`` counts the ambiguous
+    discrete decisions of the training steps so far (module docstring) and ``margin`` is
+    the smallest distance of one from its threshold, in units of its bound.
+    """
+
+    def __init__(self, spec, weights, *, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 label_smoothing=0.0, clip_norm=None, optimizer="sgd"):
+        self.spec = spec
+        self.w = {k: torch.tensor(np.asarray(v), dtype=T) for k, v in weights.items()}
+        self.sw = {k: torch.zeros_like(v) for k, v in self.w.items()}      # std of each weight's error
+        self.buf, self.sbuf = {}, {}
+        self.momentum, self.nesterov, self.wd = momentum, nesterov, weight_decay
+        self.smoothing, self.clip, self.optimizer, self.t = label_smoothing, clip_norm, optimizer, 0
+        self.tie_list, self.margin, self.flips, self.step_no = [], math.inf, set(), 0
+
+    # ------------------------------------------------------------------ layers
+    def _decide(self, gap, sigma, live=None):
+        """Discrete decisions at distance ``gap`` from their threshold, whose error has std
+        ``sigma`` (``live``: the ones that matter).  Records the ambiguous ones as
+        ``(step, site, index)`` in :attr:`tie_list`; returns the flat indices that
+        :attr:`flips` asks to decide the other way at this site."""
+        bound = LAMBDA * sigma.detach()
+        gap = gap.detach()
+        # (an exact zero with a zero bound is exact in float32 too: every framework's ReLU
+        # and max pooling treat it alike)
+        live = (bound > 0) if live is None else (live & (bound > 0))
+        tied = ((gap <= bound) & live).flatten().nonzero().flatten().tolist()
+        site, self.site = self.site, self.site + 1
+        self.tie_list += [(self.step_no, site, i) for i in tied]
+        if live.any():
+            self.margin = min(self.margin, float((gap[live] / bound[live]).min()))
+        return [i for (st, si, i) in self.flips if (st, si) == (self.step_no, site)]
+
+    @property
+    def ties(self):
+        return len(self.tie_list)
+
+    def _linear(self, name, layer, x, var, conv):
+        W, b = self.w[name + ".weight"], self.w.get(name + ".bias")
+        if self.training:
+            W.requires_grad_(True)
+            if b is not None:
+                b.requires_grad_(True)
+        Wd, ax = W.detach(), x.detach().abs()
+        holder = {}
+        var_in = _Inject.apply(var, holder) if self.training else var
+        if conv:
+            op = lambda a, w: F.conv2d(a, w, None, layer.stride, layer.padding)
+            n, bshape = Wd[0].numel(), (1, -1, 1, 1)
+        else:
+            op = lambda a, w: a @ w.T
+            n, bshape = Wd.shape[1], (1, -1)
+        z = op(x, W) + (0 if b is None else b.view(bshape))
+        own = rounding(n + 1) * (op(ax, Wd.abs()) + (0 if b is None else b.detach().abs().view(bshape)))
+        wvar = op(ax * ax, self.sw[name + ".weight"] ** 2)
+        if b is not None:
+            wvar = wvar + (self.sw[name + ".bias"] ** 2).view(bshape)
+        prop = op(var_in, Wd * Wd)
+        var_z = _linear_var(prop, (prop.detach().sqrt() + wvar.sqrt() + own) ** 2)
+        if self.training:
+            z.retain_grad()
+            var_z.retain_grad()
+            self.layers.append(dict(name=name, layer=layer, conv=conv, x=x.detach(), var_x=var.detach(),
+                                    z=z, var_z=var_z, holder=holder))
+        return z, var_z
+
+    def _bn(self, name, z, var):
+        g, beta = self.w[name + ".bn.weight"], self.w[name + ".bn.bias"]
+        rm, rv = self.w[name + ".bn.running_mean"], self.w[name + ".bn.running_var"]
+        shape = (1, -1, 1, 1)
+        if not self.bn_train:
+            s = (g / torch.sqrt(rv + BN_EPS)).view(shape)
+            y = (z - rm.view(shape)) * s + beta.view(shape)
+            return y, (s.abs() * var.sqrt() + 4 * U * (y.abs() + beta.abs().view(shape))) ** 2
+        N = z.shape[0] * z.shape[2] * z.shape[3]
+        mu = z.mean((0, 2, 3))
+        d = z - mu.view(shape)
+        v = (d * d).mean((0, 2, 3))
+        s_mu = var.sum((0, 2, 3)).sqrt() / N + rounding(N) * z.abs().mean((0, 2, 3))
+        # d(mean d^2)/dz = 2 d / N (the mean's own error drops out: sum d = 0)
+        s_v = 2 * (d * d * var).sum((0, 2, 3)).sqrt() / N + rounding(N + 2) * v
+        sd = torch.sqrt(v + BN_EPS)
+        s_sd = s_v / (2 * sd) + U * sd
+        y = g.view(shape) * d / sd.view(shape) + beta.view(shape)
+        s_y = (g.abs() / sd).view(shape) * (var.sqrt() + s_mu.view(shape)) \
+            + (g.abs() / sd ** 2 * s_sd).view(shape) * d.abs() + 5 * U * (y.abs() + beta.abs().view(shape))
+        unb = N / (N - 1)     # every backend keeps the unbiased variance (docs/fidelity.md)
+        self.stats_[name + ".bn.running_mean"] = ((1 - BN_MOMENTUM) * rm + BN_MOMENTUM * mu,
+                                                  BN_MOMENTUM * s_mu + 3 * U * (rm.abs() + mu.abs()))
+        self.stats_[name + ".bn.running_var"] = ((1 - BN_MOMENTUM) * rv + BN_MOMENTUM * unb * v,
+                                                 BN_MOMENTUM * unb * s_v + 4 * U * (rv + unb * v))
+        return y, s_y ** 2
+
+    def _maxpool(self, v, var, k, s, p):
+        out, idx = F.max_pool2d(v.detach(), k, s, p, return_indices=True)
+        if not self.training:     # |max a - max b| <= max |a - b|
+            return out, F.max_pool2d(var, k, s, p)
+        # the winner must be clear of the runner-up: then the output's error is the winner's
+        B, C, H, W = v.shape
+        cols = F.unfold(F.pad(v.detach(), (p,) * 4, value=-math.inf), k, stride=s).view(B, C, k * k, -1)
+        vcols = F.unfold(F.pad(var.detach(), (p,) * 4), k, stride=s).view(B, C, k * k, -1)
+        top, at = cols.topk(2, dim=2)
+        sig = vcols.gather(2, at).sqrt()
+        # all-zero windows: a ReLU zeroed every input, no gradient flows; equal winners:
+        # copies of one unit (this pool reads a pool's output), the gradient reaches it
+        # whichever copy wins
+        live = (top[:, :, 0] > 0) & (top[:, :, 0] > top[:, :, 1])
+        flip = self._decide(top[:, :, 0] - top[:, :, 1], sig[:, :, 0] + sig[:, :, 1], live)
+        idx = idx.flatten(2)
+        if flip:                  # route this window's gradient to its runner-up instead
+            Wout = out.shape[3]
+            flat = idx.flatten()
+            for i in flip:
+                l, a = i % idx.shape[2], int(at[:, :, 1].flatten()[i])
+                row, col = (l // Wout) * s - p + a // k, (l % Wout) * s - p + a % k
+                flat[i] = row * W + col
+            idx = flat.view_as(idx)
+        return v.flatten(2).gather(2, idx).view_as(out), var.flatten(2).gather(2, idx).view_as(out)
+
+    def _lrn(self, layer, v, var):
+        n, lo, hi = layer.size, layer.size // 2, (layer.size - 1) // 2
+        window_sum = lambda t: n * F.avg_pool3d(F.pad(t.unsqueeze(1), (0, 0, 0, 0, lo, hi)), (n, 1, 1), stride=1).squeeze(1)
+        y = F.local_response_norm(v, n, layer.alpha, layer.beta, layer.k)
+        D = layer.k + layer.alpha / n * window_sum(v * v)
+        # dy_i/dx_j = D_i^-b [i = j] - 2 a b / n x_i x_j D_i^(-b-1) over the window
+        cross = 2 * layer.alpha * layer.beta / n * v.abs() * D ** (-layer.beta - 1) * window_sum(v * v * var).sqrt()
+        return y, (D ** -layer.beta * var.sqrt() + cross + rounding(n + 8) * y.abs()) ** 2
+
+    def _average(self, v, var, k, s=None):
+        """Average pooling over ``k`` x ``k`` windows (``k=None``: the whole map)."""
+        if k is None:
+            n = v.shape[2] * v.shape[3]
+            mean = lambda t: t.mean((2, 3), keepdim=True)
+        else:
+            n = k * k
+            mean = lambda t: F.avg_pool2d(t, k, s)
+        prop = mean(var) / n
+        return mean(v), _linear_var(prop, (prop.detach().sqrt() + rounding(n + 1) * mean(v.detach().abs())) ** 2)
+
+    def _primitive(self, name, layer, v, var):
+        kind = layer.kind
+        if kind in ("conv", "dense"):
+            z, var_z = self._linear(name, layer, v, var, kind == "conv")
+            if getattr(layer, "norm", None) == "bn":
+                if self.training:
+                    raise NotImplementedError("error bounds of batch-norm training steps")
+                z, var_z = self._bn(name, z, var_z)
+            if layer.act != "relu":
+                return z, var_z
+            if not self.training:  # |relu(a) - relu(b)| <= |a - b|: near 0 a unit keeps its error
+                keep = ((z > 0) | (z.abs() <= LAMBDA * var_z.sqrt())).to(T)
+                return torch.relu(z), var_z * keep
+            keep = (z.detach() > 0).to(T)
+            flip = self._decide(z.abs(), var_z.sqrt())
+            if flip:               # the other side of 0 for these units (their gradient)
+                k = keep.flatten()
+                k[flip] = 1 - k[flip]
+            return z * keep, var_z * keep
+        if kind == "maxpool":
+            return self._maxpool(v, var, layer.kernel, layer.stride, layer.padding)
+        if kind == "avgpool":
+            return self._average(v, var, layer.kernel, layer.stride)
+        if kind == "gap":
+            return self._average(v, var, None)
+        if kind == "flatten":
+            return v.flatten(1), var.flatten(1)
+        if kind == "dropout":
+            if self.training and layer.rate:
+                raise NotImplementedError("dropout draws its own masks in every framework")
+            return v, var
+        if kind == "lrn":
+            return self._lrn(layer, v, var)
+        raise NotImplementedError(f"{name}: no reference for {kind!r}")
+
+    def _block(self, qname, layer, v, var):
+        if layer.kind != "inception":
+            return self._primitive(qname, layer, v, var)
+        outs = []
+        for branch in layer.branches():
+            bv, bvar = v, var
+            for name, sub in branch:
+                bv, bvar = self._primitive(f"{qname}.{name}", sub, bv, bvar)
+            outs.append((bv, bvar))
+        return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
+
+    def _forward(self, X, training, bn_train=False):
+        self.training, self.bn_train = training, bn_train
+        self.layers, self.stats_, self.seen, self.site = [], {}, {}, 0
+        v = torch.tensor(np.asarray(X), dtype=T)
+        var = torch.zeros_like(v, requires_grad=training)
+        for st in self.spec.stages:
+            for name, layer in st.layers:
+                q = f"{st.name}.{name}"
+                v, var = self._block(q, layer, v, var)
+                self.seen[q] = (v, var)
+            self.seen[st.name] = (v, var)
+        return v, var
+
+    def forward(self, X, bn_train=False):
+        """Evaluation-mode logits and their bound (``bn_train``: batch norm from the batch's
+        statistics, as in a training step; :meth:`stats` then gives the running statistics
+        that step leaves)."""
+        with torch.no_grad():
+            v, var = self._forward(X, False, bn_train)
+        return _np(v), LAMBDA * _np(var.sqrt())
+
+    def outputs(self, names):
+        """(values, bounds) of stages / blocks of the last forward, as NumPy dicts."""
+        return ({n: _np(self.seen[n][0]) for n in names},
+                {n: LAMBDA * _np(self.seen[n][1].sqrt()) for n in names})
+
+    def stats(self):
+        """(values, bounds) of the running statistics after a ``bn_train`` forward."""
+        return ({k: _np(v) for k, (v, _) in self.stats_.items()},
+                {k: LAMBDA * _np(s) for k, (_, s) in self.stats_.items()})
+
+    # ------------------------------------------------------------------ training
+    def _loss(self, z, var, y):
+        B, C = z.shape
+        q = torch.full_like(z, self.smoothing / C)
+        q[torch.arange(B), torch.as_tensor(np.asarray(y))] += 1 - self.smoothing
+        loss = -(q * torch.log_softmax(z, 1)).sum(1).mean()
+        zd, var = z.detach(), var.detach()
+        p = torch.softmax(zd, 1)
+        own = rounding(2 * C + 2)
+        # d(-sum q log p)/dz = p - q; the examples' errors may correlate: their stds add
+        s_loss = ((((p - q) ** 2) * var).sum(1).sqrt() + own * (torch.logsumexp(zd, 1).abs() + zd.abs().max(1).values)).sum()
+        # delta = (p - q) / B; softmax's Jacobian dp_i/dz_j = p_i ([i = j] - p_j)
+        var_p = p ** 2 * (var * (1 - 2 * p) + (p * p * var).sum(1, keepdim=True))
+        var_delta = ((var_p.clamp_min(0).sqrt() + own * (p + q)) / B) ** 2
+        return loss, s_loss, var_delta
+
+    def summed_loss(self, X, y, bn_train=False):
+        """The summed loss of one forward pass (no step) and its bound."""
+        with torch.no_grad():
+            z, var = self._forward(X, False, bn_train)
+            loss, s_loss, _ = self._loss(z, var, y)
+        return float(loss) * len(y), LAMBDA * float(s_loss)
+
+    def step(self, X, y, lr):
+        """One optimiser step on float32 batch ``X`` (N, C, H, W), labels ``y``; returns the
+        summed loss over the batch (``train_step``'s first number) and its bound."""
+        for t in self.w.values():
+            t.grad = None
+        z, var = self._forward(X, True)
+        loss, s_loss, var_delta = self._loss(z, var, y)
+        loss.backward()
+        for L in self.layers:          # each layer's rounding of its input gradient
+            W, sW = self.w[L["name"] + ".weight"].detach(), self.sw[L["name"] + ".weight"]
+            d = L["z"].grad
+            if L["conv"]:
+                lay = L["layer"]
+                back = lambda g, w: conv2d_input(L["x"].shape, w, g, lay.stride, lay.padding)
+                n = W.shape[0] * W.shape[2] * W.shape[3]
+            else:
+                back, n = (lambda g, w: g @ w), W.shape[0]
+            L["holder"]["src"] = (rounding(n) * back(d.abs(), W.abs()) + back(d * d, sW * sW).sqrt()) ** 2
+        var.backward(var_delta)
+        grads, sgrads = {}, {}
+        for L in self.layers:
+            name, x, var_x, d, var_d = L["name"], L["x"], L["var_x"], L["z"].grad, L["var_z"].grad
+            W = self.w[name + ".weight"]
+            if L["conv"]:
+                lay = L["layer"]
+                gw = lambda a, g: conv2d_weight(a, W.shape, g, lay.stride, lay.padding)
+                n, bsum = d.shape[0] * d.shape[2] * d.shape[3], (lambda g: g.sum((0, 2, 3)))
+            else:
+                gw, n, bsum = (lambda a, g: g.T @ a), d.shape[0], (lambda g: g.sum(0))
+            grads[name + ".weight"] = W.grad.detach().clone()
+            sgrads[name + ".weight"] = (gw(x * x, var_d).sqrt() + gw(var_x, d * d).sqrt()
+                                        + rounding(n) * gw(x.abs(), d.abs()))
+            if name + ".bias" in self.w:
+                grads[name + ".bias"] = self.w[name + ".bias"].grad.detach().clone()
+                sgrads[name + ".bias"] = bsum(var_d).sqrt() + rounding(n) * bsum(d.abs())
+        self._update(grads, sgrads, lr)
+        self.step_no += 1
+        return float(loss.detach()) * len(y), LAMBDA * float(s_loss)
+
+    def _update(self, g, sg, lr):
+        """PyTorch's SGD (coupled weight decay, momentum, Nesterov) or Adam / AdamW after
+        global-norm clipping; each stored result adds its rounding (std at most ``U`` of it)."""
+        if self.clip:
+            norm = math.sqrt(sum(float((t * t).sum()) for t in g.values()))
+            s_norm = sum(float((t.abs() * s).sum()) for t, s in zip(g.values(), sg.values())) / norm \
+                + rounding(sum(t.numel() for t in g.values())) * norm
+            coef = self.clip / (norm + 1e-6)
+            if coef < 1:
+                s_coef = self.clip * s_norm / (norm + 1e-6) ** 2 + 2 * U * coef
+                sg = {k: coef * sg[k] + (s_coef + U * coef) * g[k].abs() for k in g}
+                g = {k: coef * g[k] for k in g}
+        if self.optimizer != "sgd":
+            return self._adam(g, sg, lr)
+        for k in g:
+            w, sw = self.w[k].detach(), self.sw[k]
+            d = g[k] + self.wd * w
+            sd = sg[k] + self.wd * sw + 2 * U * (d.abs() + self.wd * w.abs())
+            if self.momentum:
+                if k in self.buf:
+                    self.buf[k] = self.momentum * self.buf[k] + d
+                    self.sbuf[k] = self.momentum * self.sbuf[k] + sd + 2 * U * self.buf[k].abs()
+                else:
+                    self.buf[k], self.sbuf[k] = d.clone(), sd.clone()
+                if self.nesterov:
+                    sd = sd + self.momentum * self.sbuf[k] + 2 * U * (d + self.momentum * self.buf[k]).abs()
+                    d = d + self.momentum * self.buf[k]
+                else:
+                    d, sd = self.buf[k], self.sbuf[k]
+            new = w - lr * d
+            self.w[k] = new
+            self.sw[k] = sw + lr * sd + 2 * U * (new.abs() + lr * d.abs())
+
+    def _adam(self, g, sg, lr, b1=0.9, b2=0.999, eps=1e-8):
+        """PyTorch's Adam (epsilon added to the bias-corrected sqrt(v)); AdamW decays first."""
+        self.t += 1
+        c1, c2 = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
+        for k in g:
+            w, sw, gk, sgk = self.w[k].detach(), self.sw[k], g[k], sg[k]
+            if self.optimizer == "adamw":
+                w, sw = w * (1 - lr * self.wd), sw * (1 - lr * self.wd) + U * w.abs()
+            else:
+                gk, sgk = gk + self.wd * w, sgk + self.wd * sw + 2 * U * (gk.abs() + self.wd * w.abs())
+            m, v = self.buf.get(k, torch.zeros_like(w)), self.sbuf.get(k, torch.zeros_like(w))
+            sm, sv = self.buf.get(k + ":s", torch.zeros_like(w)), self.sbuf.get(k + ":s", torch.zeros_like(w))
+            m, sm = b1 * m + (1 - b1) * gk, b1 * sm + (1 - b1) * sgk + 2 * U * m.abs()
+            v, sv = b2 * v + (1 - b2) * gk * gk, b2 * sv + (1 - b2) * 2 * gk.abs() * sgk + 3 * U * v
+            self.buf[k], self.sbuf[k], self.buf[k + ":s"], self.sbuf[k + ":s"] = m, v, sm, sv
+            root = v.sqrt()
+            # |sqrt(v + e) - sqrt(v)| <= min(e / (2 sqrt v), sqrt e)
+            s_root = torch.minimum(sv / (2 * root).clamp_min(1e-300), sv.sqrt())
+            den = root / c2 + eps
+            s_den = s_root / c2 + 2 * U * den
+            upd = lr / c1 * m / den
+            s_upd = lr / c1 * (sm / den + m.abs() * s_den / den ** 2) + 3 * U * upd.abs()
+            new = w - upd
+            self.w[k], self.sw[k] = new, sw + s_upd + U * new.abs()
+
+    def weights(self):
+        return {k: _np(v) for k, v in self.w.items()}
+
+    def bounds(self):
+        return {k: LAMBDA * _np(v) for k, v in self.sw.items()}
+
+
+def check(got, want, bound, what=""):
+    """Assert ``|got - want| <= bound`` element-wise; the message names the worst element
+    and how far past its bound it is.  Returns the largest ratio ``|got - want| / bound``."""
+    got, want, bound = (np.asarray(a, np.float64) for a in (got, want, bound))
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    err = np.abs(got - want)
+    ratio = np.where(err == 0, 0.0, err / np.maximum(bound, 1e-300))
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape) if ratio.ndim else ()
+    assert ratio[worst] <= 1, (f"{what}: |diff| {err[worst]:.3e} > bound {bound[worst]:.3e} "
+                               f"at {worst} (got {got[worst]:.7e}, float64 {want[worst]:.7e}); "
+                               f"{int((ratio > 1).sum())} of {ratio.size} elements past their bound")
+    return float(ratio.max()) if ratio.size else 0.0
+
+
+class Steps:
+    """Training steps of the reference and the bound a float32 backend must meet.
+
+    ``Steps(spec, weights, batches, lrs, **opt)`` runs ``Reference.step`` on each batch
+    ``(X, y)`` with the learning rates ``lrs``.  Every ambiguous decision (a ReLU input or a
+    max-pool winner within its bound of the threshold, :meth:`Reference._decide`) may go
+    either way in float32, and each backend's summation order decides which: the run is
+    repeated with that one decision taken the other way, and the absolute change of every
+    weight and loss is added to its bound (the changes are small, so they superpose; a
+    backend that hits several ties at once stays within the sum).  ``losses``,
+    ``loss_bounds``, ``weights``, ``bounds``: the reference and the full bounds;
+    ``tie_part``: the share of the bounds that the ties contribute; ``ties``: their list.
+    """
+
+    def __init__(self, spec, weights, batches, lrs, **opt):
+        def run(flips):
+            ref = Reference(spec, weights, **opt)
+            ref.flips = flips
+            out = [ref.step(X, y, lr) for (X, y), lr in zip(batches, lrs)]
+            return ref, np.array([o[0] for o in out]), np.array([o[1] for o in out])
+
+        ref, self.losses, self.loss_bounds = run(set())
+        self.weights, rounding_bounds = ref.weights(), ref.bounds()
+        self.ties, self.margin = list(ref.tie_list), ref.margin
+        self.tie_part = {k: np.zeros_like(v) for k, v in self.weights.items()}
+        self.loss_tie_part = np.zeros_like(self.losses)
+        for tie in self.ties:
+            alt, losses, _ = run({tie})
+            for k, v in alt.weights().items():
+                self.tie_part[k] += np.abs(v - self.weights[k])
+            self.loss_tie_part += np.abs(losses - self.losses)
+        self.bounds = {k: rounding_bounds[k] + self.tie_part[k] for k in self.weights}
+        self.loss_bounds = self.loss_bounds + self.loss_tie_part
