@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test summary bench compare notebook clean-venv
+.PHONY: train test test-avx2 summary bench compare notebook clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests $(ARGS)
+
+# The numerical tests with the CPU libraries capped at AVX2 (common.runtime.AVX2_CAPS): on an
+# AVX-512 machine, the numbers an AVX2 machine computes (docs/fidelity.md).
+AVX2_CAPS := ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell
+NUMERIC_TESTS := tests/test_equivalence.py tests/test_recipes.py tests/test_fast_paths.py tests/test_distributed.py tests/test_isa.py
+test-avx2: $(STAMP)
+	env $(AVX2_CAPS) $(PY) -m pytest -q $(NUMERIC_TESTS) $(ARGS)
 
 summary: $(STAMP)
 	$(PY) scripts/summary.py $(ARGS)

@@ -38,6 +38,30 @@ def cpu_flags() -> set:
     return set()
 
 
+#: Variables that cap the instruction set the frameworks' CPU libraries pick at run time, at
+#: AVX2 (e.g. to test an AVX-512 machine's numbers as an AVX2 machine computes them;
+#: ``make test-avx2``).  Checked against the installed versions by tests/test_isa.py:
+#: oneDNN 3.x (PyTorch 2.13, TensorFlow 2.15) reads ONEDNN_MAX_CPU_ISA, MXNet 1.9.1's
+#: oneDNN 2.4 reads DNNL_MAX_CPU_ISA; MKL (PyTorch, Paddle) MKL_ENABLE_INSTRUCTIONS;
+#: PyTorch's own vectorised kernels ATEN_CPU_CAPABILITY; OpenBLAS (MXNet, NumPy)
+#: OPENBLAS_CORETYPE.  Code compiled for one instruction set (TensorFlow's Eigen kernels,
+#: Paddle's own JIT kernels) has no such switch.
+AVX2_CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "ATEN_CPU_CAPABILITY": "avx2", "OPENBLAS_CORETYPE": "Haswell"}
+
+
+def isa_caps_in_effect() -> str:
+    """The instruction-set caps of :data:`AVX2_CAPS` set in this process, as ``NAME=value``."""
+    return " ".join(f"{k}={os.environ[k]}" for k in AVX2_CAPS if os.environ.get(k))
+
+
+def bf16_hardware(flags=None) -> str:
+    """The CPU's bfloat16 arithmetic (``'AMX-BF16'``, ``'AVX512-BF16'``), or '' where bf16
+    is converted to float32 and back around float32 arithmetic (emulated: slower)."""
+    flags = cpu_flags() if flags is None else flags
+    return "AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else ""
+
+
 def framework_env(backend: str) -> Dict[str, str]:
     """The variables a backend sets before its framework loads, on this machine.
 
