@@ -466,18 +466,26 @@ class Steps:
         def run(flips):
             ref = Reference(spec, weights, **opt)
             ref.flips = flips
-            out = [ref.step(X, y, lr) for (X, y), lr in zip(batches, lrs)]
-            return ref, np.array([o[0] for o in out]), np.array([o[1] for o in out])
+            losses, bounds, history = [], [], []
+            for (X, y), lr in zip(batches, lrs):
+                loss, bound = ref.step(X, y, lr)
+                losses.append(loss)
+                bounds.append(bound)
+                history.append((ref.weights(), ref.bounds()))
+            return ref, np.array(losses), np.array(bounds), history
 
-        ref, self.losses, self.loss_bounds = run(set())
-        self.weights, rounding_bounds = ref.weights(), ref.bounds()
+        ref, self.losses, self.loss_bounds, history = run(set())
         self.ties, self.margin = list(ref.tie_list), ref.margin
-        self.tie_part = {k: np.zeros_like(v) for k, v in self.weights.items()}
+        tie_parts = [{k: np.zeros_like(v) for k, v in w.items()} for w, _ in history]
         self.loss_tie_part = np.zeros_like(self.losses)
         for tie in self.ties:
-            alt, losses, _ = run({tie})
-            for k, v in alt.weights().items():
-                self.tie_part[k] += np.abs(v - self.weights[k])
+            _, losses, _, alt = run({tie})
+            for part, (w, _), (a, _) in zip(tie_parts, history, alt):
+                for k in w:
+                    part[k] += np.abs(a[k] - w[k])
             self.loss_tie_part += np.abs(losses - self.losses)
-        self.bounds = {k: rounding_bounds[k] + self.tie_part[k] for k in self.weights}
         self.loss_bounds = self.loss_bounds + self.loss_tie_part
+        #: after each step: (weights, bounds)
+        self.history = [(w, {k: b[k] + part[k] for k in w}) for (w, b), part in zip(history, tie_parts)]
+        self.weights, self.bounds = self.history[-1]
+        self.tie_part = tie_parts[-1]
