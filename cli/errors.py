@@ -18,6 +18,7 @@ from common.checkpoint import CheckpointError
 from common.data import DataError
 from common.export import ExportError
 from common.loop import NonFiniteLoss
+from common.runlock import FolderInUse
 from common.spec import SpecError
 from common.switch import BackendError
 from common.trainer import AmpError
@@ -30,7 +31,7 @@ class UserError(Exception):
 
 #: errors whose message is enough: no traceback
 USER_ERRORS = (UserError, DataError, WeightsError, SpecError, BackendError, CheckpointError,
-               NonFiniteLoss, ExportError, AmpError)
+               NonFiniteLoss, ExportError, AmpError, FolderInUse)
 #: operating-system errors about the user's files and disk
 _FILE_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ENOSPC,
                 errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}

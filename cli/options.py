@@ -19,7 +19,8 @@ from .errors import ArgumentParser, UserError
 
 __all__ = ["ArgumentParser", "add_backend_arg", "add_model_args", "add_recipe_args", "model_options",
            "build_from_options", "get_backend", "recipe_from", "run_changes", "add_data_args", "data_options",
-           "load_dataset", "load_datasets", "base_recipe", "spec_of", "add_weights_args", "read_weights"]
+           "load_dataset", "load_datasets", "base_recipe", "spec_of", "add_weights_args", "read_weights",
+           "add_checkpoint_args", "checkpoint_every"]
 
 #: model options: attribute of the parsed arguments -> flag
 MODEL_FLAGS = dict(preset="--preset", aux_logits="--aux/--no-aux", norm="--norm",
@@ -70,6 +71,23 @@ def add_weights_args(p):
                         "of a --preset paper --aux file for a --no-aux net) instead of refusing "
                         "the file; every tensor the network has must still be there and fit")
     return p
+
+
+def add_checkpoint_args(p):
+    """How often a run writes its checkpoint: ``--checkpoint-every N`` steps, on top of every epoch."""
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="also write the checkpoint every N steps inside an epoch (atomically; --resume "
+                        "continues such a checkpoint exactly where it stopped); default: after every "
+                        "epoch only. With --resume: the run's own unless given")
+    return p
+
+
+def checkpoint_every(args, previous: dict = None):
+    """``--checkpoint-every`` checked, or (resuming) the run's own; None: every epoch only."""
+    n = args.checkpoint_every if args.checkpoint_every is not None else (previous or {}).get("checkpoint_every")
+    if n is not None and n < 1:
+        raise UserError(f"--checkpoint-every must be at least 1 step, not {n}")
+    return n
 
 
 def read_weights(path, spec, input_size=None, allow_extra=False):

@@ -1,6 +1,7 @@
 """``scripts/train.py``: train GoogLeNet on Fashion-MNIST with any backend, or resume a run."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -9,16 +10,19 @@ import time
 
 from common import launch, oracle, weights as W
 from common.checkpoint import CheckpointError
+from common.interrupt import Interrupted, StopRequest
 from common.loop import closing_lines, fit
+from common.runlock import RunLock
 from common.switch import resolve
 from common.train_config import Recipe
 
 from .errors import UserError, guard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from .options import (ArgumentParser, add_backend_arg, add_data_args, add_model_args, add_recipe_args,
-                      add_weights_args, base_recipe, build_from_options, data_options, get_backend,
-                      load_datasets, model_options, read_weights, recipe_from, run_changes, spec_of)
+from .options import (ArgumentParser, add_backend_arg, add_checkpoint_args, add_data_args, add_model_args,
+                      add_recipe_args, add_weights_args, base_recipe, build_from_options, checkpoint_every,
+                      data_options, get_backend, load_datasets, model_options, read_weights, recipe_from,
+                      run_changes, spec_of)
 
 
 def parser(fixed_backend=None):
@@ -34,6 +38,7 @@ def parser(fixed_backend=None):
                    help="start from a weight file in any format (.npz, .pt, .weights.h5, .params, "
                         ".pdparams), checked against the model before training starts")
     add_weights_args(p)
+    add_checkpoint_args(p)
     p.add_argument("--no-fast", dest="fast", action="store_false", help="disable the fast path")
     g = p.add_argument_group("several workers (docs/distributed.md)")
     g.add_argument("--nproc-per-node", "--nproc_per_node", dest="nproc_per_node", type=int, default=1,
@@ -127,33 +132,62 @@ def launch_workers(args, argv, name, run_dir, fixed_backend):
     procs = launch.plan(name, worker_argv, args.nproc_per_node, launch.workdir(run_dir))
     print(f"{name}: {args.nproc_per_node} workers on this machine, each with "
           f"{procs[-1].env['OMP_NUM_THREADS']} thread(s); run folder {run_dir}", flush=True)
+    resume = f"python scripts/train.py --resume {run_dir} --nproc-per-node {args.nproc_per_node}"
     try:
         launch.run(procs, cwd=ROOT)
     except launch.LaunchError as e:
-        raise UserError(f"{e}. Nothing already checkpointed is lost; continue with: python "
-                        f"scripts/train.py --resume {run_dir} --nproc-per-node {args.nproc_per_node}") from None
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python scripts/train.py --resume {run_dir} "
-              f"--nproc-per-node {args.nproc_per_node}", file=sys.stderr)
-        return 130
+        raise UserError(f"{e}. Nothing already checkpointed is lost; continue with: {resume}") from None
+    except KeyboardInterrupt as e:        # Ctrl-C or SIGTERM: the workers checkpointed and stopped
+        print(f"\n{interruption(e)}; the workers wrote a checkpoint where they stopped; continue "
+              f"with: {resume}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     return 0
+
+
+def interruption(e: KeyboardInterrupt) -> str:
+    """``stopped by SIGTERM`` (or ``interrupted``, a plain KeyboardInterrupt)."""
+    return f"stopped by {e.signal_name}" if isinstance(e, Interrupted) else "interrupted"
+
+
+def check_run_dir(run_dir, option):
+    """A run folder that is a file is refused before anything is read or written."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise UserError(f"{option} {run_dir} is a file, not a folder: a run folder holds run.json and "
+                        f"the checkpoints" + ("; give a folder (it is created if missing)"
+                                              if option == "--run-dir" else ""))
 
 
 @guard
 def main(argv=None, fixed_backend=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser(fixed_backend).parse_args(argv)
+    stop = StopRequest()                 # SIGTERM and Ctrl-C: a checkpoint, then the resume command
+    try:
+        with stop.installed():
+            return train(args, argv, fixed_backend, stop)
+    except KeyboardInterrupt as e:       # before or after the training loop: nothing to save there
+        print(f"\n{interruption(e)}; nothing was being trained, nothing was lost", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
+
+
+def train(args, argv, fixed_backend, stop):
     if args.nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be at least 1, not {args.nproc_per_node}")
+    if args.resume:
+        check_run_dir(args.resume, "--resume")
     name, model, recipe, data, data_dir, limit, recipe_name = plan_run(args)
+    every = checkpoint_every(args, read_run(args.resume) if args.resume else None)
     check_sizes(model, recipe)                                  # before the data: fails fast
     if recipe.amp:                        # can the framework do it here? (before the data too)
         get_backend(name).Trainer.check_amp(recipe.amp)
     def stamp(t=None):
         return os.path.join("runs", f"{name}-{model['preset']}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(t))}")
     run_dir = args.resume or args.run_dir or stamp()
-    if args.nproc_per_node > 1 and not os.environ.get(launch.WORKER):
-        return launch_workers(args, argv, name, run_dir, fixed_backend)
+    check_run_dir(run_dir, "--run-dir")
+    worker = bool(os.environ.get(launch.WORKER))              # started by our launcher, which holds the lock
+    if args.nproc_per_node > 1 and not worker:
+        with RunLock(run_dir):
+            return launch_workers(args, argv, name, run_dir, fixed_backend)
     ds, at_sizes = load_datasets(data, data_dir, recipe, limit)
     if args.resume and list(ds.classes) != read_run(args.resume).get("dataset", {}).get("classes", list(ds.classes)):
         raise UserError(f"the classes in {ds.info.get('dir')} are not those {args.resume} was trained on")
@@ -164,6 +198,23 @@ def main(argv=None, fixed_backend=None):
     say = print if world.main else (lambda *a, **k: None)
     if world.distributed and not (args.resume or args.run_dir):   # started by torchrun ...: rank 0 names the run
         run_dir = stamp(float(world.sum([time.time() if world.main else 0.0])))
+    with contextlib.ExitStack() as held:
+        held.callback(world.close)
+        if world.main and not worker:     # one process per run folder (rank 0 of torchrun's workers)
+            held.enter_context(RunLock(run_dir))
+        rec = train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, analysis, limit,
+                       recipe_name, run_dir, every, stop, worker)
+    if isinstance(rec, int):
+        return rec
+    say(closing_lines(rec))
+    say(f"run record {os.path.join(run_dir, 'run.json')}, curves {os.path.join(run_dir, 'curves.png')}, "
+        f"checkpoint {os.path.join(run_dir, 'checkpoint')}")
+    return 0
+
+
+def train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, analysis, limit, recipe_name,
+             run_dir, every, stop, worker):
+    """Build the network and train it in ``run_dir`` (held); the run record, or an exit code."""
     train_iter, test_iter = ds.recipe_loaders(recipe, at_sizes)
     init = None
     if args.init_from:                    # read and checked in full before a network is built
@@ -191,16 +242,15 @@ def main(argv=None, fixed_backend=None):
         + (f"; {recipe.amp} mixed precision" if recipe.amp else ""))
     resume_hint = f"continue with: python scripts/train.py --resume {run_dir}"
     try:
-        rec = fit(bk, net, train_iter, test_iter, recipe, run_dir, resume=bool(args.resume),
-                  record=record, progress=args.progress, fast=args.fast, world=world)
-    except KeyboardInterrupt:
-        say(f"\ninterrupted; {resume_hint}", file=sys.stderr)
-        return 130
+        return fit(bk, net, train_iter, test_iter, recipe, run_dir, resume=bool(args.resume),
+                   record=record, progress=args.progress, fast=args.fast, world=world,
+                   checkpoint_every=every, stop=stop)
+    except KeyboardInterrupt as e:
+        where = getattr(e, "checkpoint", None)
+        saved = (f" at {e.where}; checkpoint {where} written" if where else
+                 "; the checkpoints already written are intact")
+        # under our launcher, the launcher prints the command to resume (with --nproc-per-node)
+        say(f"\n{interruption(e)}{saved}" + ("" if worker else f"; {resume_hint}"), file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except CheckpointError as e:
         raise CheckpointError(f"{e} The checkpoints already written are intact; {resume_hint}") from None
-    finally:
-        world.close()
-    say(closing_lines(rec))
-    say(f"run record {os.path.join(run_dir, 'run.json')}, curves {os.path.join(run_dir, 'curves.png')}, "
-        f"checkpoint {os.path.join(run_dir, 'checkpoint')}")
-    return 0

@@ -2,8 +2,16 @@
 
 ::
 
-    RUN/checkpoint/        the last finished epoch: weights.npz, the optimiser's state, state.json
-    RUN/checkpoint.prev/   the epoch before it
+    RUN/checkpoint/        the last checkpoint: weights.npz, the optimiser's state, state.json
+    RUN/checkpoint.prev/   the one before it
+
+A checkpoint is written after every epoch and, with ``--checkpoint-every N``, every N
+steps in the middle of an epoch (and when a signal stops the run, ``common/interrupt.py``).
+A checkpoint in the middle of an epoch has ``step`` (the steps done in the epoch in
+progress, ``epoch`` being the epochs finished), the epoch's running sums (``partial``) and
+the framework's random generator (``rng``, dropout) in its ``state.json``: the data order
+and the augmentation are drawn from ``(seed, epoch, step)``, so with those the epoch
+continues exactly where it stopped (``common/loop.py``).
 
 A checkpoint is first written into ``RUN/checkpoint.new/`` (``state.json`` last, so a
 folder with a ``state.json`` is complete), then the names are rotated.  Resuming takes
@@ -22,7 +30,7 @@ import errno
 import json
 import os
 import shutil
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from . import weights as W
 
@@ -94,7 +102,7 @@ def save(bk, net, trainer, run_dir: str, state: dict) -> str:
     except Exception as e:
         shutil.rmtree(new, ignore_errors=True)
         if no_space(e, run_dir, needed):
-            raise CheckpointError(space_message(f"the checkpoint of epoch {state.get('epoch')}",
+            raise CheckpointError(space_message(f"the checkpoint of {position(state)}",
                                                 run_dir, needed)) from None
         raise
     if os.path.exists(final):
@@ -104,20 +112,29 @@ def save(bk, net, trainer, run_dir: str, state: dict) -> str:
     return final
 
 
-def _epoch(path) -> Optional[int]:
+def position(state: dict) -> str:
+    """Where a checkpoint's state stands: ``epoch 3`` (its end), or ``epoch 4, step 17`` (17 steps
+    into the epoch after the 3 finished)."""
+    step = state.get("step") or 0
+    return f"epoch {state.get('epoch', 0) + 1}, step {step}" if step else f"epoch {state.get('epoch')}"
+
+
+def _order(path) -> Optional[Tuple[int, int]]:
+    """(epochs finished, steps into the next) of a complete checkpoint folder, or None."""
     try:
         with open(os.path.join(path, STATE)) as f:
-            return int(json.load(f)["epoch"])
+            state = json.load(f)
+        return int(state["epoch"]), int(state.get("step") or 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def candidates(run_dir: str) -> List[str]:
-    """The run's checkpoint folders that are complete, newest epoch first (a crash in the middle
+    """The run's checkpoint folders that are complete, newest first (a crash in the middle
     of the rotation leaves ``checkpoint.new`` complete: it counts)."""
     found = [(e, p) for p in (os.path.join(run_dir, n) for n in (CHECKPOINT, NEW, PREVIOUS))
-             if (e := _epoch(p)) is not None]
-    return [p for _, p in sorted(found, key=lambda ep: -ep[0])]
+             if (e := _order(p)) is not None]
+    return [p for _, p in sorted(found, key=lambda ep: (-ep[0][0], -ep[0][1]))]
 
 
 def find(run_dir: str) -> Optional[str]:
@@ -145,7 +162,7 @@ def load(bk, net, trainer, run_dir: str, log: Callable = print):
                 f"trying the one before")
             continue
         if failures:
-            log(f"fell back to {path} (epoch {state['epoch']}); the epochs after it will be trained again")
+            log(f"fell back to {path} ({position(state)}); what was trained after it will be trained again")
         return path, state
     if failures:
         raise CheckpointError(f"no checkpoint of {run_dir} can be read: " + "; ".join(failures))

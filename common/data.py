@@ -58,6 +58,15 @@ def data_dir(path: Optional[str] = None) -> str:
     return os.path.abspath(os.path.expanduser(path or os.environ.get(ENV_DATA) or default_dir()))
 
 
+def check_folder(directory: str, holds: str = "the dataset's files", option: str = "--data-dir") -> str:
+    """``directory``, refused with a :class:`DataError` if it is a file (``--data-dir`` names
+    a folder; ``os.makedirs`` would fail on it with an unexplained ``FileExistsError``)."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise DataError(f"{directory} is a file, not a folder: {option} names the folder that "
+                        f"holds {holds}")
+    return directory
+
+
 def cache_dir() -> str:
     return os.path.abspath(os.path.expanduser(os.environ.get(ENV_CACHE) or os.path.join(
         os.path.expanduser("~"), ".cache", "googlenet", "resized")))
@@ -128,7 +137,8 @@ def download(directory: str, name: str, timeout: float = 30.0) -> str:
 
 def locate(directory: Optional[str] = None, download_missing: bool = True) -> dict:
     """Paths of the four files in ``directory`` (downloaded if missing and allowed)."""
-    directory = data_dir(directory)
+    directory = check_folder(data_dir(directory), "the four Fashion-MNIST files",
+                             f"--data-dir (or ${ENV_DATA})")
     paths = {}
     for name in FILES:
         path = _find(directory, name)
@@ -404,17 +414,19 @@ class Loader:
             X /= self.std
         return X, labels
 
-    def epoch(self, epoch: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """The batches of ``epoch``, from batch ``start`` (0-based: a run resumed in the middle
+        of an epoch gets the batches it had not trained on, the same as without the stop)."""
         idx = self.order(epoch)
-        starts = range(0, len(idx), self.batch_size)
+        starts = range(start * self.batch_size, len(idx), self.batch_size)
         if self.prefetch <= 0:
-            for k, s in enumerate(starts):
+            for k, s in enumerate(starts, start):
                 yield self._batch(idx[s:s + self.batch_size], epoch, k)
             return
         q, stop = queue.Queue(self.prefetch), threading.Event()
 
         def work():
-            for k, s in enumerate(starts):
+            for k, s in enumerate(starts, start):
                 if stop.is_set():
                     return
                 q.put(self._batch(idx[s:s + self.batch_size], epoch, k))

@@ -426,7 +426,7 @@ def scan_folder(root: str, val_fraction: Optional[float] = None) -> dict:
     layout, fewer than two classes, classes that differ between train and test, or an
     empty class folder.
     """
-    root = os.path.abspath(os.path.expanduser(root))
+    root = D.check_folder(os.path.abspath(os.path.expanduser(root)), "one sub-folder of images per class")
     if not os.path.isdir(root):
         raise DataError(f"{root}: no such folder (an image folder holds one sub-folder of "
                         f"images per class; see docs/datasets.md)")
@@ -705,7 +705,8 @@ def _cifar_offline_message(directory: str, error) -> str:
 def locate_cifar(directory: Optional[str] = None, download_missing: bool = True) -> Tuple[str, str]:
     """``('folder', path)`` of the extracted batches or ``('archive', path)`` of the
     official ``.tar.gz`` in ``directory`` (downloaded, MD5 checked, if missing and allowed)."""
-    directory = os.path.abspath(os.path.expanduser(directory or default_dir("cifar10")))
+    directory = D.check_folder(os.path.abspath(os.path.expanduser(directory or default_dir("cifar10"))),
+                               f"{CIFAR_FILE} or its extracted batches")
     for folder in (os.path.join(directory, CIFAR_FOLDER), directory):
         if os.path.isfile(os.path.join(folder, CIFAR_TRAIN[0])):
             return "folder", folder

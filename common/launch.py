@@ -19,7 +19,9 @@ processes.  Every address is 127.0.0.1 and every port is picked free at run time
 The cores are split between the workers (``OMP_NUM_THREADS``).  Workers print to this
 terminal (only rank 0 prints the run's progress; any worker's error shows).  The first process to fail
 ends the run: the others are stopped (SIGTERM, then SIGKILL after a grace period), and the
-message names the lost worker.  Nothing a worker checkpointed is touched.
+message names the lost worker.  Nothing a worker checkpointed is touched.  Ctrl-C or SIGTERM
+to the launcher stops the workers the same way, with up to :data:`STOP_GRACE` seconds to
+write a checkpoint where they are (``common/interrupt.py``).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from typing import List, Optional
 
 LOOPBACK = "127.0.0.1"
 WORKER = "GOOGLENET_WORKER"          # set in every process the launcher starts
+STOP_GRACE = 60.0                    # seconds the workers get to checkpoint when the run is stopped
 PROXIES = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY",
            "ALL_PROXY", "GRPC_PROXY")
 
@@ -135,6 +138,8 @@ def culprit(failed):
 
 
 def _stop(procs, grace: float):
+    """SIGTERM to every process still running (a worker then checkpoints at its next step and
+    exits), SIGKILL to those left after ``grace`` seconds, or at once if asked again (Ctrl-C)."""
     alive = [p for p in procs if p.popen is not None and p.popen.poll() is None]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in alive:
@@ -143,8 +148,11 @@ def _stop(procs, grace: float):
             except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(p.popen.poll() is None for p in alive):
-            time.sleep(0.1)
+        try:
+            while time.monotonic() < deadline and any(p.popen.poll() is None for p in alive):
+                time.sleep(0.1)
+        except KeyboardInterrupt:        # a second Ctrl-C / SIGTERM: no more waiting
+            pass
         alive = [p for p in alive if p.popen.poll() is None]
         if not alive:
             return
@@ -201,8 +209,8 @@ def run(procs: List[Process], *, timeout: Optional[float] = None, grace: float =
                 _stop(procs, grace)
                 raise LaunchError(f"the run did not finish within {timeout:.0f} s; every process was stopped")
             time.sleep(poll)
-    except KeyboardInterrupt:
-        _stop(procs, grace)
+    except KeyboardInterrupt:            # Ctrl-C, or SIGTERM (cli/train.py): the workers get the time
+        _stop(procs, max(grace, STOP_GRACE))   # of a step and a checkpoint before SIGKILL
         raise
     finally:
         for f in files:

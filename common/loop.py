@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 from typing import Callable, Optional
@@ -26,6 +27,7 @@ import numpy as np
 from . import checkpoint, plots
 from .checkpoint import CheckpointError  # noqa: F401  (raised by fit)
 from .distributed import SINGLE, World
+from .interrupt import Interrupted, StopRequest
 from .schedules import Schedule
 from .train_config import Recipe
 
@@ -114,15 +116,22 @@ def evaluate_scales(bk, net, loader, world: World = SINGLE):
 
 def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, resume: bool = False,
         record: Optional[dict] = None, progress: bool = True, log: Callable = print,
-        fast: bool = True, stop_after: Optional[int] = None, world: World = SINGLE):
+        fast: bool = True, stop_after: Optional[int] = None, world: World = SINGLE,
+        checkpoint_every: Optional[int] = None, stop: Optional[StopRequest] = None):
     """Train ``net`` with ``recipe``; write checkpoints and the run record into ``run_dir``.
 
     ``resume`` continues from the last checkpoint in ``run_dir`` (same final numbers as an
-    uninterrupted run on the CPU).  ``stop_after`` ends after that many epochs of this call
-    (simulates an interruption in tests).  ``world``: this worker's place in a data-parallel
+    uninterrupted run on the CPU), also from one written in the middle of an epoch.
+    ``stop_after`` ends after that many epochs of this call (simulates an interruption in
+    tests).  ``checkpoint_every``: also write a checkpoint every that many steps (counted
+    from the start of the run) in the middle of an epoch.  ``stop``: a
+    :class:`common.interrupt.StopRequest`, armed while the loop runs: once a signal sets it,
+    the loop stops at the next step boundary, writes a checkpoint and raises
+    :class:`common.interrupt.Interrupted`.  ``world``: this worker's place in a data-parallel
     run (``common.distributed``): the loaders give this worker's rows of every batch, the
-    numbers are summed over the workers, and only rank 0 writes files and logs.  Returns the
-    run record (a dict).
+    numbers are summed over the workers (the stop request too, so that every worker stops
+    at the same step), and only rank 0 writes files and logs.  Returns the run record (a
+    dict).
     """
     if world.distributed:
         for loader in (train_loader, test_loader):
@@ -137,6 +146,7 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
     schedule = Schedule(recipe.lr, recipe.num_epochs * per_epoch, per_epoch, **recipe.schedule_kwargs())
     current_lr = recipe.lr
     state = dict(epoch=0, history=[], compute_time=0.0, train_time=0.0, examples=0, steps=[])
+    mid = dict(step=0, partial=None, rng=None)      # where a checkpoint inside an epoch stopped
     if resume:
         loaded = checkpoint.load(bk, net, trainer, run_dir, log=log)
         if loaded is None:
@@ -144,17 +154,28 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
         else:
             path, state = loaded
             state.setdefault("steps", [])
-            log(f"resumed from {path} after epoch {state['epoch']}")
+            mid = {k: state.pop(k, None) for k in mid}
+            current_lr = None                       # the schedule's, whatever the optimiser kept
+            log(f"resumed from {path} after epoch {state['epoch']}"
+                + (f" and {mid['step']} steps of epoch {state['epoch'] + 1}" if mid["step"] else ""))
+            if mid["step"] and recipe.num_epochs <= state["epoch"]:
+                raise CheckpointError(
+                    f"{path} is {mid['step']} steps into epoch {state['epoch'] + 1}: give --epochs "
+                    f"{state['epoch'] + 1} or more to finish that epoch (its weights are past the end "
+                    f"of epoch {state['epoch']})")
     start_wall = time.perf_counter()
+    stop = stop if stop is not None else StopRequest()
     base = dict(record or {}, recipe=recipe.to_dict(), world_size=world.size, engine=world.engine,
-                settings=bk.settings())        # after the Trainer, which may set some (cuDNN autotuning)
+                settings=bk.settings(),        # after the Trainer, which may set some (cuDNN autotuning)
+                checkpoint_every=checkpoint_every)
 
-    def write_record():
-        """The run record, rewritten after every epoch, so an interrupted run can resume."""
+    def write_record(step=0):
+        """The run record, rewritten after every checkpoint, so an interrupted run can resume."""
         rec = dict(base, **_summary(state))
         if not world.main:
             return rec
-        rec.update(epochs_done=state["epoch"], complete=state["epoch"] >= recipe.num_epochs,
+        rec.update(epochs_done=state["epoch"], steps_into_epoch=step,
+                   complete=state["epoch"] >= recipe.num_epochs,
                    history=state["history"], steps_to_leave_chance=steps_to_leave_chance(state["steps"]),
                    steps=state["steps"], wall_time_this_call=time.perf_counter() - start_wall)
         try:
@@ -165,67 +186,121 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
             raise
         return rec
 
-    write_record()
-    done_now = 0
-    for epoch in range(state["epoch"], recipe.num_epochs):
-        if stop_after is not None and done_now >= stop_after:
-            break
-        bk.seed(recipe.seed + epoch)
-        bar = progress_bar(len(train_loader), f"epoch {epoch + 1}/{recipe.num_epochs}", enabled=progress)
-        loss, correct, n, compute, local = 0.0, 0, 0, 0.0, 0
-        t_epoch = time.perf_counter()
-        for step, (X, y) in enumerate(train_loader.epoch(epoch), 1):
-            lr = schedule(epoch * per_epoch + step - 1)
-            if lr != current_lr:
-                trainer.set_lr(lr)
-                current_lr = lr
-            rows = train_loader.global_rows(step - 1)
-            if rows < world.size:                   # a last batch too small to share: skipped by all
-                bar.update(1)
-                continue
-            X, y_t = bk.to_tensor(X), bk.to_tensor(y)
-            t0 = time.perf_counter()
-            l, c = trainer.train_step(X, y_t, global_batch=rows) if world.distributed else trainer.train_step(X, y_t)
-            compute += time.perf_counter() - t0
-            local += len(y)
-            if world.distributed:
-                l, c = world.sum([l, c])
-            if not math.isfinite(l):
-                bar.close()
-                last = find_checkpoint(run_dir)
-                raise NonFiniteLoss(
-                    f"the loss became {l / rows} at epoch {epoch + 1}, step {step}: training "
-                    f"diverged (try a smaller --lr). The last good checkpoint "
-                    f"{'is ' + last if last else 'does not exist yet (no epoch finished)'}; "
-                    f"nothing was written after the divergence.")
-            loss, correct, n = loss + l, correct + c, n + rows
-            state["steps"].append([round(l / rows, 5), round(c / rows, 4), float(f"{lr:.6g}")])
-            bar.set_postfix(loss=f"{loss / n:.3f}", acc=f"{correct / n:.3f}", refresh=False)
-            bar.update(1)
-        bar.close()
-        train_time = time.perf_counter() - t_epoch
-        test_loss, test_acc = evaluate(bk, trainer, test_loader, world)
-        state["history"].append(dict(epoch=epoch + 1, train_loss=loss / n, train_acc=correct / n,
-                                     test_loss=test_loss, test_acc=test_acc,
-                                     compute_time=compute, train_time=train_time, examples=n))
-        if world.distributed:            # each worker's own examples/s, in rank order
-            state["history"][-1]["worker_examples_per_sec"] = [
-                round(v, 2) for v in world.gather(local / compute if compute else 0.0)]
-        state.update(epoch=epoch + 1, compute_time=state["compute_time"] + compute,
-                     train_time=state["train_time"] + train_time, examples=state["examples"] + n)
-        log(f"epoch {epoch + 1}: loss {loss / n:.3f}, train acc {correct / n:.3f}, "
-            f"test acc {test_acc:.3f}, {n / compute:.1f} examples/sec (compute)")
-        if world.main:
-            checkpoint.save(bk, net, trainer, run_dir, state)
-        write_record()
-        done_now += 1
+    def save_inside(step, sums):
+        """A checkpoint after ``step`` steps of the epoch in progress, with what continues it exactly."""
+        inside = dict(state, step=step, partial=sums, rng=_rng_state(bk))
+        path = checkpoint.save(bk, net, trainer, run_dir, inside) if world.main else None
+        write_record(step)
+        return path
 
-    rec = write_record()
-    if state["history"] and world.main:
-        plots.epoch_curves({rec.get("backend", bk.NAME): state["history"]},
-                           os.path.join(run_dir, "curves.png"),
-                           title=f"{rec.get('backend', bk.NAME)} on {rec.get('device', '')}")
+    def asked_to_stop() -> bool:
+        """Whether a signal asked any worker to stop (a sum over the workers: all agree)."""
+        return bool(world.sum([float(bool(stop))])[0]) if world.distributed else bool(stop)
+
+    with stop.armed():
+        write_record(mid["step"])
+        done_now = 0
+        for epoch in range(state["epoch"], recipe.num_epochs):
+            if stop_after is not None and done_now >= stop_after:
+                break
+            bk.seed(recipe.seed + epoch)
+            first, sums, rng = mid["step"] or 0, mid["partial"], mid["rng"]   # once: the epoch it stopped in
+            mid = dict(step=0, partial=None, rng=None)
+            if first:
+                _set_rng_state(bk, net, rng, epoch, log)
+            bar = progress_bar(len(train_loader), f"epoch {epoch + 1}/{recipe.num_epochs}", enabled=progress)
+            bar.update(first)
+            sums = dict(sums or dict(loss=0.0, correct=0.0, n=0, compute=0.0, local=0, train_time=0.0))
+            loss, correct, n, compute, local = (sums[k] for k in ("loss", "correct", "n", "compute", "local"))
+            t_epoch = time.perf_counter() - sums["train_time"]
+            batches = train_loader.epoch(epoch, first) if first else train_loader.epoch(epoch)
+            for step, (X, y) in enumerate(batches, first + 1):
+                lr = schedule(epoch * per_epoch + step - 1)
+                if lr != current_lr:
+                    trainer.set_lr(lr)
+                    current_lr = lr
+                rows = train_loader.global_rows(step - 1)
+                if rows < world.size:                   # a last batch too small to share: skipped by all
+                    bar.update(1)
+                    continue
+                X, y_t = bk.to_tensor(X), bk.to_tensor(y)
+                t0 = time.perf_counter()
+                l, c = trainer.train_step(X, y_t, global_batch=rows) if world.distributed else trainer.train_step(X, y_t)
+                compute += time.perf_counter() - t0
+                local += len(y)
+                votes = float(bool(stop))
+                if world.distributed:               # the stop request rides on the step's sum
+                    l, c, votes = world.sum([l, c, votes])
+                if not math.isfinite(l):
+                    bar.close()
+                    last = find_checkpoint(run_dir)
+                    raise NonFiniteLoss(
+                        f"the loss became {l / rows} at epoch {epoch + 1}, step {step}: training "
+                        f"diverged (try a smaller --lr). The last good checkpoint "
+                        f"{'is ' + last if last else 'does not exist yet (no epoch finished)'}; "
+                        f"nothing was written after the divergence.")
+                loss, correct, n = loss + l, correct + c, n + rows
+                state["steps"].append([round(l / rows, 5), round(c / rows, 4), float(f"{lr:.6g}")])
+                bar.set_postfix(loss=f"{loss / n:.3f}", acc=f"{correct / n:.3f}", refresh=False)
+                bar.update(1)
+                every = checkpoint_every and (epoch * per_epoch + step) % checkpoint_every == 0
+                if votes or (every and step < per_epoch):
+                    path = save_inside(step, dict(loss=float(loss), correct=float(correct), n=int(n),
+                                                  compute=compute, local=int(local),
+                                                  train_time=time.perf_counter() - t_epoch))
+                    if votes:
+                        bar.close()
+                        raise Interrupted(stop.signum or signal.SIGTERM, path,   # other workers: SIGTERM's
+                                          f"epoch {epoch + 1}, step {step}")
+            bar.close()
+            train_time = time.perf_counter() - t_epoch
+            test_loss, test_acc = evaluate(bk, trainer, test_loader, world)
+            state["history"].append(dict(epoch=epoch + 1, train_loss=loss / n, train_acc=correct / n,
+                                         test_loss=test_loss, test_acc=test_acc,
+                                         compute_time=compute, train_time=train_time, examples=n))
+            if world.distributed:            # each worker's own examples/s, in rank order
+                state["history"][-1]["worker_examples_per_sec"] = [
+                    round(v, 2) for v in world.gather(local / compute if compute else 0.0)]
+            state.update(epoch=epoch + 1, compute_time=state["compute_time"] + compute,
+                         train_time=state["train_time"] + train_time, examples=state["examples"] + n)
+            log(f"epoch {epoch + 1}: loss {loss / n:.3f}, train acc {correct / n:.3f}, "
+                f"test acc {test_acc:.3f}, {n / compute:.1f} examples/sec (compute)")
+            if world.main:
+                checkpoint.save(bk, net, trainer, run_dir, state)
+            write_record()
+            done_now += 1
+            if epoch + 1 < recipe.num_epochs and asked_to_stop():
+                raise Interrupted(stop.signum or signal.SIGTERM, find_checkpoint(run_dir) if world.main else None,
+                                  f"the end of epoch {epoch + 1}")
+
+        rec = write_record()
+        if state["history"] and world.main:
+            plots.epoch_curves({rec.get("backend", bk.NAME): state["history"]},
+                               os.path.join(run_dir, "curves.png"),
+                               title=f"{rec.get('backend', bk.NAME)} on {rec.get('device', '')}")
     return rec
+
+
+def _rng_state(bk):
+    """The framework generator's state (dropout), JSON-able, where the backend can save it."""
+    get = getattr(bk, "rng_state", None)
+    return get() if get is not None else None
+
+
+def _set_rng_state(bk, net, saved, epoch, log):
+    """Put back the generator's state of a checkpoint inside ``epoch`` (0-based); where the
+    backend could not save it, say what that changes (only dropout draws from it)."""
+    put = getattr(bk, "set_rng_state", None)
+    if saved is not None and put is not None:
+        put(saved)
+    elif _has_dropout(net.spec):
+        log(f"note: {bk.NAME} cannot save its random generator, so the dropout of the rest of epoch "
+            f"{epoch + 1} draws other masks than an uninterrupted run would")
+
+
+def _has_dropout(spec) -> bool:
+    layers = [l for st in spec.stages for _, l in st.layers] + [l for h in spec.aux for _, l in h.layers]
+    return any(l.kind == "dropout" and l.rate > 0 for l in layers)
 
 
 def _summary(state):

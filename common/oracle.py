@@ -16,6 +16,7 @@ Conventions (those of torchinfo and of the paper's "ops" column):
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple, Union
@@ -189,13 +190,29 @@ def min_input_size(spec: Union[S.Spec, str, None] = None, limit: int = 1024) -> 
 
 
 def check_input(spec: S.Spec, input_size) -> Analysis:
-    """:func:`analyze`, with an error that names the minimum size if the input is too small."""
+    """:func:`analyze`, with an error that names the minimum size if the input is too small,
+    and which part of the net sets it: the main path, or the auxiliary heads (whose dense
+    layer after a 5x5 pooling needs a bigger map than the main path), with the way out."""
     try:
         return analyze(spec, input_size)
     except InputTooSmall as e:
-        raise InputTooSmall(f"input size {input_size} is too small for the table {spec.name!r}: {e}. "
-                            f"The smallest input it accepts is {min_input_size(spec)}x"
-                            f"{min_input_size(spec)}.") from None
+        smallest = min_input_size(spec)
+        main = dataclasses.replace(spec, aux=()) if spec.aux else None
+        try:
+            main_path_fits = main is not None and bool(analyze(main, input_size))
+        except InputTooSmall:
+            main_path_fits = False
+        if main_path_fits:
+            without = min_input_size(main)
+            raise InputTooSmall(
+                f"input size {input_size} is too small for the auxiliary heads of the table "
+                f"{spec.name!r}: {e}. The smallest input it accepts is {smallest}x{smallest}, a limit "
+                f"set by the auxiliary heads, not the main path: without them (--no-aux; "
+                f"aux_logits=False in Python) the net takes {without}x{without} and up. Use "
+                f"--resize {smallest} or more, or turn the aux heads off.") from None
+        raise InputTooSmall(f"input size {input_size} is too small for the main path of the table "
+                            f"{spec.name!r}: {e}. The smallest input it accepts is {smallest}x{smallest}"
+                            + (" (with or without the auxiliary heads)" if spec.aux else "") + ".") from None
 
 
 def param_shapes(spec: S.Spec, input_size=None) -> "OrderedDict[str, Shape]":

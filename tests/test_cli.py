@@ -89,7 +89,7 @@ def only_error_line(err):
 
 def test_damaged_last_checkpoint_falls_back_to_the_one_before(data, tmp_path, capsys):
     run = new_run(data, str(tmp_path / "run"), capsys)
-    assert checkpoint._epoch(os.path.join(run, "checkpoint.prev")) == 1
+    assert checkpoint._order(os.path.join(run, "checkpoint.prev")) == (1, 0)        # (epoch, step)
     truncate(os.path.join(run, "checkpoint", "weights.npz"))
     code, out, err = train(["--resume", run, "--epochs", "3"], capsys)
     assert code == 0, err

@@ -67,3 +67,25 @@ def to_numpy(t) -> np.ndarray:
 def seed(n: int) -> None:
     """Seed the framework's own generator (dropout)."""
     paddle.seed(int(n))
+
+
+def rng_state() -> list:
+    """The state of the generators dropout draws from, JSON-able (through the states' pickle
+    protocol; the Mersenne Twister's state, a list of character codes, as its text): saved
+    by a checkpoint in the middle of an epoch (``common/loop.py``)."""
+    out = []
+    for g in paddle.get_rng_state():
+        parts = list(g.__getstate__())
+        out.append([bytes(p).decode("latin-1") if isinstance(p, list) else p for p in parts])
+    return out
+
+
+def set_rng_state(state: list) -> None:
+    """Put back a state of :func:`rng_state`."""
+    cls = type(paddle.get_rng_state()[0])
+    gens = []
+    for parts in state:
+        g = cls.__new__(cls)
+        g.__setstate__(tuple(list(p.encode("latin-1")) if isinstance(p, str) else p for p in parts))
+        gens.append(g)
+    paddle.set_rng_state(gens)

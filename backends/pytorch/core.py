@@ -1,4 +1,6 @@
 """PyTorch: device, version, tensors, seeding."""
+import base64
+
 import numpy as np
 import torch
 
@@ -62,3 +64,23 @@ def to_numpy(t) -> np.ndarray:
 def seed(n: int) -> None:
     """Seed the framework's own generator (dropout)."""
     torch.manual_seed(int(n))
+
+
+def rng_state() -> dict:
+    """The state of the generators dropout draws from (the CPU's, and every GPU's), JSON-able:
+    saved by a checkpoint in the middle of an epoch (``common/loop.py``)."""
+    def text(t):
+        return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
+    out = dict(cpu=text(torch.get_rng_state()))
+    if torch.cuda.is_available():
+        out["cuda"] = [text(t) for t in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def set_rng_state(state: dict) -> None:
+    """Put back a state of :func:`rng_state`."""
+    def tensor(text):
+        return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+    torch.set_rng_state(tensor(state["cpu"]))
+    if torch.cuda.is_available() and state.get("cuda"):
+        torch.cuda.set_rng_state_all([tensor(t) for t in state["cuda"]])
