@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) scripts/train.py $(ARGS)
 
+CPU := $(PY) -c "from common.runtime import cpu_summary; print('cpu:', cpu_summary())"
+
 test: $(STAMP)
+	@$(CPU)
 	$(PY) -m pytest -q tests $(ARGS)
 
 # The numerical tests with the CPU libraries capped at AVX2 (common.runtime.AVX2_CAPS): on an
@@ -25,6 +28,7 @@ test: $(STAMP)
 AVX2_CAPS := ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell
 NUMERIC_TESTS := tests/test_equivalence.py tests/test_recipes.py tests/test_fast_paths.py tests/test_distributed.py tests/test_isa.py
 test-avx2: $(STAMP)
+	@env $(AVX2_CAPS) $(CPU)
 	env $(AVX2_CAPS) $(PY) -m pytest -q $(NUMERIC_TESTS) $(ARGS)
 
 summary: $(STAMP)

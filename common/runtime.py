@@ -26,6 +26,34 @@ def cpu_vendor() -> str:
     return ""
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or ''."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+#: the flags that decide which kernels the frameworks' CPU libraries run (and so their
+#: speed and their float32 rounding): named beside every figure the project publishes
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
+             "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_summary() -> str:
+    """One line for run records and reports: the CPU, its instruction-set flags that matter
+    here (:data:`ISA_FLAGS`), and any caps in effect, e.g. ``'AMD EPYC 9B14; avx2 fma
+    avx512f avx512_bf16; caps ONEDNN_MAX_CPU_ISA=AVX2 ...'``."""
+    flags = cpu_flags()
+    line = f"{cpu_model() or 'unknown CPU'}; " + (" ".join(f for f in ISA_FLAGS if f in flags) or "no AVX2")
+    caps = isa_caps_in_effect()
+    return line + (f"; caps {caps}" if caps else "")
+
+
 def cpu_flags() -> set:
     """The CPU's instruction-set flags (``avx2``, ``avx512f``, ``avx512_bf16``, ...), or an empty set."""
     try:

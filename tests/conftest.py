@@ -31,3 +31,9 @@ def bk(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def pytest_report_header(config):
+    """The CPU and its instruction-set flags (and any caps): numbers depend on them."""
+    from common.runtime import cpu_summary
+    return f"cpu: {cpu_summary()}"
