@@ -18,7 +18,8 @@ __all__ = ["get_backend", "BACKENDS", "BackendError", "installed", "resolve", "A
 API = (
     "NAME", "framework_version", "device", "settings", "build", "count_params", "stage_outputs",
     "forward", "features", "layer_table", "init_weights", "get_weights", "set_weights",
-    "Trainer", "to_tensor", "to_numpy", "seed", "save_native", "load_native", "read_native", "NATIVE_SUFFIX",
+    "Trainer", "to_tensor", "to_numpy", "seed", "rng_state", "set_rng_state", "save_native", "load_native",
+    "read_native", "NATIVE_SUFFIX",
     "export",
 )
 #: The public names of every backend's ``export`` module (serving formats and ONNX; the

@@ -188,7 +188,7 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
 
     def save_inside(step, sums):
         """A checkpoint after ``step`` steps of the epoch in progress, with what continues it exactly."""
-        inside = dict(state, step=step, partial=sums, rng=_rng_state(bk))
+        inside = dict(state, step=step, partial=sums, rng=bk.rng_state())
         path = checkpoint.save(bk, net, trainer, run_dir, inside) if world.main else None
         write_record(step)
         return path
@@ -281,18 +281,11 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
     return rec
 
 
-def _rng_state(bk):
-    """The framework generator's state (dropout), JSON-able, where the backend can save it."""
-    get = getattr(bk, "rng_state", None)
-    return get() if get is not None else None
-
-
 def _set_rng_state(bk, net, saved, epoch, log):
     """Put back the generator's state of a checkpoint inside ``epoch`` (0-based); where the
     backend could not save it, say what that changes (only dropout draws from it)."""
-    put = getattr(bk, "set_rng_state", None)
-    if saved is not None and put is not None:
-        put(saved)
+    if saved is not None:
+        bk.set_rng_state(saved)
     elif _has_dropout(net.spec):
         log(f"note: {bk.NAME} cannot save its random generator, so the dropout of the rest of epoch "
             f"{epoch + 1} draws other masks than an uninterrupted run would")

@@ -60,3 +60,13 @@ def to_numpy(t) -> onp.ndarray:
 def seed(n: int) -> None:
     """Seed the framework's own generator (dropout), on every device."""
     mx.random.seed(int(n))
+
+
+def rng_state() -> None:
+    """None: MXNet has no call that reads its generator's state, so a checkpoint inside an epoch cannot hold it (``common/loop.py`` says
+    what that changes: the dropout masks of the rest of that epoch)."""
+    return None
+
+
+def set_rng_state(state) -> None:
+    """Nothing to put back (:func:`rng_state` saves nothing)."""

@@ -1,5 +1,6 @@
 """The TensorFlow backend (``tf.keras`` layers, Keras 2)."""
-from .core import NAME, device, framework_version, seed, settings, to_numpy, to_tensor
+from .core import (NAME, device, framework_version, rng_state, seed, set_rng_state, settings, to_numpy,
+                   to_tensor)
 from .model import (NATIVE_SUFFIX, build, count_params, features, forward, get_weights,
                     init_weights, layer_table, load_native, read_native, save_native, set_weights,
                     stage_outputs)

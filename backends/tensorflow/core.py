@@ -62,3 +62,13 @@ def nchw(t) -> np.ndarray:
 def seed(n: int) -> None:
     """Seed the framework's own generator (dropout)."""
     tf.random.set_seed(int(n))
+
+
+def rng_state() -> None:
+    """None: Keras's dropout draws from stateful random ops whose state TensorFlow does not expose, so a checkpoint inside an epoch cannot hold it (``common/loop.py`` says
+    what that changes: the dropout masks of the rest of that epoch)."""
+    return None
+
+
+def set_rng_state(state) -> None:
+    """Nothing to put back (:func:`rng_state` saves nothing)."""
