@@ -225,7 +225,8 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
                     continue
                 X, y_t = bk.to_tensor(X), bk.to_tensor(y)
                 t0 = time.perf_counter()
-                l, c = trainer.train_step(X, y_t, global_batch=rows) if world.distributed else trainer.train_step(X, y_t)
+                l, c = (trainer.train_step(X, y_t, global_batch=rows) if world.distributed
+                        else trainer.train_step(X, y_t))
                 compute += time.perf_counter() - t0
                 local += len(y)
                 votes = float(bool(stop))

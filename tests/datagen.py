@@ -32,6 +32,14 @@ def make_dataset(folder, n_train=200, n_test=100, gz=True, seed=0):
     return folder
 
 
+def module_dataset(tmp_path_factory, name, **sizes):
+    """:func:`make_dataset` in a temporary folder of its own for a test module, with
+    ``$GOOGLENET_CACHE`` (the resized arrays) beside it."""
+    tmp = tmp_path_factory.mktemp(name)
+    os.environ["GOOGLENET_CACHE"] = str(tmp / "cache")
+    return make_dataset(str(tmp / "data"), **sizes)
+
+
 #: shape and colour of each generated class (a folder per class, in this order)
 SHAPES = ("circle", "square", "triangle", "cross", "bar")
 COLOURS = ((220, 40, 40), (40, 180, 60), (50, 80, 220), (230, 200, 40), (160, 60, 200))

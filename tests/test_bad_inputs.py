@@ -31,8 +31,8 @@ import pytest
 from common import checkpoint, data as D, oracle, spec as S
 from common.interrupt import Interrupted, StopRequest
 from common.runlock import FolderInUse, RunLock
-from tests.datagen import make_dataset
-from tests.test_cli import only_error_line
+from tests.datagen import make_dataset, module_dataset
+from tests.test_cli import only_error_line, train      # train.py in this process (PyTorch)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMIT = 180                    # seconds any one process may take
@@ -45,17 +45,8 @@ RUN = ["--backend", "pytorch", "--recipe", "fast", "--resize", "32", "--batch-si
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     pytest.importorskip("torch")
-    tmp = tmp_path_factory.mktemp("bad-inputs")
-    os.environ["GOOGLENET_CACHE"] = str(tmp / "cache")
-    return make_dataset(str(tmp / "data"), n_train=160, n_test=32)
+    return module_dataset(tmp_path_factory, "bad-inputs", n_train=160, n_test=32)
 
-
-def train(args, capsys):
-    """``scripts/train.py`` in this process: (exit code, stdout, stderr)."""
-    from cli.train import main
-    code = main(["--no-progress", *args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 class Processes:
@@ -212,16 +203,18 @@ def test_sigterm_checkpoints_the_epoch_in_progress_and_resume_ends_on_the_same_w
     assert p.returncode == 143, err[-3000:]
     assert "Traceback" not in err
     epoch, step = step_of(run)
-    assert epoch == 0 and 3 <= step <= 10                               # inside epoch 1
+    assert step > 0 and 3 <= 10 * epoch + step < 20                     # inside an epoch, after step 3
     stopped = [l for l in lines if l.startswith("stopped by SIGTERM")]
     assert len(stopped) == 1, err[-3000:]
-    assert (f"at epoch 1, step {step}; checkpoint {os.path.join(run, 'checkpoint')} written; "
+    assert (f"at epoch {epoch + 1}, step {step}; checkpoint {os.path.join(run, 'checkpoint')} written; "
             f"continue with: python scripts/train.py --resume {run}") in stopped[0]
     rec = json.load(open(os.path.join(run, "run.json")))
-    assert rec["epochs_done"] == 0 and rec["steps_into_epoch"] == step and len(rec["steps"]) == step
+    assert rec["epochs_done"] == epoch and rec["steps_into_epoch"] == step
+    assert len(rec["steps"]) == 10 * epoch + step
+    assert [h["epoch"] for h in rec["history"]] == list(range(1, epoch + 1))
     out = cli(["--resume", run])
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"after epoch 0 and {step} steps of epoch 1" in out.stdout
+    assert f"after epoch {epoch} and {step} steps of epoch {epoch + 1}" in out.stdout
     assert_same_run(run, straight)
 
 
@@ -242,6 +235,40 @@ def test_checkpoint_every_lets_a_killed_run_resume_inside_the_epoch(data, straig
     assert said in out.stdout
     assert_same_run(run, straight)
     assert json.load(open(os.path.join(run, "run.json")))["checkpoint_every"] == 3
+
+
+def running_in(run):
+    """Pids of the processes whose command line names ``run`` (from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline") as f:
+                if entry.isdigit() and run in f.read().replace("\0", " "):
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def test_sigterm_to_the_launcher_stops_every_worker_at_one_step_with_a_checkpoint(data, tmp_path, procs):
+    """--nproc-per-node 2: SIGTERM to the launcher; the workers agree on a step, rank 0 writes
+    the checkpoint, the launcher prints the command to resume (with --nproc-per-node), 143."""
+    run = str(tmp_path / "run")
+    p = procs.start([sys.executable, "scripts/train.py", "--no-progress", "--backend", "pytorch", "--data-dir",
+                     data, "--resize", "16", "--batch-size", "16", "--epochs", "50", "--nproc-per-node", "2",
+                     "--run-dir", run, "--checkpoint-every", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: (step_of(run) or (0, 0))[1] > 0, "checkpoint inside an epoch", p=p)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=LIMIT)
+    assert p.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "error:" not in err
+    assert (f"stopped by SIGTERM; the workers wrote a checkpoint where they stopped; continue with: "
+            f"python scripts/train.py --resume {run} --nproc-per-node 2") in err
+    epoch, step = step_of(run)
+    where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
+    assert f"stopped by SIGTERM at {where}; checkpoint" in err          # rank 0, once
+    assert err.count("stopped by SIGTERM at") == 1
+    assert not running_in(run)                                          # no worker left behind
 
 
 def test_checkpoint_every_must_be_a_positive_number_of_steps(data, tmp_path, capsys):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from common import checkpoint, spec as S, weights as W
-from tests.datagen import make_dataset
+from tests.datagen import module_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = {"torch", "tensorflow", "mxnet", "paddle", "keras"}
@@ -55,9 +55,7 @@ def test_layers_point_one_way():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     pytest.importorskip("torch")
-    tmp = tmp_path_factory.mktemp("cli")
-    os.environ["GOOGLENET_CACHE"] = str(tmp / "cache")
-    return make_dataset(str(tmp / "data"), n_train=64, n_test=32)
+    return module_dataset(tmp_path_factory, "cli", n_train=64, n_test=32)
 
 
 def train(args, capsys):
