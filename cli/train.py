@@ -200,10 +200,8 @@ def train(args, argv, fixed_backend, stop):
         run_dir = stamp(float(world.sum([time.time() if world.main else 0.0])))
     with contextlib.ExitStack() as held:
         held.callback(world.close)
-        if world.main and not worker:     # one process per run folder (rank 0 of torchrun's workers)
-            held.enter_context(RunLock(run_dir))
         rec = train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, analysis, limit,
-                       recipe_name, run_dir, every, stop, worker)
+                       recipe_name, run_dir, every, stop, worker, held)
     if isinstance(rec, int):
         return rec
     say(closing_lines(rec))
@@ -213,8 +211,9 @@ def train(args, argv, fixed_backend, stop):
 
 
 def train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, analysis, limit, recipe_name,
-             run_dir, every, stop, worker):
-    """Build the network and train it in ``run_dir`` (held); the run record, or an exit code."""
+             run_dir, every, stop, worker, held):
+    """Build the network and train it in ``run_dir``, locked in ``held`` (an ExitStack) just
+    before the first file is written; the run record, or an exit code."""
     train_iter, test_iter = ds.recipe_loaders(recipe, at_sizes)
     init = None
     if args.init_from:                    # read and checked in full before a network is built
@@ -241,6 +240,8 @@ def train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, anal
         + (f"; worker 0 of {world.size} ({world.engine})" if world.distributed else "")
         + (f"; {recipe.amp} mixed precision" if recipe.amp else ""))
     resume_hint = f"continue with: python scripts/train.py --resume {run_dir}"
+    if world.main and not worker:         # one process per run folder (rank 0 of torchrun's workers)
+        held.enter_context(RunLock(run_dir))
     try:
         return fit(bk, net, train_iter, test_iter, recipe, run_dir, resume=bool(args.resume),
                    record=record, progress=args.progress, fast=args.fast, world=world,
