@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from common import launch, oracle, weights as W
+from common import launch, oracle, runtime, weights as W
 from common.checkpoint import CheckpointError
 from common.interrupt import Interrupted, StopRequest
 from common.loop import closing_lines, fit
@@ -210,6 +210,17 @@ def train(args, argv, fixed_backend, stop):
     return 0
 
 
+def bf16_advice(flags=None):
+    """What bf16 does on this CPU: its own bf16 arithmetic, or emulation (docs/performance.md)."""
+    hw = runtime.bf16_hardware(flags)
+    if hw:
+        return (f"bf16: this CPU has {hw} arithmetic, which the frameworks' oneDNN kernels use "
+                f"(speed measured in docs/performance.md)")
+    return ("note: this CPU lists neither avx512_bf16 nor amx_bf16, so bf16 is emulated (converted "
+            "to float32 and back): expect it to be several times slower than float32 here. Use it to "
+            "check the numbers; for speed train in float32 (docs/performance.md)")
+
+
 def train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, analysis, limit, recipe_name,
              run_dir, every, stop, worker, held):
     """Build the network and train it in ``run_dir``, locked in ``held`` (an ExitStack) just
@@ -227,7 +238,7 @@ def train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, anal
         if init is not None:
             bk.set_weights(net, init)
     record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),
-                  recipe_name=recipe_name,
+                  cpu=runtime.cpu_summary(), recipe_name=recipe_name,
                   model=model, params=bk.count_params(net), macs_per_example=analysis.macs,
                   data=data, dataset=ds.describe(), data_dir=ds.info.get("dir"), limit=limit,
                   train_examples=len(train_iter.split),
@@ -239,6 +250,8 @@ def train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, anal
         f"{len(test_iter.split)} test examples at {recipe.resize}x{recipe.resize}; run folder {run_dir}"
         + (f"; worker 0 of {world.size} ({world.engine})" if world.distributed else "")
         + (f"; {recipe.amp} mixed precision" if recipe.amp else ""))
+    if recipe.amp == "bf16" and bk.device().startswith("cpu"):
+        say(bf16_advice())
     resume_hint = f"continue with: python scripts/train.py --resume {run_dir}"
     if world.main and not worker:         # one process per run folder (rank 0 of torchrun's workers)
         held.enter_context(RunLock(run_dir))

@@ -14,28 +14,26 @@ from typing import Dict, Mapping
 SWITCH = "GOOGLENET_FRAMEWORK_DEFAULTS"
 
 
-def cpu_vendor() -> str:
-    """The CPU vendor string of /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``), or ''."""
+def _cpuinfo(field: str) -> str:
+    """The first value of ``field`` in /proc/cpuinfo, or ''."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
+
+
+def cpu_vendor() -> str:
+    """The CPU vendor string (``GenuineIntel``, ``AuthenticAMD``), or ''."""
+    return _cpuinfo("vendor_id")
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, or ''."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    """The CPU's model name, or ''."""
+    return _cpuinfo("model name")
 
 
 #: the flags that decide which kernels the frameworks' CPU libraries run (and so their
@@ -56,14 +54,7 @@ def cpu_summary() -> str:
 
 def cpu_flags() -> set:
     """The CPU's instruction-set flags (``avx2``, ``avx512f``, ``avx512_bf16``, ...), or an empty set."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set(_cpuinfo("flags").split())
 
 
 #: Variables that cap the instruction set the frameworks' CPU libraries pick at run time, at

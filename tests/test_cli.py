@@ -95,6 +95,8 @@ def test_damaged_last_checkpoint_falls_back_to_the_one_before(data, tmp_path, ca
     assert "resumed from" in out and "after epoch 1" in out
     rec = json.load(open(os.path.join(run, "run.json")))
     assert rec["epochs_done"] == 3 and [h["epoch"] for h in rec["history"]] == [1, 2, 3]
+    from common.runtime import cpu_summary
+    assert rec["cpu"] == cpu_summary() and rec["cpu"].split("; ")[1]    # the CPU and its flags
 
 
 def test_every_checkpoint_damaged_is_one_error_line(data, tmp_path, capsys):

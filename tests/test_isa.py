@@ -57,3 +57,12 @@ def test_the_makefile_caps_are_the_runtime_caps():
     text = open(os.path.join(ROOT, "Makefile")).read()
     line = re.search(r"^AVX2_CAPS := (.*)$", text, re.M).group(1)
     assert dict(kv.split("=") for kv in line.split()) == AVX2_CAPS
+
+
+def test_bf16_advice_follows_the_cpu():
+    """``--amp bf16`` on a CPU says what bf16 is there: the CPU's own arithmetic, or emulation."""
+    from cli.train import bf16_advice
+    assert "AMX-BF16" in bf16_advice({"avx512f", "avx512_bf16", "amx_bf16"})
+    assert "AVX512-BF16" in bf16_advice({"avx512f", "avx512_bf16"})
+    slow = bf16_advice({"avx2", "fma"})
+    assert "emulated" in slow and "slower than float32" in slow
