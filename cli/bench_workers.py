@@ -4,8 +4,10 @@ peak memory is that configuration's own."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -71,16 +73,34 @@ def worker_matmul(backend, args):
     return dict(library=library, n=n, gflops=B.median(runs), runs=runs)
 
 
+def book_module(backend):
+    """``backends/<backend>/book.py``, the book's code, loaded from its file alone: the
+    packages around it (``backends``, ``backends.<backend>``) are not imported, so no
+    backend sets up its framework in this process."""
+    name = f"backends.{backend}.book"
+    if name in sys.modules:
+        return sys.modules[name]
+    where = importlib.util.find_spec("backends").submodule_search_locations   # finds, imports nothing
+    spec = importlib.util.spec_from_file_location(name, os.path.join(where[0], backend, "book.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
 def _book(backend, with_env):
     """The book's code as a reader runs it: this process imports the framework and the book's
     module only, never this project's backends (whose import would change the framework's
     settings).  ``with_env``: with the settings our backend applies (``common.runtime``'s
     environment before the import; Paddle's thread count after it)."""
-    import os
     from common import runtime
     if with_env:
         runtime.set_default_env(runtime.framework_env(backend))
-    ref = importlib.import_module(f"tests.reference.book_{backend}")
+    ref = book_module(backend)
     module = importlib.import_module(FRAMEWORK_MODULE[backend])
     if with_env and backend == "paddle":
         module.base.core.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))

@@ -9,7 +9,7 @@ For each backend, three configurations (and any opt-in ones), each in its own su
 (``scripts/bench.py --worker BACKEND --config CONFIG`` prints one JSON line), so that
 frameworks never share a process and the peak memory (max RSS) is that configuration's:
 
-* ``book``  — the book's code: ``tests/reference/book_<backend>.py``'s ``book_net()`` and
+* ``book``  — the book's code: ``backends/<backend>/book.py``'s ``book_net()`` and
   ``make_book_step`` (one step exactly as ``d2l.train_ch6``), ``book_logits`` for inference;
 * ``eager`` — ours without fast paths: ``build()`` + ``Trainer(net, fast=False)``;
 * ``fast``  — ours as shipped: ``build()`` + ``Trainer(net, fast=True)`` (the default);

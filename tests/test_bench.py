@@ -145,3 +145,15 @@ def test_shipped_config_runs_without_our_framework_settings():
     assert shipped["settings"]["env"] == {}
     assert fast["settings"]["env"] == {k: v for k, v in framework_env("paddle").items()
                                        if k not in os.environ}
+
+
+def test_the_book_configuration_runs_without_our_backend():
+    """The ``book`` configuration loads the book's code (``backends/<framework>/book.py``) on
+    its own: no backend's ``core`` (which sets up the framework) is imported beside it."""
+    pytest.importorskip("torch")
+    code = ("import sys; from cli.bench_workers import _book; ref, version = _book('pytorch', False); "
+            "print(ref.__name__, callable(ref.book_net), callable(ref.to_canonical)); "
+            "print(sorted(m for m in sys.modules if m.startswith('backends.') and m.endswith('.core')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[-2:] == ["backends.pytorch.book True True", "[]"]

@@ -229,3 +229,15 @@ def test_final_figure_only_shows_the_last_figure_once():
         assert shown == [] and cleared == []
     assert shown == ["fig-3"] and closed == ["fig-3"] and last == ["fig-3"]
     assert fake.display.display == shown.append     # restored
+
+
+def test_importing_a_backend_imports_neither_its_book_module_nor_d2l():
+    """``backends/<framework>/book.py`` (the book's code) imports d2l; building our network
+    must not need it, so no backend imports its book module."""
+    import subprocess
+    pytest.importorskip("torch")
+    code = ("import sys; from backends import get_backend; get_backend('pytorch').build(); "
+            "print(sorted(m for m in sys.modules if m == 'd2l' or m.startswith('d2l.') or m.endswith('.book')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[-1] == "[]"

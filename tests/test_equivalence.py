@@ -179,7 +179,7 @@ def test_book_parity(name):
     """Copying the book's own network's weights into ours gives the book's logits."""
     bk = backend_or_skip(name)
     pytest.importorskip("d2l") if name != "pytorch" else None
-    ref = importlib.import_module(f"tests.reference.book_{name}")
+    ref = importlib.import_module(f"backends.{name}.book")
     book = ref.book_net()
     net = bk.build(seed=None)
     bk.set_weights(net, ref.to_canonical(book))

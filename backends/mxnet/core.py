@@ -2,7 +2,7 @@
 
 Like the book, the backend uses MXNet's NumPy interface (``mxnet.np`` / ``npx``,
 switched on with ``npx.set_np()``), so it shares one process with the book's own
-MXNet code (``tests/reference/book_mxnet.py``).  ``set_np`` holds per thread:
+MXNet code (``backends/mxnet/book.py``).  ``set_np`` holds per thread:
 run the networks from the thread that imported this module.
 """
 import os
