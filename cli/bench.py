@@ -23,9 +23,9 @@ from common.switch import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
 from . import bench_inference
 from .bench_workers import MARK, OPT_IN, worker_main
 from .errors import ArgumentParser, UserError, guard
+from .main import command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "bench.py")
 #: the book's training figures the issue quotes for this machine (examples/s)
 ISSUE_BOOK = {"pytorch": 32.5, "mxnet": 18.4, "tensorflow": 36.2, "paddle": 8.0}
 
@@ -66,7 +66,7 @@ def parse_args(argv=None):
 
 
 def _worker_argv(args, who, config=None):
-    argv = [sys.executable, SCRIPT, "--worker", who,
+    argv = command("bench") + ["--worker", who,
             "--batch-size", str(args.batch_size), "--input-size", str(args.input_size),
             "--repeats", str(args.repeats), "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--pipeline-batches", str(args.pipeline_batches), "--matmul-size", str(args.matmul_size)]

@@ -35,10 +35,9 @@ from common.switch import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
 
 from .bench_workers import MARK, _emit
 from .errors import UserError
+from .main import command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "scripts", "bench.py")
-EXPORT = os.path.join(ROOT, "scripts", "export.py")
 
 
 def add_args(p):
@@ -109,7 +108,7 @@ def _run(cmd, timeout):
 
 
 def _worker(args, backend, config, source=None, artifact=None):
-    cmd = [sys.executable, BENCH, "--inference", "--worker", backend, "--config", config,
+    cmd = command("bench") + ["--inference", "--worker", backend, "--config", config,
            "--latency-calls", str(args.latency_calls), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
            "--throughput-batch", str(args.throughput_batch), "--input-size", str(args.input_size)]
     cmd += ["--source", source] if source else []
@@ -155,7 +154,7 @@ def run_inference(args):
                 print(f"{name}: skipped ({rep['backends'][name]['reason']})", flush=True)
                 continue
             print(f"{name}: exporting ...", flush=True)
-            p, error = _run([sys.executable, EXPORT, source, "--all", exported, "--backend", name, "--no-check"],
+            p, error = _run(command("export") + [source, "--all", exported, "--backend", name, "--no-check"],
                             args.timeout)
             artifacts = {}
             for line in (p.stdout.splitlines() if p else []):

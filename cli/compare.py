@@ -22,10 +22,10 @@ from common.switch import canonical, installed, is_installed, missing_message
 from common.train_config import Recipe
 
 from .errors import UserError, guard
+from .main import command
 from .options import (DEFINING, ArgumentParser, add_data_args, add_model_args, add_recipe_args,
                       base_recipe, data_options, load_datasets, model_options, recipe_from, spec_of)
 
-TRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "train.py")
 #: options handed unchanged to every scripts/train.py
 PASSED = ("recipe", "num_epochs") + DEFINING + ("limit", "data_dir", "dataset", "val_fraction",
                                                  "split_seed", "channels")
@@ -66,7 +66,7 @@ def write_init(recipe, model, path):
 
 
 def train_command(args, backend, run_dir, init):
-    cmd = [sys.executable, TRAIN, "--backend", backend, "--run-dir", run_dir, "--init-from", init]
+    cmd = command("train") + ["--backend", backend, "--run-dir", run_dir, "--init-from", init]
     for name in PASSED + ("preset", "norm", "branch3_kernel", "dropout"):
         value = getattr(args, name, None)
         if value is None or name in SWITCHES:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -23,10 +22,9 @@ from common import checkpoint, data as D, export as X, weights as W
 from common.switch import BACKENDS, FRAMEWORK_MODULE, is_installed, resolve
 
 from .errors import UserError, guard
+from .main import command
 from .options import ArgumentParser, build_from_options, get_backend
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "export.py")
 MARK = "EXPORT-RESULT "
 #: an artifact whose logits differ from the eager model's by more than this (relative to
 #: max(1, max |logit|)) is reported as broken; float32 reordering stays near 1e-6
@@ -211,7 +209,7 @@ def export_all(args, run_dir, ckpt, run, state):
             print(f"{name}: skipped ({FRAMEWORK_MODULE[name]} is not installed)", flush=True)
             continue
         print(f"{name}: exporting in its own process ...", flush=True)
-        cmd = [sys.executable, SCRIPT, args.source, "--all", args.all, "--backend", name]
+        cmd = command("export") + [args.source, "--all", args.all, "--backend", name]
         cmd += [] if args.check else ["--no-check"]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)

@@ -17,6 +17,7 @@ from common.switch import resolve
 from common.train_config import Recipe
 
 from .errors import UserError, guard
+from .main import command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from .options import (ArgumentParser, add_backend_arg, add_checkpoint_args, add_data_args, add_model_args,
@@ -123,8 +124,8 @@ def without(argv, option):
 
 def launch_workers(args, argv, name, run_dir, fixed_backend):
     """``--nproc-per-node N``: N workers of this command on this machine, the backend's way."""
-    script = os.path.join(ROOT, "scripts", f"train_{fixed_backend}.py" if fixed_backend else "train.py")
-    worker_argv = [sys.executable, script] + without(without(argv, "--nproc-per-node"), "--nproc_per_node")
+    script = command("train", f"train_{fixed_backend}.py" if fixed_backend else None)
+    worker_argv = script + without(without(argv, "--nproc-per-node"), "--nproc_per_node")
     if not args.resume and not args.run_dir:
         worker_argv += ["--run-dir", run_dir]
     if not fixed_backend and not args.backend:

@@ -194,6 +194,72 @@ def test_every_script_gives_one_error_line(script, tmp_path):
     assert words in only_error_line(out.stderr)
 
 
+#: scripts/<name>.py -> its ``googlenet`` command (``train_<framework>.py``: ``train --backend``)
+COMMAND_OF = {"run_notebook.py": ["notebook"], "train_paddle.py": ["train", "--backend", "paddle"]}
+
+
+@pytest.mark.parametrize("script", sorted(BAD))
+def test_every_command_gives_its_scripts_error_line(script, capsys):
+    """``googlenet <command> ...`` hands the rest of the line to the script's ``main``."""
+    from cli.main import main
+    args, words = BAD[script]
+    assert main(COMMAND_OF.get(script, [script[:-3]]) + args) == 1
+    assert words in only_error_line(capsys.readouterr().err)
+
+
+def test_googlenet_lists_one_command_per_script(capsys):
+    """No command, ``--help`` or ``help``: every command with one line; one per script."""
+    from cli.main import COMMANDS, main
+    scripts = {f[:-3] for f in os.listdir(os.path.join(ROOT, "scripts"))
+               if f.endswith(".py") and f != "_path.py" and not f.startswith("train_")}
+    assert {COMMAND_OF.get(f"{s}.py", [s])[0] for s in scripts} == set(COMMANDS)
+    for argv in ([], ["--help"], ["-h"], ["help"]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        listed = [l.split()[0] for l in out.splitlines() if l.startswith("  ") and not l.strip().startswith("-")]
+        assert listed == list(COMMANDS), out
+
+
+def test_googlenet_version_is_the_projects_one_version(capsys):
+    tomllib = pytest.importorskip("tomllib")
+    import common
+    from cli.main import main
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"googlenet {common.__version__}\n"
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "common.__version__"}
+    assert project["project"]["scripts"] == {"googlenet": "cli.main:main"}
+
+
+@pytest.mark.parametrize("argv, words", [(["frob"], "unknown command 'frob'"),
+                                         (["--backend", "pytorch", "train"], "unknown option --backend")])
+def test_an_unknown_command_is_one_error_line_naming_the_commands(argv, words, capsys):
+    from cli.main import COMMANDS, main
+    assert main(argv) == 1
+    line = only_error_line(capsys.readouterr().err)
+    assert words in line and ", ".join(COMMANDS) in line
+
+
+def test_python_m_cli_is_the_command_and_names_itself():
+    out = subprocess.run([sys.executable, "-m", "cli", "summary", "--bogus"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert only_error_line(out.stderr) == ("error: unrecognized arguments: --bogus "
+                                           "(see python -m cli summary --help)")
+
+
+def test_a_command_starts_its_own_processes_with_or_without_the_scripts(tmp_path, monkeypatch):
+    """Workers and per-backend processes: the checkout's scripts/ as before; ``python -m cli``
+    where the package is installed without them."""
+    from cli import main
+    assert main.command("train") == [sys.executable, os.path.join(ROOT, "scripts", "train.py")]
+    assert main.command("train", "train_paddle.py")[1] == os.path.join(ROOT, "scripts", "train_paddle.py")
+    monkeypatch.setattr(main, "ROOT", str(tmp_path))
+    assert main.command("export") == [sys.executable, "-m", "cli", "export"]
+
+
 def test_debug_shows_the_traceback():
     out = subprocess.run([sys.executable, "scripts/summary.py", "--backend", "caffe", "--debug"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
