@@ -17,8 +17,9 @@ import time
 
 from common import bench as B
 from common.bench import CONFIGS
-from common.runtime import SWITCH, framework_env
-from common.switch import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
+from backends.config import CARDS, DEFAULT
+from common.runtime import SWITCH, card_env
+from backends.config import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
 
 from . import bench_inference
 from .bench_workers import MARK, OPT_IN, worker_main
@@ -27,7 +28,15 @@ from .main import command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the book's training figures the issue quotes for this machine (examples/s)
-ISSUE_BOOK = {"pytorch": 32.5, "mxnet": 18.4, "tensorflow": 36.2, "paddle": 8.0}
+ISSUE_BOOK = {n: c.bench.book_quote for n, c in CARDS.items() if c.bench.book_quote}
+
+
+def card_targets():
+    """The backends' own targets from their cards, for :func:`common.bench.check_targets`."""
+    memory = [dict(backend=n, against=c.bench.memory_vs[0], limit=c.bench.memory_vs[1])
+              for n, c in CARDS.items() if c.bench.memory_vs]
+    return dict(settings_gain={n: c.bench.settings_gain for n, c in CARDS.items() if c.bench.settings_gain},
+                memory=memory[0] if memory else None)
 
 
 def parse_args(argv=None):
@@ -46,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--no-opt-in", dest="opt_in", action="store_false",
                    help="skip the extra configurations (book-env: the book's code with our settings; "
                         "shipped: ours with the framework's shipped settings)")
-    p.add_argument("--pipeline-backend", default="pytorch",
+    p.add_argument("--pipeline-backend", default=DEFAULT,
                    help="backend for the data-pipeline check (end-to-end vs compute-only); 'none' skips it")
     p.add_argument("--pipeline-batches", type=int, default=24, help="batches per epoch of that check")
     p.add_argument("--matmul-size", type=int, default=2048)
@@ -133,9 +142,9 @@ def run_benchmark(args):
             continue
         res = dict(status="ok", configs={})
         extra = list(OPT_IN.get(name, {})) if args.opt_in else []
-        if args.opt_in and (framework_env(name) or name == "paddle") and "book" in configs:
+        if args.opt_in and (card_env(CARDS[name]) or CARDS[name].bench.book_env) and "book" in configs:
             extra.append("book-env")        # the book's code with our backend's settings
-        if args.opt_in and framework_env(name) and "fast" in configs:
+        if args.opt_in and card_env(CARDS[name]) and "fast" in configs:
             extra.append("shipped")         # ours, with the framework's shipped settings
         for config in configs + extra:
             print(f"{name}: {config} ...", flush=True)
@@ -173,7 +182,7 @@ def run_benchmark(args):
             B.summarize_backend(r, fl["train_flops"], peak)
     rep["backends"] = backends
     rep["issue_book_figures"] = ISSUE_BOOK
-    rep["targets"] = B.check_targets(backends)
+    rep["targets"] = B.check_targets(backends, **card_targets())
 
     md = B.tables(rep)
     B.write_report(out_dir, "bench", "Benchmark", rep, md)

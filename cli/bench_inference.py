@@ -31,7 +31,7 @@ import time
 
 from common import bench as B, export as X, weights as W
 from common.spec import get_spec
-from common.switch import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
+from backends.config import BACKENDS, FORMATS, FRAMEWORK_MODULE, canonical, is_installed
 
 from .bench_workers import MARK, _emit
 from .errors import UserError
@@ -84,7 +84,7 @@ def worker(args):
                 predict, loader = X.onnx_predictor(args.artifact), "ONNX Runtime"
             else:
                 from .options import get_backend
-                predict, loader = get_backend(backend).export.predictor(args.artifact, config), X.FORMATS[config].runtime
+                predict, loader = get_backend(backend).export.predictor(args.artifact, config), FORMATS[config].runtime
             c, size = meta["input"]["shape"][1], meta["input"]["shape"][2]
         load_s = time.perf_counter() - t0
         rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ import time
 import traceback
 
 from common import bench as B
-from common.switch import FRAMEWORK_MODULE, canonical
+from backends.config import CARDS, FRAMEWORK_MODULE, canonical
 
 #: ours: config name -> the Trainer's ``fast`` argument.  ``shipped`` is ``fast`` with the
 #: framework as it ships: the driver starts it with GOOGLENET_FRAMEWORK_DEFAULTS=0, so the
@@ -36,38 +36,15 @@ def worker_roofline(args):
     return {"numpy": B.numpy_matmul_peak(args.matmul_size)}
 
 
-def _framework_matmul(backend):
-    """(library name, matmul(a, b) that returns once the product is computed) for a backend."""
-    if backend == "pytorch":
-        import torch
-
-        def mm(a, b):
-            c = torch.matmul(a, b)
-            if c.is_cuda:
-                torch.cuda.synchronize()
-            return c
-        return "torch " + torch.__version__, mm
-    if backend == "tensorflow":
-        import tensorflow as tf
-        return "tensorflow " + tf.__version__, lambda a, b: tf.linalg.matmul(a, b).numpy()
-    if backend == "mxnet":
-        import mxnet as mx
-        return "mxnet " + mx.__version__, lambda a, b: mx.nd.dot(a, b).wait_to_read()
-    if backend == "paddle":
-        import paddle
-        return "paddle " + paddle.__version__, lambda a, b: paddle.matmul(a, b).numpy()
-    raise ValueError(backend)
-
-
 def worker_matmul(backend, args):
     """The same float32 matrix multiply with the backend's framework, in its own process."""
     import numpy as np
     from backends import get_backend
     bk = get_backend(backend)
-    library, mm = _framework_matmul(backend)
+    library, mm, to_array = CARDS[backend].matmul()     # the card's: (name, matmul, array maker or None)
     n = args.matmul_size
     rng = np.random.default_rng(0)
-    to = (lambda x: __import__("mxnet").nd.array(x)) if backend == "mxnet" else bk.to_tensor
+    to = to_array or bk.to_tensor
     a, b = (to(rng.random((n, n), dtype=np.float32)) for _ in range(2))
     runs = B.matmul_gflops(mm, a, b, n)
     return dict(library=library, n=n, gflops=B.median(runs), runs=runs)
@@ -99,11 +76,11 @@ def _book(backend, with_env):
     environment before the import; Paddle's thread count after it)."""
     from common import runtime
     if with_env:
-        runtime.set_default_env(runtime.framework_env(backend))
+        runtime.set_default_env(runtime.card_env(CARDS[backend]))
     ref = book_module(backend)
     module = importlib.import_module(FRAMEWORK_MODULE[backend])
-    if with_env and backend == "paddle":
-        module.base.core.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    if with_env and CARDS[backend].bench.book_after_import:   # e.g. Paddle's thread count
+        CARDS[backend].bench.book_after_import(module)
     return ref, module.__version__
 
 

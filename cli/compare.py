@@ -18,7 +18,7 @@ import time
 
 from common import report as R, weights as W
 from common.oracle import check_input
-from common.switch import canonical, installed, is_installed, missing_message
+from backends.config import canonical, installed, is_installed, missing_message
 from common.train_config import Recipe
 
 from .errors import UserError, guard

@@ -6,19 +6,20 @@ import os
 
 import numpy as np
 
+from backends.config import NATIVE_SUFFIXES, weight_format
 from common import checkpoint, weights as W
 
 from .errors import UserError, guard
 from .options import (ArgumentParser, add_model_args, add_weights_args, build_from_options, get_backend,
                       model_options, read_weights, spec_of)
 
-SUFFIXES = W.NATIVE_SUFFIXES
+SUFFIXES = NATIVE_SUFFIXES
 
 
 def backend_of(path):
     """The backend whose native format ``path`` names (None: the neutral .npz)."""
     try:
-        return W.format_of(path)
+        return weight_format(path)
     except W.WeightsError:
         raise UserError(f"{path}: unknown format; use .npz, " + ", ".join(SUFFIXES)) from None
 

@@ -20,7 +20,7 @@ from common.export import ExportError
 from common.loop import NonFiniteLoss
 from common.runlock import FolderInUse
 from common.spec import SpecError
-from common.switch import BackendError
+from backends.config import BackendError
 from common.trainer import AmpError
 from common.weights import WeightsError
 

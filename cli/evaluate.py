@@ -6,7 +6,7 @@ import os
 
 from common import checkpoint, data as D, weights as W
 from common.loop import evaluate
-from common.switch import ENV_VAR, resolve
+from backends.config import ENV_VAR, resolve
 
 from .errors import UserError, guard
 from .options import (ArgumentParser, add_data_args, add_model_args, add_weights_args, build_from_options,

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from common import checkpoint, data as D, export as X, weights as W
-from common.switch import BACKENDS, FRAMEWORK_MODULE, is_installed, resolve
+from backends.config import BACKENDS, FORMATS, FRAMEWORK_MODULE, format_of, is_installed, resolve
 
 from .errors import UserError, guard
 from .main import command
@@ -33,11 +33,11 @@ CHECK_TOLERANCE = 1e-4
 
 def parser():
     p = ArgumentParser(description="Export a trained model to a framework's serving format or to ONNX "
-                                   "(formats: " + ", ".join(X.FORMATS) + "; docs/export.md).")
+                                   "(formats: " + ", ".join(FORMATS) + "; docs/export.md).")
     p.add_argument("source", help="a run folder (its newest checkpoint) or one of its checkpoint folders")
     p.add_argument("out", nargs="?", help="the artifact to write: a file (.onnx, .pt2, .pt, .tflite) or, "
                                           "for savedmodel, paddle and mxnet, a folder")
-    p.add_argument("--format", help="one of " + ", ".join(X.FORMATS) + " (default: from OUT's suffix)")
+    p.add_argument("--format", help="one of " + ", ".join(FORMATS) + " (default: from OUT's suffix)")
     p.add_argument("--backend", help="whose exporter writes the ONNX file (default: the run's backend); "
                                      "a serving format implies its framework")
     p.add_argument("--all", metavar="OUTDIR",
@@ -48,7 +48,7 @@ def parser():
                    help="do not compare each artifact's logits with the eager model's")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per backend with --all")
     p.epilog = "formats: " + "; ".join(f"{f.name} ({f.backend or 'every backend'}): {f.what}"
-                                       for f in X.FORMATS.values())
+                                       for f in FORMATS.values())
     return p
 
 
@@ -113,7 +113,7 @@ def load_net(bk, run, ckpt):
 def check_out(out: str, fmt: str):
     """Refuse an output path the format cannot take: a folder for a file format, a file for
     a folder format, or a folder that holds anything but an earlier export."""
-    if X.FORMATS[fmt].layout == "file":
+    if FORMATS[fmt].layout == "file":
         if os.path.isdir(out):
             raise UserError(f"{out} is a folder; the {fmt} format is one file (give a file name)")
     elif os.path.isfile(out):
@@ -134,7 +134,7 @@ def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=
     """Write one artifact with backend ``bk``'s exporter; check it against the eager model
     with the serving runtime; the result (path, seconds, max |diff|)."""
     check_out(out, fmt)
-    if X.FORMATS[fmt].layout == "folder":
+    if FORMATS[fmt].layout == "folder":
         _remove(out)                                     # an earlier export of it (check_out)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     t0 = time.perf_counter()
@@ -185,7 +185,7 @@ def export_backend(args, name, run_dir, ckpt, run, state):
     os.makedirs(folder, exist_ok=True)
     results, failed = [], []
     for fmt in bk.export.FORMATS + ("onnx",):
-        out = os.path.join(folder, X.FORMATS[fmt].default_name)
+        out = os.path.join(folder, FORMATS[fmt].default_name)
         try:
             results.append(export_one(bk, net, fmt, out, base, args.check))
         except Exception as e:                           # the other formats still get written
@@ -272,15 +272,15 @@ def main(argv=None):
         raise UserError("give the artifact to write (OUT), or --all OUTDIR")
     if args.format:
         try:
-            fmt = X.format_of(args.format).name
+            fmt = format_of(args.format).name
         except X.ExportError as e:
             raise UserError(str(e)) from None
     else:
         fmt = X.format_from_path(args.out)
         if fmt is None:
             raise UserError(f"cannot tell the format from {args.out!r}; name it .onnx, .pt2, .pt or .tflite, "
-                            f"or pass --format ({', '.join(X.FORMATS)})")
-    owner = X.FORMATS[fmt].backend
+                            f"or pass --format ({', '.join(FORMATS)})")
+    owner = FORMATS[fmt].backend
     if owner and args.backend and resolve(args.backend) != owner:
         raise UserError(f"the {fmt} format is {owner}'s; drop --backend {args.backend} (or export ONNX with it)")
     name = owner or (resolve(args.backend) if args.backend else run.get("backend") or resolve(None))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from common import spec as S
-from common.switch import installed
+from backends.config import DEFAULT, installed
 
 from .errors import guard
 from .options import ArgumentParser, get_backend
@@ -40,7 +40,7 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     names = args.backends.split(",")
-    ref = "pytorch" if "pytorch" in names else names[0]
+    ref = DEFAULT if DEFAULT in names else names[0]
     rng = np.random.default_rng(args.seed)
     for key, make in SPECS.items():
         spec = make()

@@ -24,8 +24,8 @@ import tempfile
 import time
 from typing import Callable, Iterable, Optional
 
-from common.d2l_compat import plotting_problem
-from common.switch import ENV_VAR, canonical, resolve
+from backends.d2l_compat import plotting_problem
+from backends.config import ENV_VAR, canonical, resolve
 
 from .errors import UserError, guard
 from .options import ArgumentParser

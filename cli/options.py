@@ -11,7 +11,7 @@ import argparse
 
 from common import data as D, datasets as DS, weights as W
 from common.spec import get_spec
-from common.switch import ENV_VAR, resolve
+from backends.config import ENV_VAR, resolve, weight_format
 from common.schedules import SCHEDULES
 from common.train_config import AMP, OPTIMIZERS, RECIPES, Recipe, named_recipe
 
@@ -59,9 +59,10 @@ def spec_of(model: dict):
     return get_spec(m.pop("preset"), **m)
 
 
-def build_from_options(bk, model: dict, seed=0):
+def build_from_options(bk, model: dict, seed=0, **kwargs):
+    """``bk.build`` from a run's model options (``kwargs``: ``weights``, ``world``)."""
     model = dict(model)
-    return bk.build(model.pop("preset"), seed=seed, **model)
+    return bk.build(model.pop("preset"), seed=seed, **model, **kwargs)
 
 
 def add_weights_args(p):
@@ -96,7 +97,7 @@ def read_weights(path, spec, input_size=None, allow_extra=False):
     ``read_native`` of the backend whose format the suffix names (its framework is imported;
     no network is built).  Raises ``WeightsMismatch`` if the file does not fit the table,
     ``WeightsError`` if it cannot be read or is refused (it could run code)."""
-    fmt = W.format_of(path)
+    fmt = weight_format(path)
     native = get_backend(fmt).read_native if fmt else None
     return W.read(path, spec, input_size, native=native, allow_extra=allow_extra)
 

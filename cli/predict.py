@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from common import export as X, predict as P
-from common.switch import ENV_VAR, resolve
+from backends.config import ENV_VAR, FORMATS, resolve
 
 from .errors import UserError, guard
 from .export import load_net, locate_run, run_meta
@@ -40,15 +40,15 @@ def parser():
 def artifact_model(path, meta, backend=None):
     """(description, predict function) of an exported artifact, in its serving runtime."""
     fmt = meta["format"]
-    owner = X.FORMATS[fmt].backend
+    owner = FORMATS[fmt].backend
     if backend and resolve(backend) != owner:
-        runtime = X.FORMATS[fmt].runtime
+        runtime = FORMATS[fmt].runtime
         raise UserError(f"{path} ({fmt}) runs in {runtime}, not with --backend {backend}; drop --backend "
                         f"(or give the run folder to use another framework)")
     if fmt == "onnx":
         return f"ONNX Runtime ({meta.get('backend')}'s exporter)", X.onnx_predictor(path)
     bk = get_backend(owner)
-    return f"{X.FORMATS[fmt].runtime} ({fmt})", bk.export.predictor(path, fmt)
+    return f"{FORMATS[fmt].runtime} ({fmt})", bk.export.predictor(path, fmt)
 
 
 def eager_model(run, ckpt, backend=None):

@@ -1,7 +1,7 @@
 """``scripts/summary.py``: the layer table of GoogLeNet as one backend builds it."""
 from __future__ import annotations
 
-from common.switch import resolve
+from backends.config import resolve
 
 from .errors import guard
 from .options import ArgumentParser, add_backend_arg, add_model_args, build_from_options, get_backend

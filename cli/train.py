@@ -8,18 +8,17 @@ import platform
 import sys
 import time
 
-from common import launch, oracle, runtime, weights as W
+from backends import launch
+from common import oracle, runtime, weights as W
 from common.checkpoint import CheckpointError
 from common.interrupt import Interrupted, StopRequest
 from common.loop import closing_lines, fit
 from common.runlock import RunLock
-from common.switch import resolve
+from backends.config import resolve
 from common.train_config import Recipe
 
 from .errors import UserError, guard
 from .main import command
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from .options import (ArgumentParser, add_backend_arg, add_checkpoint_args, add_data_args, add_model_args,
                       add_recipe_args, add_weights_args, base_recipe, build_from_options, checkpoint_every,
                       data_options, get_backend, load_datasets, model_options, read_weights, recipe_from,
@@ -135,7 +134,7 @@ def launch_workers(args, argv, name, run_dir, fixed_backend):
           f"{procs[-1].env['OMP_NUM_THREADS']} thread(s); run folder {run_dir}", flush=True)
     resume = f"python scripts/train.py --resume {run_dir} --nproc-per-node {args.nproc_per_node}"
     try:
-        launch.run(procs, cwd=ROOT)
+        launch.run(procs)
     except launch.LaunchError as e:
         raise UserError(f"{e}. Nothing already checkpointed is lost; continue with: {resume}") from None
     except KeyboardInterrupt as e:        # Ctrl-C or SIGTERM: the workers checkpointed and stopped
@@ -234,10 +233,7 @@ def train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, anal
         except W.WeightsMismatch as e:
             raise UserError(f"--init-from {args.init_from} does not fit the {model['preset']} "
                             f"network: {e}") from None
-    with world.scope():                   # TensorFlow: the engine's variables
-        net = build_from_options(bk, model, seed=recipe.seed if init is None else None)
-        if init is not None:
-            bk.set_weights(net, init)
+    net = build_from_options(bk, model, seed=recipe.seed, weights=init, world=world)
     record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),
                   cpu=runtime.cpu_summary(), recipe_name=recipe_name,
                   model=model, params=bk.count_params(net), macs_per_example=analysis.macs,

@@ -4,8 +4,8 @@ artifact, the ONNX contract and the ONNX Runtime predictor.
 Each backend writes its framework's serving formats and its ONNX file
 (``backends/<framework>/export.py``); this module holds what is the same for all of them:
 
-* :data:`FORMATS`: every format, the backend that writes it, its default file or folder
-  name and the runtime that serves it;
+* :class:`Format`: a format, the backend that writes it, its default file or folder name
+  and the runtime that serves it (:data:`ONNX` here; the others on the backends' cards);
 * the **metadata** written beside every artifact (:func:`base_meta`, :func:`write_meta`,
   :func:`read_meta`): the model options, the NCHW input of the trained size, the class
   names, the input normalisation, the source run and the project's version, so that an
@@ -65,34 +65,13 @@ class Format:
     what: str
 
 
-FORMATS: Dict[str, Format] = {f.name: f for f in (
-    Format("onnx", None, "file", "model.onnx", "onnxruntime.InferenceSession",
-           "ONNX, written by the backend's own exporter"),
-    Format("torch-export", "pytorch", "file", "model.pt2", "torch.export.load",
-           "torch.export ExportedProgram (dynamic batch)"),
-    Format("torchscript", "pytorch", "file", "model.torchscript.pt", "torch.jit.load",
-           "TorchScript, traced and frozen in eval mode"),
-    Format("savedmodel", "tensorflow", "folder", "saved_model", "tf.saved_model.load",
-           "TensorFlow SavedModel with an NCHW 'serving_default' signature"),
-    Format("tflite", "tensorflow", "file", "model.tflite", "tf.lite.Interpreter",
-           "TensorFlow Lite flatbuffer (dynamic batch)"),
-    Format("paddle", "paddle", "folder", "inference", "paddle.inference",
-           "Paddle inference model from paddle.jit.save with an InputSpec (model.json + model.pdiparams)"),
-    Format("mxnet", "mxnet", "folder", "symbol", "mx.gluon.SymbolBlock.imports",
-           "MXNet HybridBlock.export: model-symbol.json + model-0000.params"),
-)}
+#: ONNX, which every backend's own exporter writes; each backend's serving formats are on its
+#: card (``backends/<framework>/card.py``), and ``backends.config.FORMATS`` holds them all
+ONNX = Format("onnx", None, "file", "model.onnx", "onnxruntime.InferenceSession",
+              "ONNX, written by the backend's own exporter")
 #: file suffix -> format, to tell the format from an output path
 SUFFIXES = {".onnx": "onnx", ".pt2": "torch-export", ".pt": "torchscript", ".torchscript": "torchscript",
             ".tflite": "tflite"}
-
-
-def format_of(name: str) -> Format:
-    """The format called ``name`` (case and ``_``/``-`` ignored); :class:`ExportError` lists the valid ones."""
-    key = name.strip().lower().replace("_", "-")
-    key = {"torch.export": "torch-export", "pt2": "torch-export", "saved-model": "savedmodel"}.get(key, key)
-    if key not in FORMATS:
-        raise ExportError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
-    return FORMATS[key]
 
 
 def format_from_path(path: str) -> Optional[str]:
@@ -102,11 +81,6 @@ def format_from_path(path: str) -> Optional[str]:
         if low.endswith(suffix):
             return name
     return None
-
-
-def formats_of(backend: str) -> Tuple[str, ...]:
-    """The serving formats a backend writes (ONNX excluded)."""
-    return tuple(f.name for f in FORMATS.values() if f.backend == backend)
 
 
 # --------------------------------------------------------------------------- packages
@@ -182,12 +156,12 @@ def net_meta(spec, input_size) -> dict:
                           input_size=input_size))
 
 
-def artifact_meta(base: dict, *, format: str, backend: str, path: str, framework_version: str,
+def artifact_meta(base: dict, *, format: Format, backend: str, path: str, framework_version: str,
                   exporter: str, input_name: str = INPUT, output_name: str = OUTPUT, **extra) -> dict:
     """``base`` (:func:`base_meta`) completed with one artifact's facts."""
     meta = json.loads(json.dumps(base))                 # a deep copy, JSON types only
-    meta.update(format=format, backend=backend, framework_version=framework_version, exporter=exporter,
-                artifact=os.path.basename(os.path.normpath(path)), runtime=FORMATS[format].runtime,
+    meta.update(format=format.name, backend=backend, framework_version=framework_version, exporter=exporter,
+                artifact=os.path.basename(os.path.normpath(path)), runtime=format.runtime,
                 created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), **extra)
     meta["input"]["name"], meta["output"]["name"] = input_name, output_name
     return meta
@@ -216,7 +190,7 @@ def read_meta(artifact: str) -> dict:
                           f"export it with scripts/export.py, which writes it") from None
     except (OSError, ValueError) as e:
         raise ExportError(f"{path}: not readable metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or meta.get("format") not in FORMATS:
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or not isinstance(meta.get("format"), str):
         raise ExportError(f"{path}: not the metadata of an exported GoogLeNet (schema {SCHEMA})")
     return meta
 
@@ -341,7 +315,7 @@ def probe_batch(channels: int, size: int, n: int = 4, seed: int = 123) -> np.nda
 
 
 
-def make_run(run_dir: str, weights, model: dict, dataset: Optional[dict] = None, backend: str = "pytorch",
+def make_run(run_dir: str, weights, model: dict, dataset: Optional[dict] = None, backend: Optional[str] = None,
              **record) -> str:
     """A minimal run folder around given weights (``run.json`` + ``checkpoint/`` with
     ``weights.npz`` and ``state.json``): what ``scripts/export.py`` and

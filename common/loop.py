@@ -139,9 +139,8 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
         if not world.main:
             progress, log = False, (lambda *a, **k: None)
     os.makedirs(run_dir, exist_ok=True)
-    with world.scope():
-        trainer = bk.Trainer(net, fast=fast, world=world if world.distributed else None,
-                             **recipe.trainer_kwargs())
+    trainer = bk.Trainer(net, fast=fast, world=world if world.distributed else None,
+                         **recipe.trainer_kwargs())
     per_epoch = len(train_loader)
     schedule = Schedule(recipe.lr, recipe.num_epochs * per_epoch, per_epoch, **recipe.schedule_kwargs())
     current_lr = recipe.lr

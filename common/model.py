@@ -15,6 +15,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional, Tuple
@@ -296,7 +298,7 @@ class NetAPI:
         self.names, self._read, self._write = names, read, write
 
     # ----------------------------------------------------------------- building
-    def build(self, spec="d2l", *, input_size=None, seed=0, **options):
+    def build(self, spec="d2l", *, input_size=None, seed=0, weights=None, world=None, **options):
         """Build GoogLeNet from a table on the backend's device, in evaluation mode.
 
         Args:
@@ -305,12 +307,19 @@ class NetAPI:
                 because dense layers after a flatten take their width from it.
             seed: seed of the recipe's initialisation (Xavier-uniform weights, zero biases),
                 identical on every backend; ``None`` keeps the framework's default initialisers.
+            weights: a weight-file dict to load instead (:meth:`set_weights`; ``seed`` is then
+                ignored).
+            world: the :class:`common.distributed.World` of a data-parallel run: the network
+                is created in its engine's scope (where the engine needs one for its variables).
             **options: preset keywords (``in_channels``, ``num_classes``, ``aux_logits``, ...).
         """
         spec = get_spec(spec, **options)
-        net = self._new(spec, input_size or spec.input_size)
-        if seed is not None:
-            self.init_weights(net, seed)
+        with world.scope() if world is not None else contextlib.nullcontext():
+            net = self._new(spec, input_size or spec.input_size)
+            if weights is not None:
+                self.set_weights(net, weights)
+            elif seed is not None:
+                self.init_weights(net, seed)
         return net
 
     def count_params(self, net) -> int:

@@ -81,16 +81,10 @@ def bf16_hardware(flags=None) -> str:
     return "AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else ""
 
 
-def framework_env(backend: str) -> Dict[str, str]:
-    """The variables a backend sets before its framework loads, on this machine.
-
-    Paddle: its MKL takes a slow generic code path on AMD CPUs; ``MKL_DEBUG_CPU_TYPE=5``
-    selects the AVX2 kernels (MKL reads it once, when it loads).  Intel CPUs are left alone:
-    there MKL picks its best path itself.
-    """
-    if backend == "paddle" and cpu_vendor() == "AuthenticAMD":
-        return {"MKL_DEBUG_CPU_TYPE": "5"}
-    return {}
+def card_env(card) -> Dict[str, str]:
+    """The variables a backend's card (``backends/<framework>/card.py``) asks for on this
+    machine's CPU (its ``env``), before its framework loads."""
+    return card.env(cpu_vendor())
 
 
 def enabled() -> bool:

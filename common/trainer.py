@@ -8,6 +8,8 @@ rule, so that a schedule changes the learning rate the same way everywhere.
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 from typing import Optional
 
@@ -149,7 +151,8 @@ class TrainerBase:
             raise ValueError("Nesterov momentum needs optimizer='sgd' and a momentum > 0")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), not {label_smoothing}")
-        self.setup()
+        with self.world.scope() if self.world else contextlib.nullcontext():   # the engine's variables
+            self.setup()
 
     @classmethod
     def check_amp(cls, amp) -> Optional[str]:

@@ -25,14 +25,10 @@ import numpy as np
 from . import oracle
 from .spec import Spec
 
-__all__ = ["WeightsError", "WeightsMismatch", "check", "save", "load", "meta", "read", "format_of",
-           "NATIVE_SUFFIXES", "xavier_init"]
+__all__ = ["WeightsError", "WeightsMismatch", "check", "save", "load", "meta", "read", "is_neutral",
+           "xavier_init"]
 
 META_KEY = "__meta__"
-
-
-#: the frameworks' own weight formats, by suffix -> the backend that reads and writes them
-NATIVE_SUFFIXES = {".pt": "pytorch", ".weights.h5": "tensorflow", ".params": "mxnet", ".pdparams": "paddle"}
 
 
 class WeightsError(ValueError):
@@ -109,23 +105,15 @@ def load(path: str, with_meta: bool = False):
     return (weights, meta) if with_meta else weights
 
 
-def format_of(path: str) -> Optional[str]:
-    """The backend whose own format ``path``'s suffix names (``.pt``: ``'pytorch'``,
-    ``.weights.h5``: ``'tensorflow'``, ``.params``: ``'mxnet'``, ``.pdparams``: ``'paddle'``),
-    ``None`` for the neutral ``.npz``; any other suffix raises :class:`WeightsError`."""
-    path = os.fspath(path)
-    for suffix, name in NATIVE_SUFFIXES.items():
-        if path.endswith(suffix):
-            return name
-    if path.endswith(".npz"):
-        return None
-    raise WeightsError(f"{path}: unknown weight format; use .npz (framework-neutral), "
-                       + ", ".join(NATIVE_SUFFIXES))
+def is_neutral(path: str) -> bool:
+    """Whether ``path`` is a framework-neutral weight file (``.npz``); a framework's own
+    format is told by its suffix (``backends.config.weight_format``)."""
+    return os.fspath(path).endswith(".npz")
 
 
 def meta(path: str) -> dict:
     """The metadata of a neutral weight file (``{}`` for a framework's own format)."""
-    return load(path, with_meta=True)[1] if format_of(path) is None else {}
+    return load(path, with_meta=True)[1] if is_neutral(path) else {}
 
 
 def read(path: str, spec: Spec, input_size=None, *, native: Optional[Callable] = None,
@@ -134,20 +122,21 @@ def read(path: str, spec: Spec, input_size=None, *, native: Optional[Callable] =
 
     The file is read into canonical names and layouts without building or touching a
     network: a neutral ``.npz`` by :func:`load`, a framework's own file by ``native`` (the
-    ``read_native(path, spec, input_size)`` of the backend :func:`format_of` names; the
-    caller passes it, as this module imports no backend).  Then :func:`check` runs on the
+    ``read_native(path, spec, input_size)`` of the backend its suffix names; the caller
+    passes it, as this module imports no backend).  Then :func:`check` runs on the
     whole, so a file that does not fit raises :class:`WeightsMismatch` naming the first bad
     tensor in canonical terms; a damaged, truncated or refused file raises
     :class:`WeightsError`.  Returns float32 arrays in table order.
     """
     path = os.fspath(path)
-    fmt = format_of(path)
+    if not is_neutral(path) and native is None:
+        raise WeightsError(f"{path}: unknown weight format here; use .npz (framework-neutral), or read a "
+                           f"framework's own file with its backend's read_native (backends.config.weight_format "
+                           f"names it by suffix)")
     if not os.path.isfile(path):
         raise FileNotFoundError(errno.ENOENT, "no such weight file", path)
-    if fmt is None:
+    if is_neutral(path):
         weights = load(path)
-    elif native is None:
-        raise ValueError(f"{path}: a {fmt} file needs that backend's read_native")
     else:
         weights = native(path, spec, input_size)
     return check(spec, weights, input_size, allow_extra=allow_extra)

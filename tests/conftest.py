@@ -13,7 +13,7 @@ sys.path.insert(0, ROOT)
 if importlib.util.find_spec("torch") is not None:
     import torch  # noqa: F401
 
-from common.switch import BACKENDS, FRAMEWORK_MODULE  # noqa: E402
+from backends.config import BACKENDS, FRAMEWORK_MODULE  # noqa: E402
 
 
 def backend_or_skip(name):

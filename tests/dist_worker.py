@@ -36,9 +36,8 @@ def batch(step):
 def main(name, out, single=False):
     bk = get_backend(name)
     world = SINGLE if single else bk.distribute.init(120)
-    with world.scope():
-        net = bk.build(small_spec(), seed=3)
-        trainer = bk.Trainer(net, lr=0.1, momentum=0.9, world=world)
+    net = bk.build(small_spec(), seed=3, world=world)
+    trainer = bk.Trainer(net, lr=0.1, momentum=0.9, world=world)
     saved = {}
     for step in range(STEPS):
         X, y = batch(step)

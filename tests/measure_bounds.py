@@ -16,7 +16,7 @@ import numpy as np
 import torch  # noqa: F401  (before TensorFlow)
 
 from common.runtime import cpu_flags, isa_caps_in_effect
-from common.switch import installed
+from backends.config import installed
 from tests import test_equivalence as E, test_recipes as R
 from tests.conftest import backend_or_skip
 

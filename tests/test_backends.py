@@ -96,7 +96,7 @@ def test_device_is_reported(bk):
 def test_four_public_apis_are_the_same():
     """Every installed backend exposes the same public names with the same signatures."""
     import inspect
-    from common.switch import installed
+    from backends.config import installed
     from tests.conftest import backend_or_skip
     mods = [backend_or_skip(n) for n in installed()]
     if len(mods) < 2:

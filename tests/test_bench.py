@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from cli.bench import card_targets
 from common import bench as B, oracle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,15 +123,15 @@ def test_targets_settings_gain_and_memory():
                               shipped=dict(train_ex_s=18.0)),
                     mxnet=ok(fast=dict(train_ex_s=50.0, peak_rss_mb=1200.0)),
                     pytorch=ok(fast=dict(train_ex_s=60.0, peak_rss_mb=1000.0)))
-    t = B.check_targets(backends)
+    t = B.check_targets(backends, **card_targets())
     assert t["settings_gain"]["paddle"] == dict(gain=2.0, target=1.8, met=True)
     assert t["memory"]["ratio"] == pytest.approx(1.2) and t["memory"]["met"] is True
     backends["paddle"]["configs"]["shipped"]["train_ex_s"] = 24.0          # 1.5x: missed
     backends["mxnet"]["configs"]["fast"]["peak_rss_mb"] = 1600.0            # 1.6x: missed
-    t = B.check_targets(backends)
+    t = B.check_targets(backends, **card_targets())
     assert t["settings_gain"]["paddle"]["met"] is False and t["memory"]["met"] is False
     del backends["paddle"]["configs"]["shipped"]
-    assert B.check_targets(backends)["settings_gain"]["paddle"]["met"] is None   # not measured
+    assert B.check_targets(backends, **card_targets())["settings_gain"]["paddle"]["met"] is None   # not measured
 
 
 def test_shipped_config_runs_without_our_framework_settings():
@@ -138,12 +139,13 @@ def test_shipped_config_runs_without_our_framework_settings():
     set none of common.runtime's variables; ``fast`` set exactly those for this machine."""
     pytest.importorskip("paddle")
     from cli import bench as script
-    from common.runtime import framework_env
+    from backends.config import CARDS
+    from common.runtime import card_env
     args = script.parse_args(["--quick"])
     fast, shipped = (script.run_worker(args, "paddle", c) for c in ("fast", "shipped"))
     assert fast["status"] == "ok" and shipped["status"] == "ok", (fast, shipped)
     assert shipped["settings"]["env"] == {}
-    assert fast["settings"]["env"] == {k: v for k, v in framework_env("paddle").items()
+    assert fast["settings"]["env"] == {k: v for k, v in card_env(CARDS["paddle"]).items()
                                        if k not in os.environ}
 
 

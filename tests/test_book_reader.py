@@ -1,7 +1,7 @@
 """The book reader's path: our networks inside the book's own ``d2l.train_ch6``.
 
 For every backend whose d2l module is installed (d2l 1.0.3: MXNet, TensorFlow, and PyTorch
-through ``common.d2l_compat``'s torchvision stand-in), ``d2l.train_ch6`` trains the network
+through ``backends.d2l_compat``'s torchvision stand-in), ``d2l.train_ch6`` trains the network
 ``bk.build()`` returns, unchanged, on a few batches of the framework's own data iterators
 (the kinds ``d2l.load_data_fashion_mnist`` returns): the loss is finite, the optimiser
 stepped on our parameters, and our API (``forward``, ``count_params``, ``get_weights`` /
@@ -24,7 +24,7 @@ import types
 import numpy as np
 import pytest
 
-from common import d2l_compat as C
+from backends import d2l_compat as C
 from tests.conftest import backend_or_skip
 from tests.datagen import patterns
 
@@ -110,7 +110,7 @@ def test_paddle_has_no_book_module_and_the_docs_say_what_instead(tmp_path):
     if importlib.util.find_spec("d2l") is None:
         pytest.skip("d2l is not installed")
     if C.has_module("paddle"):
-        pytest.fail(f"this d2l ({C.d2l_version()}) has a Paddle module: update common/d2l_compat.py, "
+        pytest.fail(f"this d2l ({C.d2l_version()}) has a Paddle module: update backends/d2l_compat.py, "
                     f"docs/book.md and this test to train inside its train_ch6")
     assert importlib.util.find_spec("d2l.paddle") is None
     with pytest.raises(C.D2LUnavailable) as e:
@@ -210,7 +210,7 @@ def test_a_working_torchvision_is_never_shadowed(tmp_path, monkeypatch):
 def test_d2l_compat_imports_no_framework():
     """common/ stays framework-free: importing the helper imports no framework or d2l."""
     import subprocess
-    code = ("import sys; import common.d2l_compat as c; "
+    code = ("import sys; import backends.d2l_compat as c; "
             "bad = [m for m in ('torch', 'tensorflow', 'mxnet', 'paddle', 'd2l', 'torchvision') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

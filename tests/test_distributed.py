@@ -13,7 +13,7 @@ For each installed backend:
 * a killed worker ends the run, within a bounded time, with one ``error:`` line naming
   it and the command to resume; nothing already checkpointed is lost.
 
-Every process talks to 127.0.0.1 only (common/launch.py), is bounded in time and is
+Every process talks to 127.0.0.1 only (backends/launch.py), is bounded in time and is
 stopped by its process group when the test ends.
 """
 import json
@@ -26,8 +26,8 @@ import time
 import numpy as np
 import pytest
 
-from common import launch
-from common.switch import BACKENDS, FRAMEWORK_MODULE
+from backends import launch
+from backends.config import BACKENDS, FRAMEWORK_MODULE
 from tests.datagen import make_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -246,7 +246,7 @@ def test_the_launcher_blames_the_killed_worker_not_its_aborting_peer():
     """When one look finds several processes ended, the one killed from outside is named,
     not its peer that the engine aborted because of it (Paddle's gloo aborts the survivor)."""
     import signal
-    from common.launch import culprit
+    from backends.launch import culprit
     killed, aborted, failed = "killed", "aborted", "failed"
     assert culprit([(aborted, -signal.SIGABRT), (killed, -signal.SIGKILL)])[0] == killed
     assert culprit([(failed, 1), (killed, -signal.SIGTERM)])[0] == killed

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from common import spec as S, weights as W
-from common.switch import BACKENDS
+from backends.config import BACKENDS
 from tests import numerics as N
 from tests.conftest import backend_or_skip
 

@@ -29,7 +29,7 @@ from PIL import Image
 
 from common import data as D, datasets as DS, export as X, predict as P, weights as W
 from common.spec import get_spec
-from common.switch import BACKENDS, FRAMEWORK_MODULE, is_installed
+from backends.config import BACKENDS, CARDS, FORMATS, FRAMEWORK_MODULE, format_of, is_installed
 from tests.conftest import backend_or_skip
 from tests.datagen import make_dataset
 
@@ -79,7 +79,7 @@ def missing_for(backend, fmt):
     return None
 
 
-ARTIFACTS = [(b, f) for b in BACKENDS for f in X.formats_of(b) + ("onnx",)]
+ARTIFACTS = [(b, f) for b in BACKENDS for f in CARDS[b].format_names + ("onnx",)]
 
 
 def trained_looking(model):
@@ -147,7 +147,7 @@ def exported(request, tmp_path_factory):
 
 
 def artifact_path(ex, backend, fmt):
-    return os.path.join(ex["out"], backend, X.FORMATS[fmt].default_name)
+    return os.path.join(ex["out"], backend, FORMATS[fmt].default_name)
 
 
 def eager(ex, backend):
@@ -224,7 +224,7 @@ def test_export_all_writes_every_artifact_with_its_metadata(exported):
     for backend in BACKENDS:
         assert summary[backend]["status"] == ("skipped" if not is_installed(backend) else
                                               "ok" if not any(missing_for(backend, f) for f in
-                                                              X.formats_of(backend) + ("onnx",)) else "failed")
+                                                              CARDS[backend].format_names + ("onnx",)) else "failed")
     if len([b for b, f in expected if f == "onnx"]) > 1:
         agreement = ex["summary"]["onnx_agreement"]
         assert agreement["max_diff"] <= TOL * max(1.0, agreement["max_logit"]), agreement
@@ -266,15 +266,15 @@ def test_the_onnx_files_of_the_four_exporters_agree(exported):
 
 # --------------------------------------------------------------------------- export, in process
 def test_formats_table_matches_the_backends(bk):
-    assert bk.export.FORMATS == X.formats_of(bk.NAME)
+    assert bk.export.FORMATS == CARDS[bk.NAME].format_names
     for fmt in bk.export.FORMATS:
-        assert X.FORMATS[fmt].backend == bk.NAME
+        assert FORMATS[fmt].backend == bk.NAME
 
 
 def test_format_from_the_file_name():
     assert [X.format_from_path(p) for p in ("m.onnx", "m.pt2", "m.pt", "M.TFLITE", "m.torchscript", "dir")] == \
         ["onnx", "torch-export", "torchscript", "tflite", "torchscript", None]
-    assert X.format_of("saved_model").name == "savedmodel" and X.format_of("torch.export").name == "torch-export"
+    assert format_of("saved_model").name == "savedmodel" and format_of("torch.export").name == "torch-export"
 
 
 def test_importing_a_backend_imports_no_exporter():
@@ -452,7 +452,7 @@ def test_predict_with_every_artifact(colour_run, capsys):
     for backend, fmt in ARTIFACTS:
         if missing_for(backend, fmt):
             continue
-        path = os.path.join(out, backend, X.FORMATS[fmt].default_name)
+        path = os.path.join(out, backend, FORMATS[fmt].default_name)
         assert os.path.exists(X.meta_path(path)), p.stdout[-3000:]
         assert main([path, *[q for q, _ in pics]]) == 0
         assert predicted(capsys.readouterr().out) == {q: name for q, name in pics}, (backend, fmt)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from common.runtime import AVX2_CAPS, bf16_hardware
-from common.switch import BACKENDS, FRAMEWORK_MODULE
+from backends.config import BACKENDS, FRAMEWORK_MODULE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP = """

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from common.switch import BACKENDS, is_installed
+from backends.config import BACKENDS, is_installed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "googlenet.ipynb")
@@ -88,7 +88,7 @@ def test_a_failing_cell_fails_and_the_kernel_is_shut_down(tmp_path):
 def test_plotting_problem_names_the_fix(monkeypatch):
     """matplotlib < 3.9 with IPython >= 9.16 cannot plot in a kernel; the check says what to do."""
     import importlib.metadata
-    from common import d2l_compat
+    from backends import d2l_compat
     versions = {"matplotlib": "3.7.2", "ipython": "9.18.1"}
     monkeypatch.setattr(importlib.metadata, "version", lambda name: versions[name])
     problem = d2l_compat.plotting_problem()
@@ -107,11 +107,11 @@ def test_notebook_runs_top_to_bottom(name):
         pytest.skip(f"{name} is not installed")
     pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    from common.d2l_compat import plotting_problem
+    from backends.d2l_compat import plotting_problem
     if plotting_problem():
         pytest.fail(plotting_problem())          # the notebook's first cell would stop with this
     from cli.notebook import execute
-    probe = ("import sys, backends, common.d2l_compat\n"
+    probe = ("import sys, backends, backends.d2l_compat\n"
              "print('PROBE', sys.executable, backends.__file__, sep='|')")
     nb, seconds, argv = execute(name, smoke=True, timeout=TIMEOUT, extra_cells=[probe])
     print(f"notebook on {name}: {seconds:.1f} s")

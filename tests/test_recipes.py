@@ -17,7 +17,7 @@ from common import spec as S
 from common.augment import Augment, step_rng
 from common.schedules import SCHEDULES, Schedule
 from common import weights as W
-from common.switch import BACKENDS
+from backends.config import BACKENDS
 from tests import numerics as N
 from tests.conftest import backend_or_skip
 

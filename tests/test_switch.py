@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from common import switch
-from common.switch import BACKENDS, BackendError, ENV_VAR
+from backends import config as switch
+from backends.config import BACKENDS, BackendError, ENV_VAR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ("torch", "tensorflow", "mxnet", "paddle")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from common import checkpoint, spec as S, weights as W
-from common.switch import BACKENDS
+from backends.config import BACKENDS
 from tests.conftest import backend_or_skip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

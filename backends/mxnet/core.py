@@ -8,8 +8,9 @@ run the networks from the thread that imported this module.
 import os
 
 from common import runtime
+from .card import CARD
 
-ENV = runtime.set_default_env(runtime.framework_env("mxnet"))
+ENV = runtime.set_default_env(runtime.card_env(CARD))
 import mxnet as mx  # noqa: E402
 import numpy as onp  # noqa: E402
 from mxnet import np, npx  # noqa: E402

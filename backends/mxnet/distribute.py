@@ -32,6 +32,9 @@ from mxnet.base import _LIB, check_call
 
 from common.distributed import SINGLE, World
 
+#: the same public names in every backend (backends.DISTRIBUTE_API)
+__all__ = ["launched", "init", "wrap"]
+
 #: all_sum's kvstore keys (plus the length summed): int keys like the Trainer's
 #: (0 .. parameters - 1; ps-lite refuses mixed key types), far above them
 SUM_KEY = 1 << 30
@@ -178,3 +181,9 @@ def kvstore():
 def waiting(what: str):
     """The watchdog, armed for ``what`` (nothing in a single process)."""
     return _engine.dog.waiting(what) if _engine is not None else contextlib.nullcontext()
+
+
+def wrap(net, world):
+    """The network as the Trainer runs it in a data-parallel run: unchanged here (the
+    engine combines the gradients in the Trainer's step)."""
+    return net

@@ -23,10 +23,12 @@ from mxnet import autograd
 from common import export as X
 
 from .core import NAME, framework_version, to_tensor
+from backends.config import FORMATS as ALL_FORMATS
+from .card import CARD
 
-FORMATS = ("mxnet",)
+FORMATS = CARD.format_names
 #: the newest opset mxnet.onnx (1.9.1) has translations for
-ONNX_OPSET = 13
+ONNX_OPSET = CARD.onnx_opset
 #: the file prefix and epoch inside the artifact folder: model-symbol.json, model-0000.params
 PREFIX, EPOCH = "model", 0
 #: what Gluon calls the exported symbol's input
@@ -34,7 +36,7 @@ INPUT_NAME = "data"
 
 
 def _meta(net, path, format, meta, exporter, **facts):
-    return X.artifact_meta(meta or X.net_meta(net.spec, net.input_size), format=format, backend=NAME,
+    return X.artifact_meta(meta or X.net_meta(net.spec, net.input_size), format=ALL_FORMATS[format], backend=NAME,
                            path=path, framework_version=framework_version(), exporter=exporter, **facts)
 
 

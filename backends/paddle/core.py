@@ -5,11 +5,12 @@ import warnings
 import numpy as np
 
 from common import runtime
+from .card import CARD
 
 _USER_THREADS = os.environ.get("OMP_NUM_THREADS")  # paddle sets it to 1 when imported
 #: Before paddle is imported: MKL_DEBUG_CPU_TYPE=5 on AMD CPUs (MKL's AVX2 kernels instead of
-#: its slow generic path; see common.runtime.framework_env and docs/performance.md).
-ENV = runtime.set_default_env(runtime.framework_env("paddle"))
+#: its slow generic path; see common.runtime.card_env and card.env and docs/performance.md).
+ENV = runtime.set_default_env(runtime.card_env(CARD))
 with warnings.catch_warnings():  # paddle warns about a missing ccache on import
     warnings.simplefilter("ignore")
     import paddle

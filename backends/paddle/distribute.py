@@ -26,6 +26,10 @@ from common.distributed import SINGLE, World
 from .core import device
 
 
+#: the same public names in every backend (backends.DISTRIBUTE_API)
+__all__ = ["launched", "init", "wrap"]
+
+
 def launched() -> bool:
     """Whether this process is one of several workers (the variables both launchers set)."""
     return "PADDLE_TRAINER_ID" in os.environ and int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1

@@ -25,9 +25,11 @@ from common import export as X
 
 from . import model as M
 from .core import NAME, framework_version, settings
+from backends.config import FORMATS as ALL_FORMATS
+from .card import CARD
 
-FORMATS = ("paddle",)
-ONNX_OPSET = 17
+FORMATS = CARD.format_names
+ONNX_OPSET = CARD.onnx_opset
 #: the file prefix inside the artifact folder (model.json, model.pdiparams)
 PREFIX = "model"
 #: what Paddle Inference calls the network's output (PIR's fetch op)
@@ -39,7 +41,7 @@ def _spec(net):
 
 
 def _meta(net, path, format, meta, exporter, **facts):
-    return X.artifact_meta(meta or X.net_meta(net.spec, net.input_size), format=format, backend=NAME,
+    return X.artifact_meta(meta or X.net_meta(net.spec, net.input_size), format=ALL_FORMATS[format], backend=NAME,
                            path=path, framework_version=framework_version(), exporter=exporter, **facts)
 
 

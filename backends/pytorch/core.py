@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 from common import runtime
+from .card import CARD
 
-ENV = runtime.set_default_env(runtime.framework_env("pytorch"))
+ENV = runtime.set_default_env(runtime.card_env(CARD))
 
 NAME = "pytorch"
 

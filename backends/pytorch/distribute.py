@@ -11,6 +11,12 @@ import torch.distributed as dist
 
 from common.distributed import SINGLE, World
 
+from .card import STORE
+
+
+#: the same public names in every backend (backends.DISTRIBUTE_API)
+__all__ = ["launched", "init", "wrap"]
+
 
 def launched() -> bool:
     """Whether this process is one of several workers (the variables torchrun sets)."""
@@ -25,7 +31,7 @@ def init(timeout: float = 600.0) -> World:
         return SINGLE
     gpu = torch.cuda.is_available()
     backend = "nccl" if gpu else "gloo"
-    store = os.environ.get("GOOGLENET_TORCH_STORE")
+    store = os.environ.get(STORE)
     dist.init_process_group(backend, init_method=f"file://{store}" if store else "env://",
                             rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
                             timeout=timedelta(seconds=timeout))

@@ -26,9 +26,11 @@ import torch
 from common import export as X
 
 from .core import NAME, framework_version
+from backends.config import FORMATS as ALL_FORMATS
+from .card import CARD
 
-FORMATS = ("torch-export", "torchscript")
-ONNX_OPSET = 17
+FORMATS = CARD.format_names
+ONNX_OPSET = CARD.onnx_opset
 #: the largest batch the ``.pt2``'s dynamic batch dimension admits
 MAX_BATCH = 4096
 
@@ -46,7 +48,7 @@ def _example(net, n=2):
 
 
 def _meta(net, path, format, meta, exporter, **facts):
-    return X.artifact_meta(meta or X.net_meta(net.spec, net.input_size), format=format, backend=NAME,
+    return X.artifact_meta(meta or X.net_meta(net.spec, net.input_size), format=ALL_FORMATS[format], backend=NAME,
                            path=path, framework_version=framework_version(), exporter=exporter, **facts)
 
 

@@ -1,9 +1,9 @@
-"""The TensorFlow backend (``tf.keras`` layers, Keras 2)."""
-from .core import (NAME, device, framework_version, rng_state, seed, set_rng_state, settings, to_numpy,
-                   to_tensor)
-from .model import (NATIVE_SUFFIX, build, count_params, features, forward, get_weights,
-                    init_weights, layer_table, load_native, read_native, save_native, set_weights,
-                    stage_outputs)
-from . import distribute
-from .training import Trainer
-from . import export  # serving formats and ONNX: export.FORMATS, export.export, export.export_onnx, export.predictor
+"""The TensorFlow backend (``tf.keras`` layers, Keras 2).
+
+Importing this package imports no framework: its card (``card.CARD``) is what the rest of
+the project reads; ``backends.get_backend('tensorflow')`` loads the framework and returns the
+public API (``api.py``, the same names in every backend: ``backends.API``).
+"""
+from .card import CARD
+
+__all__ = ["CARD"]

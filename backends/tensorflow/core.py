@@ -4,9 +4,10 @@ import os
 import numpy as np
 
 from common import runtime
+from .card import CARD
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # keep TensorFlow's start-up chatter quiet
-ENV = runtime.set_default_env(runtime.framework_env("tensorflow"))
+ENV = runtime.set_default_env(runtime.card_env(CARD))
 import tensorflow as tf  # noqa: E402
 
 NAME = "tensorflow"

@@ -42,6 +42,10 @@ import tensorflow as tf
 
 from common.distributed import SINGLE, World, shard_rows
 
+#: the same public names in every backend (backends.DISTRIBUTE_API)
+__all__ = ["launched", "init", "wrap"]
+
+
 SUM = tf.distribute.ReduceOp.SUM
 
 
@@ -182,3 +186,9 @@ def call(net, X, training=False):
             return tf.concat(outs, 0)
         _CALLS[net] = tf.function(run, reduce_retracing=True)
     return _CALLS[net](*split(strategy, X), bool(training))
+
+
+def wrap(net, world):
+    """The network as the Trainer runs it in a data-parallel run: unchanged here (the
+    engine combines the gradients in the Trainer's step)."""
+    return net

@@ -24,9 +24,11 @@ import tensorflow as tf
 from common import export as X
 
 from .core import NAME, framework_version
+from backends.config import FORMATS as ALL_FORMATS
+from .card import CARD
 
-FORMATS = ("savedmodel", "tflite")
-ONNX_OPSET = 17
+FORMATS = CARD.format_names
+ONNX_OPSET = CARD.onnx_opset
 SIGNATURE = "serving_default"
 
 
@@ -46,7 +48,7 @@ def serving_module(net):
 
 
 def _meta(net, path, format, meta, exporter, **facts):
-    return X.artifact_meta(meta or X.net_meta(net.spec, net.input_size), format=format, backend=NAME,
+    return X.artifact_meta(meta or X.net_meta(net.spec, net.input_size), format=ALL_FORMATS[format], backend=NAME,
                            path=path, framework_version=framework_version(), exporter=exporter, **facts)
 
 

@@ -2,19 +2,12 @@
 watch them: ``scripts/train.py --nproc-per-node N`` (the launchers the frameworks ship,
 torchrun and ``paddle.distributed.launch``, work too; docs/distributed.md).
 
-Framework-free: it only sets the environment each framework's engine reads and runs
-processes.  Every address is 127.0.0.1 and every port is picked free at run time.
-
-* PyTorch: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT`` (what
-  torchrun sets) and ``GOOGLENET_TORCH_STORE``, a fresh file for a file store: on one
-  machine no TCP store is needed (c10d's TCP store also looks up the peer's name, which a
-  machine without a name service answers over the network);
-* TensorFlow: ``TF_CONFIG`` with every worker on 127.0.0.1;
-* Paddle: the ``PADDLE_*`` variables of ``paddle.distributed.launch`` and
-  ``PADDLE_DISTRI_BACKEND=gloo``;
-* MXNet: the ``DMLC_*`` variables, and a scheduler and a server process next to the
-  workers (MXNet's own tracker is not used: it needs Python < 3.9 and probes a
-  non-loopback address).
+It imports no framework: it sets the environment each framework's engine reads, from the
+backend's card (``backends/<framework>/card.py``, its ``launch``: torchrun's variables,
+``TF_CONFIG``, ``paddle.distributed.launch``'s ``PADDLE_*`` or MXNet's ``DMLC_*`` with a
+scheduler and a server beside the workers), and runs processes; the same module's
+``distribute.init`` reads them.  Every address is 127.0.0.1 and every port is picked free
+at run time.
 
 The cores are split between the workers (``OMP_NUM_THREADS``).  Workers print to this
 terminal (only rank 0 prints the run's progress; any worker's error shows).  The first process to fail
@@ -25,7 +18,6 @@ write a checkpoint where they are (``common/interrupt.py``).
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -36,7 +28,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-LOOPBACK = "127.0.0.1"
+from .card import LOOPBACK
+from .config import CARDS
 WORKER = "GOOGLENET_WORKER"          # set in every process the launcher starts
 STOP_GRACE = 60.0                    # seconds the workers get to checkpoint when the run is stopped
 PROXIES = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY",
@@ -76,41 +69,12 @@ def base_env(nproc: int) -> dict:
 def plan(backend: str, argv: List[str], nproc: int, workdir: str, python: str = sys.executable) -> List[Process]:
     """The processes of a run of ``argv`` (a worker's command line) with ``nproc`` workers."""
     base = base_env(nproc)
-    workers = []
-    if backend == "pytorch":
-        (port,) = free_ports(1)
-        store = os.path.join(workdir, "torch-store")
-        for r in range(nproc):
-            workers.append(dict(RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(nproc),
-                                MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",
-                                GOOGLENET_TORCH_STORE=store))
-    elif backend == "tensorflow":
-        ports = free_ports(nproc)
-        cluster = {"worker": [f"{LOOPBACK}:{p}" for p in ports]}
-        for r in range(nproc):
-            workers.append(dict(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": r}})))
-    elif backend == "paddle":
-        ports = free_ports(nproc + 1)
-        endpoints = ",".join(f"{LOOPBACK}:{p}" for p in ports[1:])
-        for r in range(nproc):
-            workers.append(dict(PADDLE_TRAINER_ID=str(r), PADDLE_TRAINERS_NUM=str(nproc), PADDLE_LOCAL_RANK=str(r),
-                                PADDLE_RANK_IN_NODE=str(r), PADDLE_TRAINER_ENDPOINTS=endpoints,
-                                PADDLE_CURRENT_ENDPOINT=f"{LOOPBACK}:{ports[1 + r]}",
-                                PADDLE_MASTER=f"{LOOPBACK}:{ports[0]}", PADDLE_DISTRI_BACKEND="gloo",
-                                GLOO_SOCKET_IFNAME="lo"))
-    elif backend == "mxnet":
-        (port,) = free_ports(1)
-        dmlc = dict(DMLC_PS_ROOT_URI=LOOPBACK, DMLC_PS_ROOT_PORT=str(port), DMLC_NUM_WORKER=str(nproc),
-                    DMLC_NUM_SERVER="1", DMLC_NODE_HOST=LOOPBACK, DMLC_INTERFACE="lo")
-        roles = [Process(role, [python, "-c", "import mxnet"], dict(base, **dmlc, DMLC_ROLE=role),
-                         log=os.path.join(workdir, f"{role}.log")) for role in ("scheduler", "server")]
-        procs = roles + [Process(f"worker {r}", list(argv), dict(base, **dmlc, DMLC_ROLE="worker"), index=r)
-                         for r in range(nproc)]
-        return _logs(procs, workdir)
-    else:
-        raise ValueError(f"no launcher for backend {backend!r}")
-    return _logs([Process(f"worker {r}", list(argv), dict(base, **env), index=r) for r, env in enumerate(workers)],
-                 workdir)
+    card = CARDS[backend]
+    run = card.launch(nproc, free_ports(card.launch_ports(nproc)), workdir)
+    helpers = [Process(role, [python, "-c", f"import {card.module}"], dict(base, **env),
+                       log=os.path.join(workdir, f"{role}.log")) for role, env in run.helpers]
+    workers = [Process(f"worker {r}", list(argv), dict(base, **env), index=r) for r, env in enumerate(run.workers)]
+    return _logs(helpers + workers, workdir)
 
 
 def _logs(procs, workdir):

@@ -27,7 +27,7 @@ how (``docs/book.md`` says why):
 This module imports no framework when it is imported; its functions import ``d2l`` (which
 imports the framework) when called.
 
-    from common.d2l_compat import import_d2l
+    from backends.d2l_compat import import_d2l
     d2l = import_d2l("pytorch")          # from d2l import torch as d2l, torchvision or not
     d2l.train_ch6(net, train_iter, test_iter, 1, 0.1, d2l.try_gpu())
 """
@@ -41,29 +41,16 @@ import sys
 import types
 from typing import Optional
 
-from .switch import canonical, resolve
+from .config import CARDS, canonical, resolve
 
-#: the d2l 1.0.3 module of each backend (None: the pinned d2l has none)
-D2L_MODULE = {"mxnet": "d2l.mxnet", "pytorch": "d2l.torch", "tensorflow": "d2l.tensorflow", "paddle": None}
+#: the d2l 1.0.3 module of each backend (None: the pinned d2l has none), from the cards
+D2L_MODULE = {name: c.d2l_module for name, c in CARDS.items()}
 
 #: how a reader installs the real torchvision for the project's torch 2.13.0
 TORCHVISION_INSTALL = (
     "pip install torchvision==0.28.0 --index-url https://download.pytorch.org/whl/cpu   "
     "(the CPU build that pairs with the CPU torch 2.13.0; with PyPI's own, CUDA, torch 2.13.0: "
     "pip install torchvision==0.28.0)")
-
-PADDLE_REASON = (
-    "the book's d2l package has no Paddle module in the version this project pins (d2l 1.0.3 "
-    "ships mxnet, torch, tensorflow and jax only). Only the Chinese edition's d2l 0.17.x "
-    "(d2l-zh) has d2l/paddle.py, and it cannot be installed cleanly here: its metadata pins "
-    "numpy 1.21.5 (MXNet 1.9.1 and TensorFlow 2.15 need the project's 1.23.5), it shares the "
-    "top-level name 'd2l' with 1.0.3 (installing it replaces the other three modules), "
-    "importing it silences every warning of the process, and its train_ch6 only runs on a "
-    "GPU (evaluate_accuracy_gpu calls paddle.set_device('gpu:' + ...), 'gpu:u' on a CPU). "
-    "Train with common.loop.fit(bk, net, train_iter, test_iter, Recipe(...), run_dir) or "
-    "scripts/train.py --backend paddle instead: the same loop as train_ch6, made explicit "
-    "(docs/book.md)")
-
 
 class D2LUnavailable(ImportError):
     """The installed d2l has no module for this framework (or it cannot be imported)."""
@@ -169,7 +156,7 @@ def why_not(backend: Optional[str] = None) -> Optional[str]:
     if importlib.util.find_spec("d2l") is None:
         return "the book's d2l package is not installed: pip install d2l==1.0.3 (or pip install -e '.[dev]')"
     if D2L_MODULE[backend] is None or not has_module(backend):
-        return PADDLE_REASON if backend == "paddle" else \
+        return CARDS[backend].d2l_missing or \
             f"the installed d2l {d2l_version()} has no {D2L_MODULE[backend]} module"
     return None
 
@@ -204,13 +191,13 @@ def import_d2l(backend: Optional[str] = None):
     """``from d2l import <framework> as d2l`` for a backend (default: ``$GOOGLENET_BACKEND``).
 
     PyTorch: :func:`ensure_torchvision` first.  Raises :class:`D2LUnavailable` with the
-    reason where the installed d2l has no such module (Paddle; see :data:`PADDLE_REASON`).
+    reason where the installed d2l has no such module (Paddle: its card's ``d2l_missing``).
     """
     backend = canonical(backend) if backend else resolve()
     reason = why_not(backend)
     if reason:
         raise D2LUnavailable(f"d2l for {backend}: {reason}")
-    if backend == "pytorch":
+    if CARDS[backend].d2l_needs_torchvision:
         ensure_torchvision()
     return importlib.import_module(D2L_MODULE[backend])
 

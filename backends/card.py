@@ -1,0 +1,59 @@
+"""A backend's card: what the rest of the project needs to know about one framework, without
+importing it.
+
+Each backend folder holds one (``backends/<framework>/card.py``, ``CARD``); the registry
+(:mod:`backends`) collects them.  Adding a backend is one folder with the same module names
+as the others (``card``, ``core``, ``model``, ``training``, ``distribute``, ``export``,
+``book``) plus one line in the registry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+from common.export import Format
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The environment of one local run of ``nproc`` workers on 127.0.0.1: each worker's
+    variables (``workers[r]``) and helper processes the engine needs beside them
+    (``helpers``: ``(role, variables)``, e.g. MXNet's scheduler and server)."""
+    workers: List[Dict[str, str]]
+    helpers: List[Tuple[str, Dict[str, str]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """The benchmark's figures for this backend (``scripts/bench.py``, docs/performance.md)."""
+    book_quote: Optional[float] = None        # the book's training examples/s the issue quoted
+    settings_gain: Optional[float] = None     # target: our fast path / the framework's shipped settings
+    memory_vs: Optional[Tuple[str, float]] = None   # target: peak memory at most x times that backend's
+    book_env: bool = False                    # time the book's code with our settings too
+    book_after_import: Optional[Callable] = None   # ... and this, given the framework's module, after its import
+
+
+@dataclass(frozen=True)
+class Card:
+    name: str                                 # the canonical backend name
+    aliases: Tuple[str, ...]                  # other names --backend / GOOGLENET_BACKEND accept
+    module: str                               # the framework's import name
+    pip: str                                  # how to install it
+    native_suffix: str                        # its own weight file's suffix
+    formats: Tuple[Format, ...]               # the serving formats it writes (every backend writes ONNX)
+    onnx_opset: int                           # the ONNX opset its exporter writes
+    d2l_module: Optional[str]                 # the book's d2l module for it (None: the pinned d2l has none)
+    launch: Callable[..., Launch]             # (nproc, ports, workdir) -> Launch; ports from free_ports(launch_ports(nproc))
+    launch_ports: Callable[[int], int]        # how many free ports a run of nproc workers needs
+    matmul: Callable[[], tuple]               # () -> (library, matmul(a, b), to_array): imports the framework when called
+    d2l_missing: str = ""                     # why there is no d2l module, where d2l_module is None
+    d2l_needs_torchvision: bool = False       # its d2l module imports torchvision (backends.d2l_compat)
+    env: Callable[[str], Dict[str, str]] = lambda vendor: {}   # variables to set before its import, by CPU vendor
+    bench: Bench = Bench()
+
+    @property
+    def format_names(self) -> Tuple[str, ...]:
+        """The names of the serving formats it writes (ONNX aside)."""
+        return tuple(f.name for f in self.formats)

@@ -1,0 +1,34 @@
+"""TensorFlow's card (:class:`backends.card.Card`): imports no framework."""
+import json
+
+from backends.card import LOOPBACK, Bench, Card, Launch
+from common.export import Format
+
+NAME = "tensorflow"
+
+
+def launch(nproc, ports, workdir):
+    """``TF_CONFIG`` for each worker of a MultiWorkerMirroredStrategy on 127.0.0.1."""
+    cluster = {"worker": [f"{LOOPBACK}:{p}" for p in ports]}
+    return Launch([dict(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": r}}))
+                   for r in range(nproc)])
+
+
+def matmul():
+    import tensorflow as tf
+    return "tensorflow " + tf.__version__, lambda a, b: tf.linalg.matmul(a, b).numpy(), None
+
+
+CARD = Card(
+    name=NAME, aliases=("tf",), module="tensorflow",
+    pip="pip install 'tensorflow-cpu==2.15.1'   # or: pip install -e '.[tensorflow]'",
+    native_suffix=".weights.h5",
+    formats=(Format("savedmodel", NAME, "folder", "saved_model", "tf.saved_model.load",
+                    "TensorFlow SavedModel with an NCHW 'serving_default' signature"),
+             Format("tflite", NAME, "file", "model.tflite", "tf.lite.Interpreter",
+                    "TensorFlow Lite flatbuffer (dynamic batch)")),
+    onnx_opset=17,
+    d2l_module="d2l.tensorflow",
+    launch=launch, launch_ports=lambda nproc: nproc, matmul=matmul,
+    bench=Bench(book_quote=36.2),
+)
