@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-avx2 summary bench compare notebook clean-venv
+.PHONY: train test test-avx2 lint summary bench compare notebook clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 train: $(STAMP)
 	$(PY) scripts/train.py $(ARGS)
+
+# ruff with the project's rules (pyproject.toml, [tool.ruff]); .ci/run runs it before the tests
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 CPU := $(PY) -c "from common.runtime import cpu_summary; print('cpu:', cpu_summary())"
 

@@ -45,9 +45,11 @@ class Card:
     formats: Tuple[Format, ...]               # the serving formats it writes (every backend writes ONNX)
     onnx_opset: int                           # the ONNX opset its exporter writes
     d2l_module: Optional[str]                 # the book's d2l module for it (None: the pinned d2l has none)
-    launch: Callable[..., Launch]             # (nproc, ports, workdir) -> Launch; ports from free_ports(launch_ports(nproc))
-    launch_ports: Callable[[int], int]        # how many free ports a run of nproc workers needs
-    matmul: Callable[[], tuple]               # () -> (library, matmul(a, b), to_array): imports the framework when called
+    launch: Callable[..., Launch]             # (nproc, ports, workdir) -> Launch
+    #: how many free ports a run of nproc workers needs (the launcher picks them)
+    launch_ports: Callable[[int], int]
+    #: () -> (library, matmul(a, b), to_array or None): the benchmark's; imports the framework when called
+    matmul: Callable[[], tuple]
     d2l_missing: str = ""                     # why there is no d2l module, where d2l_module is None
     d2l_needs_torchvision: bool = False       # its d2l module imports torchvision (backends.d2l_compat)
     env: Callable[[str], Dict[str, str]] = lambda vendor: {}   # variables to set before its import, by CPU vendor

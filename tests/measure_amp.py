@@ -41,7 +41,8 @@ def main():
     sys.path.insert(0, ROOT)
     from common.runtime import cpu_summary
     print(f"cpu: {cpu_summary()}; {os.cpu_count()} cores; batch {args.batch}, 96x96, the book's net\n")
-    print("| backend | precision | load before -> after | first step s | s/step (min) | s/step (median) | examples/s (min) |")
+    print("| backend | precision | load before -> after | first step s | s/step (min) | s/step (median) "
+          "| examples/s (min) |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     for name in args.backends.split(","):
         for amp in (None, "bf16"):

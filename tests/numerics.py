@@ -90,7 +90,8 @@ class Reference:
     ``forward(X)`` -> (logits, bound), with :meth:`outputs` giving any stage or block of
     that pass; ``step(X, y, lr)`` one optimiser step like the backends'
     ``Trainer.train_step`` (``common.trainer.TrainerBase``'s options: PyTorch's SGD with
-    momentum, nesterov and coupled weight_decay, Adam and AdamW; label_smoothing, clip_norm) -> (summed loss, bound); :meth:`weights` and
+    momentum, nesterov and coupled weight_decay, Adam and AdamW; label_smoothing, clip_norm) -> (summed
+    loss, bound); :meth:`weights` and
     :meth:`bounds` the current weights and their bounds.  ``ties`` counts the ambiguous
     discrete decisions of the training steps so far (module docstring) and ``margin`` is
     the smallest distance of one from its threshold, in units of its bound.
@@ -212,7 +213,8 @@ class Reference:
 
     def _lrn(self, layer, v, var):
         n, lo, hi = layer.size, layer.size // 2, (layer.size - 1) // 2
-        window_sum = lambda t: n * F.avg_pool3d(F.pad(t.unsqueeze(1), (0, 0, 0, 0, lo, hi)), (n, 1, 1), stride=1).squeeze(1)
+        window_sum = lambda t: n * F.avg_pool3d(F.pad(t.unsqueeze(1), (0, 0, 0, 0, lo, hi)), (n, 1, 1),
+                                                stride=1).squeeze(1)
         y = F.local_response_norm(v, n, layer.alpha, layer.beta, layer.k)
         D = layer.k + layer.alpha / n * window_sum(v * v)
         # dy_i/dx_j = D_i^-b [i = j] - 2 a b / n x_i x_j D_i^(-b-1) over the window
@@ -230,7 +232,8 @@ class Reference:
         prop = mean(var) / n
         return mean(v), _linear_var(prop, (prop.detach().sqrt() + rounding(n + 1) * mean(v.detach().abs())) ** 2)
 
-    def _primitive(self, name, layer, v, var):
+    # Over the complexity limit on purpose: one branch per record kind of the table.
+    def _primitive(self, name, layer, v, var):  # noqa: C901
         kind = layer.kind
         if kind in ("conv", "dense"):
             z, var_z = self._linear(name, layer, v, var, kind == "conv")
@@ -317,7 +320,8 @@ class Reference:
         p = torch.softmax(zd, 1)
         own = rounding(2 * C + 2)
         # d(-sum q log p)/dz = p - q; the examples' errors may correlate: their stds add
-        s_loss = ((((p - q) ** 2) * var).sum(1).sqrt() + own * (torch.logsumexp(zd, 1).abs() + zd.abs().max(1).values)).sum()
+        s_loss = ((((p - q) ** 2) * var).sum(1).sqrt()
+                  + own * (torch.logsumexp(zd, 1).abs() + zd.abs().max(1).values)).sum()
         # delta = (p - q) / B; softmax's Jacobian dp_i/dz_j = p_i ([i = j] - p_j)
         var_p = p ** 2 * (var * (1 - 2 * p) + (p * p * var).sum(1, keepdim=True))
         var_delta = ((var_p.clamp_min(0).sqrt() + own * (p + q)) / B) ** 2
@@ -343,7 +347,7 @@ class Reference:
             d = L["z"].grad
             if L["conv"]:
                 lay = L["layer"]
-                back = lambda g, w: conv2d_input(L["x"].shape, w, g, lay.stride, lay.padding)
+                back = lambda g, w, x=L["x"], lay=lay: conv2d_input(x.shape, w, g, lay.stride, lay.padding)
                 n = W.shape[0] * W.shape[2] * W.shape[3]
             else:
                 back, n = (lambda g, w: g @ w), W.shape[0]
@@ -355,7 +359,7 @@ class Reference:
             W = self.w[name + ".weight"]
             if L["conv"]:
                 lay = L["layer"]
-                gw = lambda a, g: conv2d_weight(a, W.shape, g, lay.stride, lay.padding)
+                gw = lambda a, g, W=W, lay=lay: conv2d_weight(a, W.shape, g, lay.stride, lay.padding)
                 n, bsum = d.shape[0] * d.shape[2] * d.shape[3], (lambda g: g.sum((0, 2, 3)))
             else:
                 gw, n, bsum = (lambda a, g: g.T @ a), d.shape[0], (lambda g: g.sum(0))

@@ -137,7 +137,8 @@ def main(jobs_file):
     this = os.path.realpath(__file__)            # the checker itself (also __mp_main__ under multiprocessing)
     # the interpreter's own installation is not the project, even where the virtual
     # environment lies inside the repository (make's .venv, as in CI)
-    installed = tuple(os.path.realpath(p) + os.sep for p in {sys.prefix, sys.exec_prefix, *sysconfig.get_paths().values()})
+    places = {sys.prefix, sys.exec_prefix, *sysconfig.get_paths().values()}
+    installed = tuple(os.path.realpath(p) + os.sep for p in places)
     files = sorted({f for f in (os.path.realpath(getattr(m, "__file__", None) or "/")
                                 for m in list(sys.modules.values()))
                     if f.startswith(repo + os.sep) and f != this and not f.startswith(installed)})

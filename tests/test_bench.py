@@ -92,7 +92,8 @@ def test_latency_and_throughput_arithmetic():
 def test_inference_quick_run(tmp_path):
     """scripts/bench.py --inference --quick: eager and every serving runtime of one backend,
     each in its own process, in the report (MXNet: the quickest to export)."""
-    name = next((b for b in ("mxnet", "pytorch") if importlib.util.find_spec({"mxnet": "mxnet", "pytorch": "torch"}[b])),
+    modules = {"mxnet": "mxnet", "pytorch": "torch"}
+    name = next((b for b in ("mxnet", "pytorch") if importlib.util.find_spec(modules[b])),
                 None)
     if name is None:
         pytest.skip("needs mxnet or torch")

@@ -13,7 +13,8 @@
   backend and with an exported artifact; one ``error:`` line for bad inputs;
 * the pictures are prepared exactly as the training data were.
 
-CI exports the batch-norm net in full; ``GOOGLENET_LONG=1`` adds the book's net and the LRN net to the full matrix and predicts with every artifact
+CI exports the batch-norm net in full; ``GOOGLENET_LONG=1`` adds the book's net and the LRN net to the full
+matrix and predicts with every artifact
 of a trained run.  Skips cleanly where a framework or an exporter is not installed.
 """
 import importlib.util

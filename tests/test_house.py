@@ -82,3 +82,12 @@ def test_every_distribute_module_exports_the_same_names(name):
     assert exported and tuple(exported[0]) == DISTRIBUTE_API
     defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     assert set(DISTRIBUTE_API) <= defined
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_every_api_module_exports_backends_api(name):
+    from backends import API
+    tree = ast.parse(open(os.path.join(ROOT, "backends", name, "api.py")).read())
+    exported = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                and any(getattr(t, "id", None) == "__all__" for t in n.targets)]
+    assert exported and set(exported[0]) == set(API) | {"model"}

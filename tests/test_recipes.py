@@ -8,7 +8,6 @@ each backend against the float64 reference within derived bounds, like
 tests/test_equivalence.py (:mod:`tests.numerics`); label smoothing against a NumPy oracle;
 augmentation against an independent per-image implementation.
 """
-import math
 
 import numpy as np
 import pytest
@@ -253,7 +252,7 @@ def test_multi_scale_training_and_testing(bk, tmp_path):
     rec = fit(bk, net, train, test, Recipe(num_epochs=1, batch_size=8, lr=0.05, resize=20), str(tmp_path),
               progress=False, log=lambda *a: None)
     probs = 0
-    for s, split in splits.items():
+    for split in splits.values():
         z = bk.forward(net, split.images.astype(np.float32)[:, None] / 255).astype(np.float64)
         e = np.exp(z - z.max(1, keepdims=True))
         probs = probs + e / e.sum(1, keepdims=True)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from common import data as D, spec as S
+from common import data as D
 from common.spec import Conv, Dense, Flatten, GlobalAvgPool, Inception, MaxPool, Spec, stage
 from common.loop import NonFiniteLoss, find_checkpoint, fit
 from common.train_config import Recipe

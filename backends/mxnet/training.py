@@ -250,7 +250,9 @@ class Trainer(TrainerBase):
                num_update=opt.num_update, begin_num_update=opt.begin_num_update,
                counts={names[i]: n for i, n in opt._index_update_count.items()}, states=layout)
 
-    def load_optimizer(self, directory):
+    # Over the complexity limit on purpose: a parameter's state in three shapes (none, momentum,
+    # Adam), each checked against the network.
+    def load_optimizer(self, directory):  # noqa: C901
         path = os.path.join(directory, STATES)
         if not os.path.exists(path) and os.path.exists(os.path.join(directory, OLD_STATES)):
             raise W.WeightsError(

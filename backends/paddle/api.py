@@ -9,6 +9,8 @@ from .card import CARD
 from .training import Trainer
 from . import export  # serving formats and ONNX: export.FORMATS, export.export, export.export_onnx, export.predictor
 
-from backends import API
-
-__all__ = list(API)
+#: backends.API, spelled out (tests/test_backends.py checks the two are the same)
+__all__ = ["NAME", "CARD", "framework_version", "device", "settings", "build", "count_params", "stage_outputs",
+           "forward", "features", "layer_table", "init_weights", "get_weights", "set_weights", "Trainer",
+           "to_tensor", "to_numpy", "seed", "rng_state", "set_rng_state", "save_native", "load_native",
+           "read_native", "NATIVE_SUFFIX", "distribute", "export", "model"]

@@ -145,7 +145,8 @@ def _fold_constants(model):
             from polygraphy.backend.onnx import fold_constants
             folded = fold_constants(model)
     except Exception as e:                 # ImportError of onnx_graphsurgeon, or a folding failure
-        return model, f"not folded ({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})"
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return model, f"not folded ({type(e).__name__}: {first})"
     return folded, "folded with polygraphy"
 
 
