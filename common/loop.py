@@ -15,6 +15,7 @@ Throughput is reported two ways:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -114,172 +115,222 @@ def evaluate_scales(bk, net, loader, world: World = SINGLE):
     return nll / max(n, 1), correct / max(n, 1)
 
 
-# Over the complexity limit on purpose: PLACEHOLDER.
-def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, resume: bool = False,  # noqa: C901
+def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, resume: bool = False,
         record: Optional[dict] = None, progress: bool = True, log: Callable = print,
         fast: bool = True, stop_after: Optional[int] = None, world: World = SINGLE,
         checkpoint_every: Optional[int] = None, stop: Optional[StopRequest] = None):
     """Train ``net`` with ``recipe``; write checkpoints and the run record into ``run_dir``.
 
-    ``resume`` continues from the last checkpoint in ``run_dir`` (same final numbers as an
-    uninterrupted run on the CPU), also from one written in the middle of an epoch.
-    ``stop_after`` ends after that many epochs of this call (simulates an interruption in
-    tests).  ``checkpoint_every``: also write a checkpoint every that many steps (counted
-    from the start of the run) in the middle of an epoch.  ``stop``: a
-    :class:`common.interrupt.StopRequest`, armed while the loop runs: once a signal sets it,
-    the loop stops at the next step boundary, writes a checkpoint and raises
-    :class:`common.interrupt.Interrupted`.  ``world``: this worker's place in a data-parallel
-    run (``common.distributed``): the loaders give this worker's rows of every batch, the
-    numbers are summed over the workers (the stop request too, so that every worker stops
-    at the same step), and only rank 0 writes files and logs.  Returns the run record (a
-    dict).
+    The book's ``train_ch6`` (for each epoch: for each batch, one step; then evaluate) with
+    hooks around it, in :class:`Run`.  ``resume`` continues from the last checkpoint in
+    ``run_dir`` (same final numbers as an uninterrupted run on the CPU), also from one
+    written in the middle of an epoch.  ``stop_after`` ends after that many epochs of this
+    call (simulates an interruption in tests).  ``checkpoint_every``: also write a
+    checkpoint every that many steps (counted from the start of the run) in the middle of an
+    epoch.  ``stop``: a :class:`common.interrupt.StopRequest`, armed while the loop runs:
+    once a signal sets it, the loop stops at the next step boundary, writes a checkpoint and
+    raises :class:`common.interrupt.Interrupted`.  ``world``: this worker's place in a
+    data-parallel run (``common.distributed``): the loaders give this worker's rows of every
+    batch, the numbers are summed over the workers (the stop request too, so that every
+    worker stops at the same step), and only rank 0 writes files and logs.  Returns the run
+    record (a dict).
     """
-    if world.distributed:
-        for loader in (train_loader, test_loader):
-            loader.shard = (world.rank, world.size)
-        if not world.main:
-            progress, log = False, (lambda *a, **k: None)
-    os.makedirs(run_dir, exist_ok=True)
-    trainer = bk.Trainer(net, fast=fast, world=world if world.distributed else None,
-                         **recipe.trainer_kwargs())
-    per_epoch = len(train_loader)
-    schedule = Schedule(recipe.lr, recipe.num_epochs * per_epoch, per_epoch, **recipe.schedule_kwargs())
-    current_lr = recipe.lr
-    state = dict(epoch=0, history=[], compute_time=0.0, train_time=0.0, examples=0, steps=[])
-    mid = dict(step=0, partial=None, rng=None)      # where a checkpoint inside an epoch stopped
-    if resume:
-        loaded = checkpoint.load(bk, net, trainer, run_dir, log=log)
-        if loaded is None:
-            log(f"no checkpoint in {run_dir}; starting from scratch")
-        else:
-            path, state = loaded
-            state.setdefault("steps", [])
-            mid = {k: state.pop(k, None) for k in mid}
-            current_lr = None                       # the schedule's, whatever the optimiser kept
-            log(f"resumed from {path} after epoch {state['epoch']}"
-                + (f" and {mid['step']} steps of epoch {state['epoch'] + 1}" if mid["step"] else ""))
-            if mid["step"] and recipe.num_epochs <= state["epoch"]:
-                raise CheckpointError(
-                    f"{path} is {mid['step']} steps into epoch {state['epoch'] + 1}: give --epochs "
-                    f"{state['epoch'] + 1} or more to finish that epoch (its weights are past the end "
-                    f"of epoch {state['epoch']})")
-    start_wall = time.perf_counter()
-    stop = stop if stop is not None else StopRequest()
-    base = dict(record or {}, recipe=recipe.to_dict(), world_size=world.size, engine=world.engine,
-                settings=bk.settings(),        # after the Trainer, which may set some (cuDNN autotuning)
-                checkpoint_every=checkpoint_every)
+    if world.distributed and not world.main:
+        progress, log = False, (lambda *a, **k: None)
+    run = Run(bk, net, train_loader, test_loader, recipe, run_dir, resume=resume, record=record,
+              log=log, fast=fast, world=world, checkpoint_every=checkpoint_every, stop=stop)
+    with run.stop.armed():
+        run.write_record(run.mid["step"])
+        for epoch in run.epochs(stop_after):
+            totals = run.train_epoch(epoch, progress)
+            run.end_epoch(epoch, totals)
+        return run.finish()
 
-    def write_record(step=0):
+
+class Run:
+    """One call of :func:`fit`: the Trainer, the schedule, what a checkpoint keeps
+    (``state``, and ``mid`` for a checkpoint inside an epoch) and the hooks of the loop."""
+
+    def __init__(self, bk, net, train_loader, test_loader, recipe, run_dir, *, resume, record, log,
+                 fast, world, checkpoint_every, stop):
+        self.bk, self.net, self.recipe, self.run_dir, self.log, self.world = bk, net, recipe, run_dir, log, world
+        self.train_loader, self.test_loader, self.checkpoint_every = train_loader, test_loader, checkpoint_every
+        if world.distributed:
+            for loader in (train_loader, test_loader):
+                loader.shard = (world.rank, world.size)
+        os.makedirs(run_dir, exist_ok=True)
+        self.trainer = bk.Trainer(net, fast=fast, world=world if world.distributed else None,
+                                  **recipe.trainer_kwargs())
+        self.per_epoch = len(train_loader)
+        self.schedule = Schedule(recipe.lr, recipe.num_epochs * self.per_epoch, self.per_epoch,
+                                 **recipe.schedule_kwargs())
+        self.current_lr = recipe.lr
+        self.state = dict(epoch=0, history=[], compute_time=0.0, train_time=0.0, examples=0, steps=[])
+        self.mid = dict(step=0, partial=None, rng=None)      # where a checkpoint inside an epoch stopped
+        if resume:
+            self._resume()
+        self.start_wall = time.perf_counter()
+        self.stop = stop if stop is not None else StopRequest()
+        self.base = dict(record or {}, recipe=recipe.to_dict(), world_size=world.size, engine=world.engine,
+                         settings=bk.settings(),        # after the Trainer, which may set some (cuDNN autotuning)
+                         checkpoint_every=checkpoint_every)
+        self.done_now = 0
+
+    def _resume(self):
+        loaded = checkpoint.load(self.bk, self.net, self.trainer, self.run_dir, log=self.log)
+        if loaded is None:
+            self.log(f"no checkpoint in {self.run_dir}; starting from scratch")
+            return
+        path, self.state = loaded
+        self.state.setdefault("steps", [])
+        self.mid = {k: self.state.pop(k, None) for k in self.mid}
+        self.current_lr = None                       # the schedule's, whatever the optimiser kept
+        epoch, step = self.state["epoch"], self.mid["step"]
+        self.log(f"resumed from {path} after epoch {epoch}"
+                 + (f" and {step} steps of epoch {epoch + 1}" if step else ""))
+        if step and self.recipe.num_epochs <= epoch:
+            raise CheckpointError(
+                f"{path} is {step} steps into epoch {epoch + 1}: give --epochs {epoch + 1} or more to "
+                f"finish that epoch (its weights are past the end of epoch {epoch})")
+
+    # ----------------------------------------------------------------- the book's loop
+    def epochs(self, stop_after=None):
+        """The epochs still to train (at most ``stop_after`` of them in this call)."""
+        for epoch in range(self.state["epoch"], self.recipe.num_epochs):
+            if stop_after is not None and self.done_now >= stop_after:
+                return
+            yield epoch
+
+    def train_epoch(self, epoch, progress):
+        """One pass over the training data, from where a checkpoint inside it stopped; returns
+        the epoch's sums (loss, correct, examples, compute time, this worker's examples) and
+        when its training began (``t0``)."""
+        bk = self.bk
+        bk.seed(self.recipe.seed + epoch)
+        first, sums, rng = self.mid["step"] or 0, self.mid["partial"], self.mid["rng"]
+        self.mid = dict(step=0, partial=None, rng=None)       # once: the epoch it stopped in
+        if first:
+            _set_rng_state(bk, self.net, rng, epoch, self.log)
+        tot = dict(sums or dict(loss=0.0, correct=0.0, n=0, compute=0.0, local=0, train_time=0.0))
+        tot["t0"] = time.perf_counter() - tot.pop("train_time")
+        bar = progress_bar(len(self.train_loader), f"epoch {epoch + 1}/{self.recipe.num_epochs}", enabled=progress)
+        bar.update(first)
+        batches = self.train_loader.epoch(epoch, first) if first else self.train_loader.epoch(epoch)
+        with contextlib.closing(bar):
+            for step, (X, y) in enumerate(batches, first + 1):
+                self._train_batch(epoch, step, X, y, tot, bar)
+                bar.update(1)
+        return tot
+
+    def _train_batch(self, epoch, step, X, y, tot, bar):
+        """One step, and what follows it: the sums, the per-step record, a checkpoint inside
+        the epoch when one is due or a signal asked for one."""
+        world, bk = self.world, self.bk
+        lr = self._set_lr(epoch * self.per_epoch + step - 1)
+        rows = self.train_loader.global_rows(step - 1)
+        if rows < world.size:                   # a last batch too small to share: skipped by all
+            return
+        X, y_t = bk.to_tensor(X), bk.to_tensor(y)
+        t0 = time.perf_counter()
+        l, c = (self.trainer.train_step(X, y_t, global_batch=rows) if world.distributed
+                else self.trainer.train_step(X, y_t))
+        tot["compute"] += time.perf_counter() - t0
+        tot["local"] += len(y)
+        votes = float(bool(self.stop))
+        if world.distributed:               # the stop request rides on the step's sum
+            l, c, votes = world.sum([l, c, votes])
+        if not math.isfinite(l):
+            last = find_checkpoint(self.run_dir)
+            raise NonFiniteLoss(
+                f"the loss became {l / rows} at epoch {epoch + 1}, step {step}: training diverged (try a "
+                f"smaller --lr). The last good checkpoint "
+                f"{'is ' + last if last else 'does not exist yet (no epoch finished)'}; "
+                f"nothing was written after the divergence.")
+        tot["loss"], tot["correct"], tot["n"] = tot["loss"] + l, tot["correct"] + c, tot["n"] + rows
+        self.state["steps"].append([round(l / rows, 5), round(c / rows, 4), float(f"{lr:.6g}")])
+        bar.set_postfix(loss=f"{tot['loss'] / tot['n']:.3f}", acc=f"{tot['correct'] / tot['n']:.3f}", refresh=False)
+        every = self.checkpoint_every and (epoch * self.per_epoch + step) % self.checkpoint_every == 0
+        if votes or (every and step < self.per_epoch):
+            path = self.save_inside(step, tot)
+            if votes:
+                raise Interrupted(self.stop.signum or signal.SIGTERM, path,   # other workers: SIGTERM's
+                                  f"epoch {epoch + 1}, step {step}")
+
+    def _set_lr(self, t):
+        """The schedule's learning rate for step ``t`` of the run, given to the Trainer when it changes."""
+        lr = self.schedule(t)
+        if lr != self.current_lr:
+            self.trainer.set_lr(lr)
+            self.current_lr = lr
+        return lr
+
+    def end_epoch(self, epoch, tot):
+        """After an epoch: evaluate, log the book's line, checkpoint, rewrite the record; stop
+        here if a signal asked between two steps' sums."""
+        train_time = time.perf_counter() - tot["t0"]
+        loss, correct, n, compute = tot["loss"], tot["correct"], tot["n"], tot["compute"]
+        test_loss, test_acc = evaluate(self.bk, self.trainer, self.test_loader, self.world)
+        self.state["history"].append(dict(epoch=epoch + 1, train_loss=loss / n, train_acc=correct / n,
+                                          test_loss=test_loss, test_acc=test_acc,
+                                          compute_time=compute, train_time=train_time, examples=n))
+        if self.world.distributed:            # each worker's own examples/s, in rank order
+            self.state["history"][-1]["worker_examples_per_sec"] = [
+                round(v, 2) for v in self.world.gather(tot["local"] / compute if compute else 0.0)]
+        self.state.update(epoch=epoch + 1, compute_time=self.state["compute_time"] + compute,
+                          train_time=self.state["train_time"] + train_time,
+                          examples=self.state["examples"] + n)
+        self.log(f"epoch {epoch + 1}: loss {loss / n:.3f}, train acc {correct / n:.3f}, "
+                 f"test acc {test_acc:.3f}, {n / compute:.1f} examples/sec (compute)")
+        if self.world.main:
+            checkpoint.save(self.bk, self.net, self.trainer, self.run_dir, self.state)
+        self.write_record()
+        self.done_now += 1
+        if epoch + 1 < self.recipe.num_epochs and self.asked_to_stop():
+            raise Interrupted(self.stop.signum or signal.SIGTERM,
+                              find_checkpoint(self.run_dir) if self.world.main else None,
+                              f"the end of epoch {epoch + 1}")
+
+    def finish(self):
+        """The final record, and the book's figure of the epochs."""
+        rec = self.write_record()
+        if self.state["history"] and self.world.main:
+            name = rec.get("backend", self.bk.NAME)
+            plots.epoch_curves({name: self.state["history"]}, os.path.join(self.run_dir, "curves.png"),
+                               title=f"{name} on {rec.get('device', '')}")
+        return rec
+
+    # ----------------------------------------------------------------- the hooks' files
+    def write_record(self, step=0):
         """The run record, rewritten after every checkpoint, so an interrupted run can resume."""
-        rec = dict(base, **_summary(state))
+        state, world = self.state, self.world
+        rec = dict(self.base, **_summary(state))
         if not world.main:
             return rec
         rec.update(epochs_done=state["epoch"], steps_into_epoch=step,
-                   complete=state["epoch"] >= recipe.num_epochs,
+                   complete=state["epoch"] >= self.recipe.num_epochs,
                    history=state["history"], steps_to_leave_chance=steps_to_leave_chance(state["steps"]),
-                   steps=state["steps"], wall_time_this_call=time.perf_counter() - start_wall)
+                   steps=state["steps"], wall_time_this_call=time.perf_counter() - self.start_wall)
         try:
-            checkpoint.write_json(os.path.join(run_dir, "run.json"), rec)
+            checkpoint.write_json(os.path.join(self.run_dir, "run.json"), rec)
         except OSError as e:
-            if checkpoint.no_space(e, run_dir, 2 ** 20):
-                raise CheckpointError(checkpoint.space_message("the run record", run_dir, 2 ** 20)) from None
+            if checkpoint.no_space(e, self.run_dir, 2 ** 20):
+                raise CheckpointError(checkpoint.space_message("the run record", self.run_dir, 2 ** 20)) from None
             raise
         return rec
 
-    def save_inside(step, sums):
+    def save_inside(self, step, tot):
         """A checkpoint after ``step`` steps of the epoch in progress, with what continues it exactly."""
-        inside = dict(state, step=step, partial=sums, rng=bk.rng_state())
-        path = checkpoint.save(bk, net, trainer, run_dir, inside) if world.main else None
-        write_record(step)
+        sums = dict(loss=float(tot["loss"]), correct=float(tot["correct"]), n=int(tot["n"]),
+                    compute=tot["compute"], local=int(tot["local"]), train_time=time.perf_counter() - tot["t0"])
+        inside = dict(self.state, step=step, partial=sums, rng=self.bk.rng_state())
+        path = checkpoint.save(self.bk, self.net, self.trainer, self.run_dir, inside) if self.world.main else None
+        self.write_record(step)
         return path
 
-    def asked_to_stop() -> bool:
+    def asked_to_stop(self) -> bool:
         """Whether a signal asked any worker to stop (a sum over the workers: all agree)."""
-        return bool(world.sum([float(bool(stop))])[0]) if world.distributed else bool(stop)
-
-    with stop.armed():
-        write_record(mid["step"])
-        done_now = 0
-        for epoch in range(state["epoch"], recipe.num_epochs):
-            if stop_after is not None and done_now >= stop_after:
-                break
-            bk.seed(recipe.seed + epoch)
-            first, sums, rng = mid["step"] or 0, mid["partial"], mid["rng"]   # once: the epoch it stopped in
-            mid = dict(step=0, partial=None, rng=None)
-            if first:
-                _set_rng_state(bk, net, rng, epoch, log)
-            bar = progress_bar(len(train_loader), f"epoch {epoch + 1}/{recipe.num_epochs}", enabled=progress)
-            bar.update(first)
-            sums = dict(sums or dict(loss=0.0, correct=0.0, n=0, compute=0.0, local=0, train_time=0.0))
-            loss, correct, n, compute, local = (sums[k] for k in ("loss", "correct", "n", "compute", "local"))
-            t_epoch = time.perf_counter() - sums["train_time"]
-            batches = train_loader.epoch(epoch, first) if first else train_loader.epoch(epoch)
-            for step, (X, y) in enumerate(batches, first + 1):
-                lr = schedule(epoch * per_epoch + step - 1)
-                if lr != current_lr:
-                    trainer.set_lr(lr)
-                    current_lr = lr
-                rows = train_loader.global_rows(step - 1)
-                if rows < world.size:                   # a last batch too small to share: skipped by all
-                    bar.update(1)
-                    continue
-                X, y_t = bk.to_tensor(X), bk.to_tensor(y)
-                t0 = time.perf_counter()
-                l, c = (trainer.train_step(X, y_t, global_batch=rows) if world.distributed
-                        else trainer.train_step(X, y_t))
-                compute += time.perf_counter() - t0
-                local += len(y)
-                votes = float(bool(stop))
-                if world.distributed:               # the stop request rides on the step's sum
-                    l, c, votes = world.sum([l, c, votes])
-                if not math.isfinite(l):
-                    bar.close()
-                    last = find_checkpoint(run_dir)
-                    raise NonFiniteLoss(
-                        f"the loss became {l / rows} at epoch {epoch + 1}, step {step}: training "
-                        f"diverged (try a smaller --lr). The last good checkpoint "
-                        f"{'is ' + last if last else 'does not exist yet (no epoch finished)'}; "
-                        f"nothing was written after the divergence.")
-                loss, correct, n = loss + l, correct + c, n + rows
-                state["steps"].append([round(l / rows, 5), round(c / rows, 4), float(f"{lr:.6g}")])
-                bar.set_postfix(loss=f"{loss / n:.3f}", acc=f"{correct / n:.3f}", refresh=False)
-                bar.update(1)
-                every = checkpoint_every and (epoch * per_epoch + step) % checkpoint_every == 0
-                if votes or (every and step < per_epoch):
-                    path = save_inside(step, dict(loss=float(loss), correct=float(correct), n=int(n),
-                                                  compute=compute, local=int(local),
-                                                  train_time=time.perf_counter() - t_epoch))
-                    if votes:
-                        bar.close()
-                        raise Interrupted(stop.signum or signal.SIGTERM, path,   # other workers: SIGTERM's
-                                          f"epoch {epoch + 1}, step {step}")
-            bar.close()
-            train_time = time.perf_counter() - t_epoch
-            test_loss, test_acc = evaluate(bk, trainer, test_loader, world)
-            state["history"].append(dict(epoch=epoch + 1, train_loss=loss / n, train_acc=correct / n,
-                                         test_loss=test_loss, test_acc=test_acc,
-                                         compute_time=compute, train_time=train_time, examples=n))
-            if world.distributed:            # each worker's own examples/s, in rank order
-                state["history"][-1]["worker_examples_per_sec"] = [
-                    round(v, 2) for v in world.gather(local / compute if compute else 0.0)]
-            state.update(epoch=epoch + 1, compute_time=state["compute_time"] + compute,
-                         train_time=state["train_time"] + train_time, examples=state["examples"] + n)
-            log(f"epoch {epoch + 1}: loss {loss / n:.3f}, train acc {correct / n:.3f}, "
-                f"test acc {test_acc:.3f}, {n / compute:.1f} examples/sec (compute)")
-            if world.main:
-                checkpoint.save(bk, net, trainer, run_dir, state)
-            write_record()
-            done_now += 1
-            if epoch + 1 < recipe.num_epochs and asked_to_stop():
-                raise Interrupted(stop.signum or signal.SIGTERM, find_checkpoint(run_dir) if world.main else None,
-                                  f"the end of epoch {epoch + 1}")
-
-        rec = write_record()
-        if state["history"] and world.main:
-            plots.epoch_curves({rec.get("backend", bk.NAME): state["history"]},
-                               os.path.join(run_dir, "curves.png"),
-                               title=f"{rec.get('backend', bk.NAME)} on {rec.get('device', '')}")
-    return rec
+        world = self.world
+        return bool(world.sum([float(bool(self.stop))])[0]) if world.distributed else bool(self.stop)
 
 
 def _set_rng_state(bk, net, saved, epoch, log):
