@@ -129,7 +129,8 @@ def launch_workers(args, argv, name, run_dir, fixed_backend):
         worker_argv += ["--run-dir", run_dir]
     if not fixed_backend and not args.backend:
         worker_argv += ["--backend", name]
-    procs = launch.plan(name, worker_argv, args.nproc_per_node, launch.workdir(run_dir))
+    # an absolute folder: PyTorch's file:// store would read a relative path's first folder as a host
+    procs = launch.plan(name, worker_argv, args.nproc_per_node, launch.workdir(os.path.abspath(run_dir)))
     print(f"{name}: {args.nproc_per_node} workers on this machine, each with "
           f"{procs[-1].env['OMP_NUM_THREADS']} thread(s); run folder {run_dir}", flush=True)
     resume = f"python scripts/train.py --resume {run_dir} --nproc-per-node {args.nproc_per_node}"
