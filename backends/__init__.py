@@ -30,7 +30,7 @@ API = (
 #: exporters' packages are imported inside its functions only).
 EXPORT_API = ("FORMATS", "ONNX_OPSET", "export", "export_onnx", "predictor")
 #: The public names of every backend's ``distribute`` module (its ``__all__``): whether this
-#: process was started as one worker of several, the :class:`common.distributed.World` of
+#: process was started as one worker of several, the :class:`common.train.distributed.World` of
 #: the framework's engine, and the network wrapped for it (or unchanged).
 DISTRIBUTE_API = ("launched", "init", "wrap")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from common.export import Format
+from common.serve.export import Format
 
 LOOPBACK = "127.0.0.1"
 

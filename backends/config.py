@@ -12,8 +12,8 @@ import importlib.util
 import os
 from typing import Dict, Optional
 
-from common.export import ONNX, ExportError, Format
-from common.weights import WeightsError
+from common.serve.export import ONNX, ExportError, Format
+from common.net.weights import WeightsError
 
 from .card import Card
 from .mxnet import CARD as _MXNET

@@ -21,7 +21,7 @@ how (``docs/book.md`` says why):
   has one, and it pins numpy 1.21.5 (the project needs 1.23.5), shares the top-level
   name ``d2l`` with 1.0.3, silences every warning of the process when imported, and its
   ``train_ch6`` only runs on a GPU.  :func:`import_d2l` raises :class:`D2LUnavailable`
-  saying so; the reader trains with :func:`common.loop.fit` (``scripts/train.py``), which
+  saying so; the reader trains with :func:`common.train.loop.fit` (``scripts/train.py``), which
   is ``train_ch6`` made explicit.
 
 This module imports no framework when it is imported; its functions import ``d2l`` (which

@@ -14,7 +14,7 @@ terminal (only rank 0 prints the run's progress; any worker's error shows).  The
 ends the run: the others are stopped (SIGTERM, then SIGKILL after a grace period), and the
 message names the lost worker.  Nothing a worker checkpointed is touched.  Ctrl-C or SIGTERM
 to the launcher stops the workers the same way, with up to :data:`STOP_GRACE` seconds to
-write a checkpoint where they are (``common/interrupt.py``).
+write a checkpoint where they are (``common/train/interrupt.py``).
 """
 from __future__ import annotations
 

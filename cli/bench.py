@@ -1,7 +1,7 @@
 """``scripts/bench.py``: our GoogLeNet against the book's own code, every installed backend, one run.
 
 The driver: it starts the workers (:mod:`cli.bench_workers`), each in its own process,
-derives the numbers and writes the report with :mod:`common.bench`.  What is measured and
+derives the numbers and writes the report with :mod:`common.results.bench`.  What is measured and
 how: docs/performance.md.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 
-from common import bench as B
-from common.bench import CONFIGS
+from common.results import bench as B
+from common.results.bench import CONFIGS
 from backends.config import CARDS, DEFAULT
 from common.runtime import SWITCH, card_env
 from backends.config import BACKENDS, FRAMEWORK_MODULE, canonical, is_installed
@@ -32,7 +32,7 @@ ISSUE_BOOK = {n: c.bench.book_quote for n, c in CARDS.items() if c.bench.book_qu
 
 
 def card_targets():
-    """The backends' own targets from their cards, for :func:`common.bench.check_targets`."""
+    """The backends' own targets from their cards, for :func:`common.results.bench.check_targets`."""
     memory = [dict(backend=n, against=c.bench.memory_vs[0], limit=c.bench.memory_vs[1])
               for n, c in CARDS.items() if c.bench.memory_vs]
     return dict(settings_gain={n: c.bench.settings_gain for n, c in CARDS.items() if c.bench.settings_gain},

@@ -15,7 +15,7 @@ that no two frameworks share a process and each worker's peak memory is its own:
 Batch-1 latency: ``--warmup`` untimed calls, then ``--latency-calls`` calls timed one by
 one (p50, p99).  Throughput: one batch of ``--batch-size`` examples, ``--repeats`` timed
 calls, median.  Each call takes a NumPy batch and returns NumPy logits.  The arithmetic
-and the table are in :mod:`common.bench`; results in docs/performance.md.
+and the table are in :mod:`common.results.bench`; results in docs/performance.md.
 """
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ import sys
 import tempfile
 import time
 
-from common import bench as B, export as X, weights as W
-from common.spec import get_spec
+from common.results import bench as B
+from common.serve import export as X
+from common.net import weights as W
+from common.net.spec import get_spec
 from backends.config import FORMATS, FRAMEWORK_MODULE, canonical, is_installed
 
 from .bench_workers import MARK, _emit

@@ -11,7 +11,7 @@ import tempfile
 import time
 import traceback
 
-from common import bench as B
+from common.results import bench as B
 from backends.config import CARDS, FRAMEWORK_MODULE, canonical
 
 #: ours: config name -> the Trainer's ``fast`` argument.  ``shipped`` is ``fast`` with the
@@ -119,7 +119,7 @@ def worker_stages(backend, args):
     matrix-multiply rate shows (small 1x1 convolutions, the 7x7 convolution of one channel)."""
     import numpy as np
     from backends import get_backend
-    from common import oracle
+    from common.net import oracle
     bk = get_backend(backend)
     net = bk.build(input_size=args.input_size)
     bk.Trainer(net, lr=0.1)                           # the fast path's layout (PyTorch: channels-last)
@@ -151,13 +151,13 @@ def worker_stages(backend, args):
 
 
 def worker_pipeline(backend, args):
-    """``common.loop.fit`` with ``common.data.Loader`` on generated uint8 data: the last
-    epoch's compute-only vs end-to-end examples/s (definitions in ``common/loop.py``)."""
+    """``common.train.loop.fit`` with ``common.inputs.data.Loader`` on generated uint8 data: the last
+    epoch's compute-only vs end-to-end examples/s (definitions in ``common/train/loop.py``)."""
     import numpy as np
     from backends import get_backend
-    from common.data import Loader, Split
-    from common.loop import fit
-    from common.train_config import Recipe
+    from common.inputs.data import Loader, Split
+    from common.train.loop import fit
+    from common.train.train_config import Recipe
     bk = get_backend(backend)
     rng = np.random.default_rng(0)
     n = args.pipeline_batches * args.batch_size

@@ -4,7 +4,7 @@ Each backend trains in its own process (``scripts/train.py``) on the same data, 
 same example order, with the same hyperparameters and from the same initial weights (one
 framework-neutral weight file, passed with ``--init-from``).  The process's wall time and
 peak memory are written next to its run record (``process.json``).  The report
-(``report.md``, plots, ``combined.json``) is written by :mod:`common.report`; see
+(``report.md``, plots, ``combined.json``) is written by :mod:`common.results.report`; see
 docs/compare.md.
 """
 from __future__ import annotations
@@ -16,10 +16,11 @@ import subprocess
 import sys
 import time
 
-from common import report as R, weights as W
-from common.oracle import check_input
+from common.results import report as R
+from common.net import weights as W
+from common.net.oracle import check_input
 from backends.config import canonical, installed, is_installed, missing_message
-from common.train_config import Recipe
+from common.train.train_config import Recipe
 
 from .errors import UserError, guard
 from .main import command

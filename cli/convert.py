@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from backends.config import NATIVE_SUFFIXES, weight_format
-from common import checkpoint, weights as W
+from common.train import checkpoint
+from common.net import weights as W
 
 from .errors import UserError, guard
 from .options import (ArgumentParser, add_model_args, add_weights_args, build_from_options, get_backend,

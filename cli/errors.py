@@ -14,15 +14,15 @@ import functools
 import os
 import sys
 
-from common.checkpoint import CheckpointError
-from common.data import DataError
-from common.export import ExportError
-from common.loop import NonFiniteLoss
-from common.runlock import FolderInUse
-from common.spec import SpecError
+from common.train.checkpoint import CheckpointError
+from common.inputs.data import DataError
+from common.serve.export import ExportError
+from common.train.loop import NonFiniteLoss
+from common.train.runlock import FolderInUse
+from common.net.spec import SpecError
 from backends.config import BackendError
-from common.trainer import AmpError
-from common.weights import WeightsError
+from common.train.trainer import AmpError
+from common.net.weights import WeightsError
 
 
 class UserError(Exception):

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 
-from common import checkpoint, data as D, weights as W
-from common.loop import evaluate
+from common.train import checkpoint
+from common.inputs import data as D
+from common.net import weights as W
+from common.train.loop import evaluate
 from backends.config import ENV_VAR, resolve
 
 from .errors import UserError, guard

@@ -18,7 +18,10 @@ import time
 
 import numpy as np
 
-from common import checkpoint, data as D, export as X, weights as W
+from common.train import checkpoint
+from common.inputs import data as D
+from common.serve import export as X
+from common.net import weights as W
 from backends.config import BACKENDS, FORMATS, FRAMEWORK_MODULE, format_of, is_installed, resolve
 
 from .errors import UserError, guard
@@ -88,7 +91,7 @@ def locate_run(source: str):
 
 
 def run_meta(run_dir, ckpt, run, state) -> dict:
-    """The metadata every artifact of this run's checkpoint shares (:func:`common.export.base_meta`)."""
+    """The metadata every artifact of this run's checkpoint shares (:func:`common.serve.export.base_meta`)."""
     dataset = run.get("dataset") or {"name": "fashion-mnist", "classes": list(D.CLASSES), "normalize": False}
     classes = dataset.get("classes") or (list(D.CLASSES) if dataset.get("name", "fashion-mnist") == "fashion-mnist"
                                          else None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import spec as S
+from common.net import spec as S
 from backends.config import DEFAULT, installed
 
 from .errors import guard

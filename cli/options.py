@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-from common import data as D, datasets as DS, weights as W
-from common.spec import get_spec
+from common.inputs import data as D, datasets as DS
+from common.net import weights as W
+from common.net.spec import get_spec
 from backends.config import ENV_VAR, resolve, weight_format
-from common.schedules import SCHEDULES
-from common.train_config import AMP, OPTIMIZERS, RECIPES, Recipe, named_recipe
+from common.train.schedules import SCHEDULES
+from common.train.train_config import AMP, OPTIMIZERS, RECIPES, Recipe, named_recipe
 
 from .errors import ArgumentParser, UserError
 
@@ -93,7 +94,7 @@ def checkpoint_every(args, previous: dict = None):
 
 def read_weights(path, spec, input_size=None, allow_extra=False):
     """The checked canonical weights of a file in any format (``.npz``, ``.pt``,
-    ``.weights.h5``, ``.params``, ``.pdparams``), by :func:`common.weights.read` with the
+    ``.weights.h5``, ``.params``, ``.pdparams``), by :func:`common.net.weights.read` with the
     ``read_native`` of the backend whose format the suffix names (its framework is imported;
     no network is built).  Raises ``WeightsMismatch`` if the file does not fit the table,
     ``WeightsError`` if it cannot be read or is refused (it could run code)."""
@@ -131,7 +132,7 @@ def add_recipe_args(p, epochs_default=None):
     """The recipe's options, shared by train.py and compare.py (unset: the named recipe's,
     the book's by default)."""
     r = Recipe()
-    g = p.add_argument_group("recipe (unset options: the named recipe's; common/train_config.py)")
+    g = p.add_argument_group("recipe (unset options: the named recipe's; common/train/train_config.py)")
     g.add_argument("--recipe", choices=list(RECIPES), help="a named recipe: book (default: the chapter's) "
                                                           "or fast (high accuracy in few epochs on a CPU)")
     g.add_argument("--epochs", "--num-epochs", dest="num_epochs", type=int, default=epochs_default,

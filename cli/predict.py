@@ -5,7 +5,7 @@ with the run's classes and normalisation; an exported artifact (a file or folder
 metadata beside it, from ``scripts/export.py``) runs in its own serving runtime: ONNX
 Runtime for ``.onnx``, ``torch.jit`` / ``torch.export``, TensorFlow, Paddle Inference or
 MXNet's ``SymbolBlock`` for the others.  Pictures are prepared exactly as the training
-data were (``common/predict.py``).
+data were (``common/serve/predict.py``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from common import export as X, predict as P
+from common.serve import export as X, predict as P
 from backends.config import ENV_VAR, FORMATS, resolve
 
 from .errors import UserError, guard

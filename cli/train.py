@@ -9,13 +9,14 @@ import sys
 import time
 
 from backends import launch
-from common import oracle, runtime, weights as W
-from common.checkpoint import CheckpointError
-from common.interrupt import Interrupted, StopRequest
-from common.loop import closing_lines, fit
-from common.runlock import RunLock
+from common.net import oracle, weights as W
+from common import runtime
+from common.train.checkpoint import CheckpointError
+from common.train.interrupt import Interrupted, StopRequest
+from common.train.loop import closing_lines, fit
+from common.train.runlock import RunLock
 from backends.config import resolve
-from common.train_config import Recipe
+from common.train.train_config import Recipe
 
 from .errors import UserError, guard
 from .main import command

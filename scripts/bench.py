@@ -25,8 +25,8 @@ eval step (``book_logits`` / ``Trainer.eval_step``).
 Also measured in the same run: the float32 matrix-multiply rate of this machine
 (2048x2048, median of 7) with NumPy and with each selected framework in its own process
 (NumPy again at the end); the best of them is the roofline (examples/s = peak FLOP/s / training FLOPs per example; see
-``common/bench.py`` for the FLOP convention), and, for one backend, the data
-pipeline: ``common.loop.fit`` with ``common.data.Loader`` on a generated dataset,
+``common/results/bench.py`` for the FLOP convention), and, for one backend, the data
+pipeline: ``common.train.loop.fit`` with ``common.inputs.data.Loader`` on a generated dataset,
 compute-only vs end-to-end examples/s.
 
 Writes ``bench.json`` and ``bench.md`` into ``--out`` (default ``reports/bench-<time>/``).

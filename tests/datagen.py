@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from common.data import write_idx
+from common.inputs.data import write_idx
 
 
 def patterns(n, seed=0, size=28):

@@ -16,8 +16,8 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from backends import get_backend  # noqa: E402
-from common import spec as S  # noqa: E402
-from common.distributed import SINGLE  # noqa: E402
+from common.net import spec as S  # noqa: E402
+from common.train.distributed import SINGLE  # noqa: E402
 
 GLOBAL, SIZE, STEPS = 12, 16, 3
 

@@ -1,6 +1,6 @@
 """The float64 reference of a table, with a float32 error bound on every number it computes.
 
-An independent interpreter of :mod:`common.spec` in PyTorch's functional ops, in float64:
+An independent interpreter of :mod:`common.net.spec` in PyTorch's functional ops, in float64:
 it computes what the four float32 backends should compute and, beside every value, the
 size of the error a correct float32 computation of it makes.  The tests compare each
 backend with the reference element by element against ``LAMBDA`` times that size, so every
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from common.spec import BN_EPS, BN_MOMENTUM
+from common.net.spec import BN_EPS, BN_MOMENTUM
 
 U = 2.0 ** -24          # float32 unit roundoff
 LAMBDA = 10.0
@@ -89,7 +89,7 @@ class Reference:
 
     ``forward(X)`` -> (logits, bound), with :meth:`outputs` giving any stage or block of
     that pass; ``step(X, y, lr)`` one optimiser step like the backends'
-    ``Trainer.train_step`` (``common.trainer.TrainerBase``'s options: PyTorch's SGD with
+    ``Trainer.train_step`` (``common.train.trainer.TrainerBase``'s options: PyTorch's SGD with
     momentum, nesterov and coupled weight_decay, Adam and AdamW; label_smoothing, clip_norm) -> (summed
     loss, bound); :meth:`weights` and
     :meth:`bounds` the current weights and their bounds.  ``ties`` counts the ambiguous

@@ -1,7 +1,7 @@
 """Mixed precision, opt-in (``Trainer(amp=...)``, ``--amp``): docs/performance.md, "Mixed precision".
 
 From the same initial weights, three SGD steps in bfloat16 mixed precision give losses
-within the derived tolerance (:func:`common.trainer.amp_loss_rtol`: ``sqrt(22) * 2**-8``,
+within the derived tolerance (:func:`common.train.trainer.amp_loss_rtol`: ``sqrt(22) * 2**-8``,
 relative) of the same backend's float32 steps, and within twice it across backends; the
 loss falls (it trains); the network outside the Trainer still computes in float32.  The
 frameworks that cannot do it here refuse with their reason, and the command line turns
@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import pytest
 
-from common import spec as S, weights as W
-from common.train_config import Recipe
-from common.trainer import AmpError, amp_loss_rtol, parse_amp, unit_roundoff, weighted_depth
+from common.net import spec as S, weights as W
+from common.train.train_config import Recipe
+from common.train.trainer import AmpError, amp_loss_rtol, parse_amp, unit_roundoff, weighted_depth
 from tests.conftest import backend_or_skip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

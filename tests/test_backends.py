@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from backends import API, EXPORT_API
-from common import oracle, spec as S
-from common.spec import Conv, Dense, Inception, MaxPool, GlobalAvgPool, Flatten, Spec, stage
+from common.net import oracle, spec as S
+from common.net.spec import Conv, Dense, Inception, MaxPool, GlobalAvgPool, Flatten, Spec, stage
 
 BOOK_STAGES = {"b1": (64, 24, 24), "b2": (192, 12, 12), "b3": (480, 6, 6), "b4": (832, 3, 3),
                "b5": (1024,), "head": (10,)}
@@ -79,7 +79,7 @@ def test_weights_roundtrip_and_canonical_names(bk):
     expected = oracle.param_shapes(net.spec, net.input_size)
     assert list(w) == list(expected)
     assert {k: v.shape for k, v in w.items()} == dict(expected)
-    from common.weights import xavier_init
+    from common.net.weights import xavier_init
     ref = xavier_init(net.spec, 3, net.input_size)
     for k in ref:
         np.testing.assert_array_equal(w[k], ref[k], err_msg=k)

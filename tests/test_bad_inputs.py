@@ -28,9 +28,11 @@ import time
 import numpy as np
 import pytest
 
-from common import checkpoint, data as D, oracle, spec as S
-from common.interrupt import Interrupted, StopRequest
-from common.runlock import FolderInUse, RunLock
+from common.train import checkpoint
+from common.inputs import data as D
+from common.net import oracle, spec as S
+from common.train.interrupt import Interrupted, StopRequest
+from common.train.runlock import FolderInUse, RunLock
 from tests.datagen import make_dataset, module_dataset
 from tests.test_cli import only_error_line, train      # train.py in this process (PyTorch)
 
@@ -127,7 +129,7 @@ def test_a_run_folder_that_is_a_file_is_one_error_line(option, data, tmp_path, c
 
 
 # --------------------------------------------------------------------------- 2. one run per folder
-HOLDER = ("import sys, time; sys.path.insert(0, '.'); from common.runlock import RunLock; "
+HOLDER = ("import sys, time; sys.path.insert(0, '.'); from common.train.runlock import RunLock; "
           "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(float(sys.argv[2]))")
 
 
@@ -302,8 +304,8 @@ class StopAt(D.Loader):
 def test_a_stop_inside_an_epoch_resumes_exactly_on_every_backend(bk, tmp_path):
     """The loop itself, on each backend: stopped after step 3 of epoch 2, resumed, it ends
     where an uninterrupted run ends (dropout too where the backend saves its generator)."""
-    from common.loop import _set_rng_state, fit
-    from common.train_config import Recipe
+    from common.train.loop import _set_rng_state, fit
+    from common.train.train_config import Recipe
     folder = make_dataset(str(tmp_path / "data"), n_train=96, n_test=24)
     os.environ[D.ENV_CACHE] = str(tmp_path / "cache")
     train_split, test_split = D.load_fashion_mnist(folder, 16, download_missing=False)

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from cli.bench import card_targets
-from common import bench as B, oracle
+from common.results import bench as B
+from common.net import oracle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

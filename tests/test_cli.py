@@ -16,7 +16,8 @@ import sys
 import numpy as np
 import pytest
 
-from common import checkpoint, spec as S, weights as W
+from common.train import checkpoint
+from common.net import spec as S, weights as W
 from tests.datagen import module_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,7 +276,7 @@ def test_argparse_errors_follow_the_convention():
 
 def test_progress_bar_in_a_log_is_a_few_lines():
     """tqdm's bar writes about ten whole lines per epoch where the output is not a terminal."""
-    from common.loop import progress_bar
+    from common.train.loop import progress_bar
     stream = io.StringIO()
     bar = progress_bar(50, "epoch 1/1", stream=stream)
     for _ in range(50):

@@ -8,15 +8,16 @@ import sys
 import numpy as np
 import pytest
 
-from common import report as R, weights as W
-from common.spec import get_spec
+from common.results import report as R
+from common.net import weights as W
+from common.net.spec import get_spec
 from tests.datagen import make_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fake_record(backend, test_acc, train_loss=0.5, epochs=2, **extra):
-    """A run record shaped like common.loop.fit's."""
+    """A run record shaped like common.train.loop.fit's."""
     history = [dict(epoch=i + 1, train_loss=train_loss + 0.3 * (epochs - 1 - i), train_acc=0.7 + 0.05 * i,
                     test_loss=0.6, test_acc=test_acc - 0.02 * (epochs - 1 - i), compute_time=2.0,
                     train_time=2.5, examples=64) for i in range(epochs)]
@@ -255,7 +256,7 @@ def test_per_epoch_table_and_time_to_target(tmp_path):
 def test_a_recipe_field_newer_than_a_record_is_its_default():
     """A run recorded before a recipe field existed (no ``amp``) trained with its default
     (float32): not a difference; a different value is."""
-    from common.train_config import Recipe
+    from common.train.train_config import Recipe
     recipe = Recipe(num_epochs=2).to_dict()
     old = {k: v for k, v in recipe.items() if k != "amp"}
     rec = lambda b, r: dict(fake_record(b, 0.8), recipe=r)                 # noqa: E731

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from common import data as D
+from common.inputs import data as D
 from tests.datagen import make_dataset, patterns
 
 

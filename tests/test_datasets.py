@@ -1,4 +1,4 @@
-"""Datasets behind one interface (common/datasets.py): image folders (reading rules, the
+"""Datasets behind one interface (common/inputs/datasets.py): image folders (reading rules, the
 cache, bad data), CIFAR-10's python format, Fashion-MNIST unchanged, and every backend
 training on a generated folder of coloured shapes with identical batches.
 
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import data as D, datasets as DS, oracle
-from common.spec import Conv, Dense, Flatten, GlobalAvgPool, Inception, MaxPool, Spec, get_spec, stage
+from common.inputs import data as D, datasets as DS
+from common.net import oracle
+from common.net.spec import Conv, Dense, Flatten, GlobalAvgPool, Inception, MaxPool, Spec, get_spec, stage
 from tests.datagen import make_dataset, make_image_folder, patterns, shape_image
 
 SIZE = 16
@@ -132,7 +133,7 @@ def test_pixels_are_pils_convert_then_our_resize(tmp_path):
 
 
 def _old_resize(images, size):
-    """common.data.resize before image folders (enlarging only); the reference."""
+    """common.inputs.data.resize before image folders (enlarging only); the reference."""
     n, h, w = images.shape
     if (h, w) == (size, size):
         return images.copy()
@@ -743,8 +744,8 @@ class Spy:
 
 
 def test_every_backend_learns_a_folder_from_identical_batches(bk, shapes, tmp_path):
-    from common.loop import fit
-    from common.train_config import Recipe
+    from common.train.loop import fit
+    from common.train.train_config import Recipe
     ds, epochs, reference = shapes
     net = bk.build(user_spec(**ds.model_options()), seed=0)
     spy = Spy(bk)

@@ -47,7 +47,7 @@ def reference():
     if not _reference:
         sys.path.insert(0, os.path.join(ROOT, "tests"))
         import dist_worker as D
-        from common import weights as W
+        from common.net import weights as W
         from tests.numerics import Steps
         spec = D.small_spec()
         _reference.append(Steps(spec, W.xavier_init(spec, 3), [D.batch(s) for s in range(D.STEPS)],

@@ -18,7 +18,7 @@ import os
 import numpy as np
 import pytest
 
-from common import spec as S, weights as W
+from common.net import spec as S, weights as W
 from backends.config import BACKENDS
 from tests import numerics as N
 from tests.conftest import backend_or_skip
@@ -221,7 +221,7 @@ def test_weight_file_interchange(src, dst, tmp_path_factory):
 
 
 def test_a_seeded_build_holds_the_recipe_weights_of_that_seed(bk):
-    """What lets runs without --init-from be compared (common.report): build(seed=s) holds
+    """What lets runs without --init-from be compared (common.results.report): build(seed=s) holds
     xavier_init(spec, s) exactly, whatever the framework."""
     got, want = bk.get_weights(bk.build(seed=3)), W.xavier_init(S.googlenet("d2l"), seed=3)
     assert list(got) == list(want)
@@ -292,9 +292,9 @@ def test_native_format_roundtrip_through_convert(name, tmp_path):
 @pytest.mark.parametrize("dst", BACKENDS)
 def test_model_trained_in_one_framework_scores_the_same_in_another(dst, tmp_path_factory):
     """A checkpoint trained with PyTorch evaluates to the same test accuracy elsewhere."""
-    from common import data as D
-    from common.loop import evaluate, fit
-    from common.train_config import Recipe
+    from common.inputs import data as D
+    from common.train.loop import evaluate, fit
+    from common.train.train_config import Recipe
     from tests.datagen import make_dataset
 
     def trained(bk):

@@ -28,8 +28,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import data as D, datasets as DS, export as X, predict as P, weights as W
-from common.spec import get_spec
+from common.inputs import data as D, datasets as DS
+from common.serve import export as X, predict as P
+from common.net import weights as W
+from common.net.spec import get_spec
 from backends.config import BACKENDS, CARDS, FORMATS, FRAMEWORK_MODULE, format_of, is_installed
 from tests.conftest import backend_or_skip
 from tests.datagen import make_dataset

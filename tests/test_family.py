@@ -3,10 +3,10 @@ the batch-norm variant, and the constructor options."""
 import numpy as np
 import pytest
 
-from common import oracle, spec as S
-from common.loop import fit
-from common.train_config import Recipe
-from common import data as D
+from common.net import oracle, spec as S
+from common.train.loop import fit
+from common.train.train_config import Recipe
+from common.inputs import data as D
 from tests.datagen import make_dataset
 
 

@@ -11,7 +11,7 @@ computes the same function; what remains in float32 is summation order
 import numpy as np
 import pytest
 
-from common import spec as S, weights as W
+from common.net import spec as S, weights as W
 from tests import numerics as N
 from tests.conftest import backend_or_skip
 from tests.test_equivalence import train_spec, within

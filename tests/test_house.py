@@ -1,16 +1,24 @@
-"""The house's rules, read from the code (imports parsed, nothing run):
+"""The house's rules, read from the code (imports parsed) and, for the old import paths, tried in
+fresh processes:
 
 * ``common/`` is framework-free: it imports no framework, no backend and no command line,
   and names no backend: every fact about a framework is on its card
   (``backends/<framework>/card.py``), and cross-backend code that needs the cards lives in
   ``backends/`` (the registry ``backends.config``, the launcher, the book's d2l);
 * ``cli/`` names no backend either;
+* ``common/`` is in rooms (``common.ROOMS``: ``net``, ``train``, ``inputs``, ``serve``,
+  ``results``; ``runtime`` stays at the top); every module's old path ``common.<module>``
+  still imports, as the same module object, and ``import common`` imports no room;
 * each backend folder holds the same modules, its card imports no framework, and all four
   ``distribute`` modules export the same names.
 """
 import ast
+import importlib
+import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +99,52 @@ def test_every_api_module_exports_backends_api(name):
     exported = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
                 and any(getattr(t, "id", None) == "__all__" for t in n.targets)]
     assert exported and set(exported[0]) == set(API) | {"model"}
+
+
+# --------------------------------------------------------------------------- the rooms of common/
+#: every module that sat directly in ``common/`` before the rooms (``runtime`` stays there):
+#: ``common.<name>`` is what users' code and the docs import, so it must keep working
+OLD = ("augment bench checkpoint data datasets distributed export interrupt loop model oracle plots predict "
+       "report runlock safepickle schedules spec train_config trainer weights").split()
+
+
+def _python(code):
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_rooms_hold_every_module_once():
+    import common
+    top = sorted(f for f in os.listdir(os.path.join(ROOT, "common")) if f.endswith(".py"))
+    assert top == ["__init__.py", "runtime.py"]
+    on_disk = {room: sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "common", room))
+                            if f.endswith(".py") and f != "__init__.py") for room in common.ROOMS}
+    assert on_disk == {room: sorted(modules) for room, modules in common.ROOMS.items()}
+    assert sorted(old.split(".")[-1] for old in common.MOVED) == sorted(OLD)
+
+
+@pytest.mark.parametrize("name", OLD)
+def test_an_old_path_is_the_same_module_as_its_new_one(name):
+    """In a fresh process, the old path first: ``import common.<name>`` imports exactly what
+    ``import common.<room>.<name>`` imports (plus the old name, bound to the same object),
+    ``from common import <name>`` gives that object too, and the module keeps its own name."""
+    import common
+    new = common.MOVED[f"common.{name}"]
+    old_first = _python(
+        f"import json, sys\nimport common.{name}\nmodules = sorted(sys.modules)\n"
+        f"from common import {name} as via_from\nimport {new} as new\n"
+        f"print(json.dumps({{'modules': modules, 'name': new.__name__, 'spec': new.__spec__.name, "
+        f"'same': sys.modules['common.{name}'] is new is via_from is common.{name}}}))")
+    new_only = _python(f"import json, sys\nimport {new}\nprint(json.dumps(sorted(sys.modules)))")
+    assert old_first["same"] and old_first["name"] == old_first["spec"] == new
+    assert set(old_first["modules"]) - {f"common.{name}"} == set(new_only)
+    # and in this process, where the new path was mostly imported first
+    assert importlib.import_module(f"common.{name}") is importlib.import_module(new)
+
+
+def test_importing_common_imports_no_room():
+    loaded = _python("import json, sys\nbefore = set(sys.modules)\nimport common\n"
+                     "print(json.dumps(sorted(set(sys.modules) - before)))")
+    assert [m for m in loaded if m == "common" or m.startswith("common.")] == ["common"], loaded
+    assert "numpy" not in loaded

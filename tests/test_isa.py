@@ -18,7 +18,7 @@ import sys, numpy as np
 import torch
 sys.path.insert(0, {root!r})
 from backends import get_backend
-from common import spec as S
+from common.net import spec as S
 bk = get_backend({name!r})
 spec = S.Spec("isa", 1, 16, (S.stage("s1", S.Conv(8, 3, 1, 1), S.MaxPool(3, 2, 1)),
                              S.stage("s2", S.GlobalAvgPool(), S.Flatten(), S.Dense(10))))

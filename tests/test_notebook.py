@@ -62,7 +62,7 @@ def test_notebook_follows_the_chapter():
                     "### How much computation?", "### The batch-normalisation variant"):
         assert heading in text, heading
     assert 'os.environ.get("GOOGLENET_BACKEND")' in text and "GOOGLENET_NOTEBOOK_SMOKE" in text
-    assert "d2l.train_ch6(" in text and "common.loop.fit" in text
+    assert "d2l.train_ch6(" in text and "common.train.loop.fit" in text
     assert sum(SAME in c.get("metadata", {}).get("tags", []) for c in nb["cells"]) >= 8
 
 
@@ -149,7 +149,7 @@ def test_notebook_runs_top_to_bottom(name):
 
 def test_the_committed_comparison_is_the_one_in_results_md():
     """docs/data/compare-d2l.json (what the notebook shows) renders the table of docs/results.md."""
-    from common import report
+    from common.results import report
     with open(os.path.join(ROOT, "docs", "data", "compare-d2l.json")) as f:
         combined = json.load(f)
     results = open(os.path.join(ROOT, "docs", "results.md")).read()

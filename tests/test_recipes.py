@@ -12,10 +12,10 @@ augmentation against an independent per-image implementation.
 import numpy as np
 import pytest
 
-from common import spec as S
-from common.augment import Augment, step_rng
-from common.schedules import SCHEDULES, Schedule
-from common import weights as W
+from common.net import spec as S
+from common.train.augment import Augment, step_rng
+from common.train.schedules import SCHEDULES, Schedule
+from common.net import weights as W
 from backends.config import BACKENDS
 from tests import numerics as N
 from tests.conftest import backend_or_skip
@@ -201,7 +201,7 @@ def test_augmentation_is_seeded_per_step():
 def test_named_recipe_resolves_and_flags_override():
     from cli.train import parser
     from cli.options import base_recipe, model_options, recipe_from
-    from common.train_config import RECIPES
+    from common.train.train_config import RECIPES
     args = parser().parse_args(["--recipe", "fast", "--lr", "0.2", "--no-flip"])
     r = recipe_from(args)
     fast = RECIPES["fast"]
@@ -218,15 +218,15 @@ def test_named_recipe_resolves_and_flags_override():
 
 
 def tiny_data(n=48, size=20, seed=0):
-    from common.data import Split
+    from common.inputs.data import Split
     from tests.datagen import patterns
-    from common.data import resize
+    from common.inputs.data import resize
     X, y = patterns(n, seed=seed, size=28)
     return {s: Split(resize(X, s), y.astype(np.int64)) for s in (16, size, 24)}
 
 
 def test_multi_scale_draws_sizes_from_the_seed():
-    from common.data import Loader
+    from common.inputs.data import Loader
     splits = tiny_data()
     loader = Loader(splits[20], 8, shuffle=True, seed=3, scales=splits, scale_every=2)
     sizes = [X.shape[-1] for X, _ in loader.epoch(1)]
@@ -239,9 +239,9 @@ def test_multi_scale_draws_sizes_from_the_seed():
 def test_multi_scale_training_and_testing(bk, tmp_path):
     """Training with a new input size at every step and testing over three sizes work on every
     backend (graph paths included); multi-scale testing is the average of the softmax."""
-    from common.data import Loader
-    from common.loop import evaluate, fit
-    from common.train_config import Recipe
+    from common.inputs.data import Loader
+    from common.train.loop import evaluate, fit
+    from common.train.train_config import Recipe
     splits = tiny_data()
     spec = S.Spec("ms", 1, 20, (
         S.stage("s1", S.Conv(8, 3, 1, 1), S.MaxPool(3, 2, 1)),

@@ -1,8 +1,8 @@
 """The table and the oracle reproduce the book's and the paper's numbers."""
 import pytest
 
-from common import oracle, spec as S
-from common.spec import Conv, Dense, Flatten, GlobalAvgPool, Inception, MaxPool, Spec, stage
+from common.net import oracle, spec as S
+from common.net.spec import Conv, Dense, Flatten, GlobalAvgPool, Inception, MaxPool, Spec, stage
 
 
 def test_book_net_numbers():

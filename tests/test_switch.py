@@ -73,7 +73,8 @@ def test_choosing_one_backend_imports_no_other_framework(name):
 
 
 def test_importing_the_package_imports_no_framework():
-    mods = _modules_after("import backends, common.spec, common.oracle, common.data, common.loop", "")
+    mods = _modules_after("import backends, common.net.spec, common.net.oracle, common.inputs.data, "
+                          "common.train.loop, common.spec", "")
     assert not [f for f in FRAMEWORKS if f in mods]
 
 

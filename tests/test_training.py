@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from common import data as D
-from common.spec import Conv, Dense, Flatten, GlobalAvgPool, Inception, MaxPool, Spec, stage
-from common.loop import NonFiniteLoss, find_checkpoint, fit
-from common.train_config import Recipe
+from common.inputs import data as D
+from common.net.spec import Conv, Dense, Flatten, GlobalAvgPool, Inception, MaxPool, Spec, stage
+from common.train.loop import NonFiniteLoss, find_checkpoint, fit
+from common.train.train_config import Recipe
 from tests.datagen import make_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +99,7 @@ def test_cli_rejects_too_small_input_before_training(tmp_path):
 def test_cli_offline_without_data_names_the_files(tmp_path):
     env = dict(os.environ, GOOGLENET_DATA=str(tmp_path / "nothing"))
     out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, '.');"
-                          "import common.data as D; D.MIRRORS = ('http://127.0.0.1:9/',);"
+                          "import common.inputs.data as D; D.MIRRORS = ('http://127.0.0.1:9/',);"
                           "from cli.train import main; sys.exit(main(['--epochs', '1']))"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode != 0

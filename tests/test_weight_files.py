@@ -21,7 +21,8 @@ import sys
 import numpy as np
 import pytest
 
-from common import checkpoint, spec as S, weights as W
+from common.train import checkpoint
+from common.net import spec as S, weights as W
 from backends.config import BACKENDS
 from tests.conftest import backend_or_skip
 
@@ -247,7 +248,7 @@ def test_pdparams_payloads_are_refused_by_the_python_api(payload, protocol, tmp_
 
 
 def _checkpoint_dir(run, bk, spec, trainer):
-    """A complete checkpoint folder as common.checkpoint writes it."""
+    """A complete checkpoint folder as common.train.checkpoint writes it."""
     net = bk.build(spec, input_size=SIZE, seed=0)
     return checkpoint.save(bk, net, trainer(net), str(run), dict(epoch=1, history=[]))
 

@@ -1,6 +1,6 @@
 """MXNet's card (:class:`backends.card.Card`): imports no framework."""
 from backends.card import LOOPBACK, Bench, Card, Launch
-from common.export import Format
+from common.serve.export import Format
 
 NAME = "mxnet"
 

@@ -65,7 +65,7 @@ def seed(n: int) -> None:
 
 def rng_state() -> None:
     """None: MXNet has no call that reads its generator's state, so a checkpoint inside an epoch
-    cannot hold it (``common/loop.py`` says what that changes: the dropout masks of the rest
+    cannot hold it (``common/train/loop.py`` says what that changes: the dropout masks of the rest
     of that epoch)."""
     return None
 

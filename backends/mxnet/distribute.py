@@ -30,7 +30,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.base import _LIB, check_call
 
-from common.distributed import SINGLE, World
+from common.train.distributed import SINGLE, World
 
 #: the same public names in every backend (backends.DISTRIBUTE_API)
 __all__ = ["launched", "init", "wrap"]

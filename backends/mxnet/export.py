@@ -20,7 +20,7 @@ import mxnet as mx
 import numpy as onp
 from mxnet import autograd
 
-from common import export as X
+from common.serve import export as X
 
 from .core import NAME, framework_version, to_tensor
 from backends.config import FORMATS as ALL_FORMATS

@@ -1,4 +1,4 @@
-"""MXNet: the table's layers as Gluon ``HybridBlock`` s; the rest is :class:`common.model.NetAPI`."""
+"""MXNet: the table's layers as Gluon ``HybridBlock`` s; the rest is :class:`common.net.model.NetAPI`."""
 import warnings
 from types import MappingProxyType
 
@@ -6,9 +6,9 @@ import mxnet as mx
 from mxnet import autograd, np
 from mxnet.gluon import nn
 
-from common import model as M
-from common.weights import WeightsError
-from common.spec import BN_EPS, BN_MOMENTUM, outputs_type
+from common.net import model as M
+from common.net.weights import WeightsError
+from common.net.spec import BN_EPS, BN_MOMENTUM, outputs_type
 
 from .core import _device, to_numpy, to_tensor
 
@@ -103,7 +103,7 @@ def _chain(qname, blocks):
 
 
 class GoogLeNet(nn.HybridBlock):
-    """GoogLeNet from a :class:`common.spec.Spec`.
+    """GoogLeNet from a :class:`common.net.spec.Spec`.
 
     ``net(X)`` returns the logits; in training mode (``autograd.record()`` or
     ``autograd.train_mode()``) with auxiliary heads, the named tuple ``(logits, aux2,
@@ -197,7 +197,7 @@ def _native_key(place, sub, attr):
 
 def read_native(path, spec, input_size=None):
     """The tensors of a Gluon ``.params`` file, as canonical names and layouts (not yet
-    checked: ``common.weights.read`` and ``set_weights`` check them); no network is built.
+    checked: ``common.net.weights.read`` and ``set_weights`` check them); no network is built.
 
     Read with ``mx.nd.load``: MXNet's own binary format of named arrays (no pickle), so a
     ``.params`` file holds data only.  A damaged or truncated file raises ``WeightsError``.

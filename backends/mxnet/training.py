@@ -1,13 +1,13 @@
-"""MXNet: the framework calls of the training step (the rest is common.trainer)."""
+"""MXNet: the framework calls of the training step (the rest is common.train.trainer)."""
 import os
 
 import mxnet as mx
 from mxnet import autograd, gluon, np, npx
 
-from common import oracle, weights as W
-from common.spec import BN_MOMENTUM
-from common.train_config import step_loss
-from common.trainer import FP16_NEEDS_GPU, TrainerBase
+from common.net import oracle, weights as W
+from common.net.spec import BN_MOMENTUM
+from common.train.train_config import step_loss
+from common.train.trainer import FP16_NEEDS_GPU, TrainerBase
 
 from . import distribute
 from .core import _device
@@ -82,7 +82,7 @@ class TorchAdam(mx.optimizer.Optimizer):
 
 
 class Trainer(TrainerBase):
-    """MXNet's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`).
+    """MXNet's ``Trainer`` (arguments: :class:`common.train.trainer.TrainerBase`).
 
     ``fast``: hybridize the network (one cached graph per mode, ``static_alloc``):
     bit-identical numbers; on a 2-core CPU about 1.1x faster training than eager Gluon and

@@ -121,7 +121,7 @@ def to_canonical(net):
     """The book's parameters under the table's canonical names (``b1.conv1.weight``, ...,
     ``head.dense1.bias``), in table order; conv OIHW as in Paddle, ``nn.Linear``'s
     (in, out) weight transposed to the canonical (out, in)."""
-    from common import spec as S, weights as W
+    from common.net import spec as S, weights as W
     spec = S.googlenet("d2l")
     out = OrderedDict()
 

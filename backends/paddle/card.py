@@ -2,7 +2,7 @@
 import os
 
 from backends.card import LOOPBACK, Bench, Card, Launch
-from common.export import Format
+from common.serve.export import Format
 
 NAME = "paddle"
 
@@ -14,7 +14,7 @@ D2L_MISSING = (
     "top-level name 'd2l' with 1.0.3 (installing it replaces the other three modules), "
     "importing it silences every warning of the process, and its train_ch6 only runs on a "
     "GPU (evaluate_accuracy_gpu calls paddle.set_device('gpu:' + ...), 'gpu:u' on a CPU). "
-    "Train with common.loop.fit(bk, net, train_iter, test_iter, Recipe(...), run_dir) or "
+    "Train with common.train.loop.fit(bk, net, train_iter, test_iter, Recipe(...), run_dir) or "
     "scripts/train.py --backend paddle instead: the same loop as train_ch6, made explicit "
     "(docs/book.md)")
 

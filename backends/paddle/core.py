@@ -73,7 +73,7 @@ def seed(n: int) -> None:
 def rng_state() -> list:
     """The state of the generators dropout draws from, JSON-able (through the states' pickle
     protocol; the Mersenne Twister's state, a list of character codes, as its text): saved
-    by a checkpoint in the middle of an epoch (``common/loop.py``)."""
+    by a checkpoint in the middle of an epoch (``common/train/loop.py``)."""
     out = []
     for g in paddle.get_rng_state():
         parts = list(g.__getstate__())

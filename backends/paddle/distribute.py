@@ -21,7 +21,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from common.distributed import SINGLE, World
+from common.train.distributed import SINGLE, World
 
 from .core import device
 

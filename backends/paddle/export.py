@@ -21,7 +21,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle.static import InputSpec
 
-from common import export as X
+from common.serve import export as X
 
 from . import model as M
 from .core import NAME, framework_version, settings

@@ -1,4 +1,4 @@
-"""PaddlePaddle: the table's layers as ``paddle.nn`` layers; the rest is :class:`common.model.NetAPI`."""
+"""PaddlePaddle: the table's layers as ``paddle.nn`` layers; the rest is :class:`common.net.model.NetAPI`."""
 import contextlib
 from collections import OrderedDict
 
@@ -7,9 +7,9 @@ import paddle
 from paddle import nn
 import paddle.nn.functional as F
 
-from common import model as M, safepickle
-from common.weights import WeightsError
-from common.spec import BN_EPS, BN_MOMENTUM
+from common.net import model as M, safepickle
+from common.net.weights import WeightsError
+from common.net.spec import BN_EPS, BN_MOMENTUM
 
 from .core import to_numpy, to_tensor
 
@@ -105,7 +105,7 @@ WEIGHT_NAMES = M.WeightNames(weight="weight", bias="bias", bn=("weight", "bias",
 
 
 class GoogLeNet(nn.Layer):
-    """GoogLeNet from a :class:`common.spec.Spec`.
+    """GoogLeNet from a :class:`common.net.spec.Spec`.
 
     ``net(X)`` returns the logits; in training mode with auxiliary heads, the named
     tuple ``(logits, aux2, aux1)``.  ``net.spec``, ``net.input_size`` and
@@ -185,7 +185,7 @@ _NAME_TABLE, _BIG_PARAMS = "StructuredToParameterName@@", "UnpackBigParamInfor@@
 
 def read_pickle(path, what="Paddle file"):
     """A Paddle pickle (``paddle.save`` of a dict: ``.pdparams``, ``.pdopt``) as a dict of NumPy
-    arrays, read with the restricted unpickler of :mod:`common.safepickle` instead of
+    arrays, read with the restricted unpickler of :mod:`common.net.safepickle` instead of
     ``paddle.load`` (which unpickles anything, so a file could run code).
 
     Only what ``paddle.save`` writes for a dict of tensors is accepted: dicts (and
@@ -228,7 +228,7 @@ def read_pickle(path, what="Paddle file"):
 
 def read_native(path, spec, input_size=None):
     """The tensors of a ``.pdparams`` state dict, as canonical names and layouts (not yet
-    checked: ``common.weights.read`` and ``set_weights`` check them); no network is built.
+    checked: ``common.net.weights.read`` and ``set_weights`` check them); no network is built.
     Read by :func:`read_pickle` (a restricted unpickler), never by ``paddle.load``."""
     tensors = read_pickle(path, "Paddle weight file")
     return M.from_native(spec, WEIGHT_NAMES, M.module_key, tensors, input_size)

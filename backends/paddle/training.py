@@ -1,4 +1,4 @@
-"""PaddlePaddle: the framework calls of the training step (the rest is common.trainer)."""
+"""PaddlePaddle: the framework calls of the training step (the rest is common.train.trainer)."""
 import contextlib
 import os
 import warnings
@@ -6,17 +6,17 @@ import warnings
 import paddle
 from paddle import nn
 
-from common.distributed import loss_scale
-from common.train_config import step_loss
-from common.trainer import FP16_NEEDS_GPU, TrainerBase
-from common.weights import WeightsError
+from common.train.distributed import loss_scale
+from common.train.train_config import step_loss
+from common.train.trainer import FP16_NEEDS_GPU, TrainerBase
+from common.net.weights import WeightsError
 
 from . import distribute
 from .model import api, read_pickle
 
 
 class Trainer(TrainerBase):
-    """Paddle's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`); weight decay is
+    """Paddle's ``Trainer`` (arguments: :class:`common.train.trainer.TrainerBase`); weight decay is
     Paddle's ``L2Decay`` (``grad += wd * param``, as in PyTorch).
 
     ``fast``: Paddle's dynamic mode is already its fastest on the CPU here:

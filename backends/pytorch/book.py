@@ -105,7 +105,7 @@ _CONVS = ("p1_1", "p2_1", "p2_2", "p3_1", "p3_2", "p4_2")
 def to_canonical(net):
     """The book's parameters under the table's canonical names (``b1.conv1.weight``, ...,
     ``head.dense1.bias``), in table order; PyTorch's layouts are the canonical ones."""
-    from common import spec as S, weights as W
+    from common.net import spec as S, weights as W
     spec = S.googlenet("d2l")
     out = OrderedDict()
 

@@ -2,7 +2,7 @@
 import os
 
 from backends.card import LOOPBACK, Bench, Card, Launch
-from common.export import Format
+from common.serve.export import Format
 
 NAME = "pytorch"
 #: the c10d file store that the workers of one local run meet at (read by distribute.init)

@@ -69,7 +69,7 @@ def seed(n: int) -> None:
 
 def rng_state() -> dict:
     """The state of the generators dropout draws from (the CPU's, and every GPU's), JSON-able:
-    saved by a checkpoint in the middle of an epoch (``common/loop.py``)."""
+    saved by a checkpoint in the middle of an epoch (``common/train/loop.py``)."""
     def text(t):
         return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
     out = dict(cpu=text(torch.get_rng_state()))

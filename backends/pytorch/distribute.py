@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from common.distributed import SINGLE, World
+from common.train.distributed import SINGLE, World
 
 from .card import STORE
 

@@ -2,14 +2,14 @@
 
 Every artifact is the network in evaluation mode (logits only, no aux outputs), NCHW input
 of the trained size with a dynamic batch, on the CPU; its metadata is written beside it
-(``common.export``) and also packed into the ``.pt2`` / TorchScript archive as
+(``common.serve.export``) and also packed into the ``.pt2`` / TorchScript archive as
 ``googlenet.json`` (``extra_files``).
 
 * ``torch-export``: ``torch.export.export`` with a dynamic batch dimension, saved with
   ``torch.export.save``; load with ``torch.export.load(path).module()``.
 * ``torchscript``: ``torch.jit.trace`` then ``torch.jit.freeze`` (batch norm folded into
   the convolutions); load with ``torch.jit.load``.  ``torch.jit.script`` cannot compile
-  the network (its forward walks the Python table, ``common.model.run``); tracing records
+  the network (its forward walks the Python table, ``common.net.model.run``); tracing records
   that walk, which is fixed in evaluation mode.  Both are deprecated in torch 2.13 in
   favour of ``torch.export``, which is why that format comes first.
 * ONNX: the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``, opset
@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 import torch
 
-from common import export as X
+from common.serve import export as X
 
 from .core import NAME, framework_version
 from backends.config import FORMATS as ALL_FORMATS
@@ -54,7 +54,7 @@ def _meta(net, path, format, meta, exporter, **facts):
 
 def export(net, path, format=None, meta=None):
     """Write the network's serving artifact ``format`` (one of :data:`FORMATS`; default the
-    first) at ``path``, and its metadata beside it (:func:`common.export.base_meta`'s
+    first) at ``path``, and its metadata beside it (:func:`common.serve.export.base_meta`'s
     ``meta`` completed with the format's facts).  Returns the metadata."""
     format = format or FORMATS[0]
     if format not in FORMATS:
@@ -79,7 +79,7 @@ def export(net, path, format=None, meta=None):
 
 def export_onnx(net, path, meta=None):
     """Write the network as ONNX with PyTorch's own exporter (the TorchScript-based one,
-    opset :data:`ONNX_OPSET`), in the project's I/O contract (:func:`common.export.tidy_onnx`),
+    opset :data:`ONNX_OPSET`), in the project's I/O contract (:func:`common.serve.export.tidy_onnx`),
     and its metadata beside it.  Returns the metadata."""
     onnx = X.require("onnx", "ONNX export")
     net = _eval_cpu(net)

@@ -1,4 +1,4 @@
-"""PyTorch: the table's layers as ``torch.nn`` modules; the rest is :class:`common.model.NetAPI`."""
+"""PyTorch: the table's layers as ``torch.nn`` modules; the rest is :class:`common.net.model.NetAPI`."""
 import contextlib
 import pickle
 import re
@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from common import model as M
-from common.weights import WeightsError
-from common.spec import BN_EPS, BN_MOMENTUM
+from common.net import model as M
+from common.net.weights import WeightsError
+from common.net.spec import BN_EPS, BN_MOMENTUM
 
 from .core import _device, to_numpy, to_tensor
 
@@ -75,7 +75,7 @@ WEIGHT_NAMES = M.WeightNames(weight="weight", bias="bias",
 
 
 class GoogLeNet(nn.Module):
-    """GoogLeNet from a :class:`common.spec.Spec`.
+    """GoogLeNet from a :class:`common.net.spec.Spec`.
 
     ``net(X)`` returns the logits; in training mode with auxiliary heads, the named
     tuple ``(logits, aux2, aux1)``.  ``net.spec``, ``net.input_size`` and
@@ -172,7 +172,7 @@ def safe_load(path, what="PyTorch file"):
 
 def read_native(path, spec, input_size=None):
     """The tensors of a ``.pt`` state dict, as canonical names and layouts (not yet checked:
-    ``common.weights.read`` and ``set_weights`` check them); no network is built.
+    ``common.net.weights.read`` and ``set_weights`` check them); no network is built.
 
     Read by :func:`safe_load` (``torch.load(weights_only=True)``), so a ``.pt`` cannot run
     code.  A refused, damaged or truncated file raises ``WeightsError``.

@@ -1,13 +1,13 @@
-"""PyTorch: the framework calls of the training step (the rest is common.trainer)."""
+"""PyTorch: the framework calls of the training step (the rest is common.train.trainer)."""
 import contextlib
 import os
 
 import torch
 from torch import nn
 
-from common.distributed import loss_scale
-from common.train_config import step_loss
-from common.trainer import FP16_NEEDS_GPU, TrainerBase
+from common.train.distributed import loss_scale
+from common.train.train_config import step_loss
+from common.train.trainer import FP16_NEEDS_GPU, TrainerBase
 
 from . import distribute
 
@@ -15,7 +15,7 @@ from .model import safe_load
 
 
 class Trainer(TrainerBase):
-    """PyTorch's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`).
+    """PyTorch's ``Trainer`` (arguments: :class:`common.train.trainer.TrainerBase`).
 
     ``fast=True`` (the default) trains in the channels-last memory format: the network's
     parameters are converted in place (``net.to(memory_format=torch.channels_last)``;

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from d2l import tensorflow as d2l  # noqa: F401  (the book's import; its train_ch6 is mirrored below)
 
-from common import spec as S, weights as W
+from common.net import spec as S, weights as W
 
 
 # --------------------------------------------------------------------------- the book's code

@@ -2,7 +2,7 @@
 import json
 
 from backends.card import LOOPBACK, Bench, Card, Launch
-from common.export import Format
+from common.serve.export import Format
 
 NAME = "tensorflow"
 

@@ -67,7 +67,7 @@ def seed(n: int) -> None:
 
 def rng_state() -> None:
     """None: Keras's dropout draws from stateful random ops whose state TensorFlow does not
-    expose, so a checkpoint inside an epoch cannot hold it (``common/loop.py`` says what that
+    expose, so a checkpoint inside an epoch cannot hold it (``common/train/loop.py`` says what that
     changes: the dropout masks of the rest of that epoch)."""
     return None
 

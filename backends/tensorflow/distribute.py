@@ -5,7 +5,7 @@ and any cluster manager set it): ``MultiWorkerMirroredStrategy``, RING collectiv
 gRPC on the CPU, NCCL on GPUs.  One process with several GPUs: ``MirroredStrategy`` over
 them (one worker in the loop's terms; the Trainer splits its rows between the GPUs).
 
-How it is used (``cli/train.py``, ``common/loop.py``):
+How it is used (``cli/train.py``, ``common/train/loop.py``):
 
 * :func:`init` comes first, before any TensorFlow op of the process (the collectives are
   configured once, at start-up: "Collective ops must be configured at program startup");
@@ -40,7 +40,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from common.distributed import SINGLE, World, shard_rows
+from common.train.distributed import SINGLE, World, shard_rows
 
 #: the same public names in every backend (backends.DISTRIBUTE_API)
 __all__ = ["launched", "init", "wrap"]

@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from common import export as X
+from common.serve import export as X
 
 from .core import NAME, framework_version
 from backends.config import FORMATS as ALL_FORMATS

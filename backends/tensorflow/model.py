@@ -1,4 +1,4 @@
-"""TensorFlow: the table's layers as ``tf.keras`` layers; the rest is :class:`common.model.NetAPI`.
+"""TensorFlow: the table's layers as ``tf.keras`` layers; the rest is :class:`common.net.model.NetAPI`.
 
 Inside, maps are NHWC; outside (inputs, stage outputs, weights) everything is in the
 canonical NCHW / OIHW order.  Padding is explicit and symmetric as in the table (never
@@ -11,9 +11,9 @@ from collections import OrderedDict
 import numpy as np
 import tensorflow as tf
 
-from common import model as M
-from common.weights import WeightsError
-from common.spec import BN_EPS, BN_MOMENTUM
+from common.net import model as M
+from common.net.weights import WeightsError
+from common.net.spec import BN_EPS, BN_MOMENTUM
 
 from . import distribute
 from .core import nchw, to_tensor
@@ -149,7 +149,7 @@ WEIGHT_NAMES = M.WeightNames(weight="kernel", bias="bias",
 
 
 class GoogLeNet(tf.keras.Model):
-    """GoogLeNet from a :class:`common.spec.Spec` (NHWC inside).
+    """GoogLeNet from a :class:`common.net.spec.Spec` (NHWC inside).
 
     ``net(X)`` returns the logits; ``net(X, training=True)`` with auxiliary heads, the
     named tuple ``(logits, aux2, aux1)``.  ``net.spec``, ``net.input_size`` and
@@ -236,7 +236,7 @@ def _native_key(place, sub, attr):
 
 def read_native(path, spec, input_size=None):
     """The tensors of a Keras ``.weights.h5`` file, as canonical names and layouts (not yet
-    checked: ``common.weights.read`` and ``set_weights`` check them); no network is built.
+    checked: ``common.net.weights.read`` and ``set_weights`` check them); no network is built.
 
     Read with ``h5py``: every dataset of the HDF5 file, by its path (HDF5 holds arrays and
     names, no code).  A damaged or truncated file raises ``WeightsError``.

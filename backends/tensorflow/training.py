@@ -1,12 +1,12 @@
-"""TensorFlow: the framework calls of the training step (the rest is common.trainer)."""
+"""TensorFlow: the framework calls of the training step (the rest is common.train.trainer)."""
 import os
 
 import contextlib
 
 import tensorflow as tf
 
-from common.train_config import step_loss
-from common.trainer import FP16_NEEDS_GPU, TrainerBase
+from common.train.train_config import step_loss
+from common.train.trainer import FP16_NEEDS_GPU, TrainerBase
 
 from . import distribute
 
@@ -94,7 +94,7 @@ def _policy(net, policy):
 
 
 class Trainer(TrainerBase):
-    """TensorFlow's ``Trainer`` (arguments: :class:`common.trainer.TrainerBase`).
+    """TensorFlow's ``Trainer`` (arguments: :class:`common.train.trainer.TrainerBase`).
 
     Coupled weight decay is added to the gradient (Keras 2.15's own ``weight_decay`` is
     decoupled); the optimisers are :class:`SGD` and :class:`Adam` (PyTorch's rules).

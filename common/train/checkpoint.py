@@ -6,19 +6,19 @@
     RUN/checkpoint.prev/   the one before it
 
 A checkpoint is written after every epoch and, with ``--checkpoint-every N``, every N
-steps in the middle of an epoch (and when a signal stops the run, ``common/interrupt.py``).
+steps in the middle of an epoch (and when a signal stops the run, ``common/train/interrupt.py``).
 A checkpoint in the middle of an epoch has ``step`` (the steps done in the epoch in
 progress, ``epoch`` being the epochs finished), the epoch's running sums (``partial``) and
 the framework's random generator (``rng``, dropout) in its ``state.json``: the data order
 and the augmentation are drawn from ``(seed, epoch, step)``, so with those the epoch
-continues exactly where it stopped (``common/loop.py``).
+continues exactly where it stopped (``common/train/loop.py``).
 
 A checkpoint is first written into ``RUN/checkpoint.new/`` (``state.json`` last, so a
 folder with a ``state.json`` is complete), then the names are rotated.  Resuming takes
 the newest complete checkpoint that loads; if the last one is damaged (a truncated
 weight file, a lost optimiser file, an optimiser file refused because it could run code),
 it says so and falls back to the one before.  The weights go through
-:func:`common.weights.read` like every other weight file; the optimiser's state is read
+:func:`common.net.weights.read` like every other weight file; the optimiser's state is read
 by the backend's ``load_optimizer``, never by an unrestricted unpickler (docs/security.md).  A
 write that fails (a full disk) removes its half-written folder and raises
 :class:`CheckpointError` naming the folder and the space it needs; the checkpoints
@@ -32,7 +32,7 @@ import os
 import shutil
 from typing import Callable, List, Optional, Tuple
 
-from . import weights as W
+from ..net import weights as W
 
 CHECKPOINT, PREVIOUS, NEW = "checkpoint", "checkpoint.prev", "checkpoint.new"
 STATE = "state.json"

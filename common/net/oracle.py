@@ -1,6 +1,6 @@
 """The oracle: shapes, parameters and multiply-adds of a table, without a framework.
 
-This is the paper's Table 1 in code.  From a :class:`~common.spec.Spec` and an input
+This is the paper's Table 1 in code.  From a :class:`~common.net.spec.Spec` and an input
 size it computes, for every block, stage and primitive layer, the output shape
 (canonical channels-first: ``(C, H, W)`` or ``(F,)``), the number of trainable
 parameters and the multiply-adds of one forward pass of one example.

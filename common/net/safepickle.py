@@ -4,7 +4,7 @@
 ``__reduce__``), so a pickle from a stranger can run code.  :func:`loads` unpickles with
 :class:`RestrictedUnpickler`, which resolves only the few globals that plain data needs
 (NumPy arrays and dtypes, and harmless containers) and refuses every other one, naming it,
-*before* anything is called.  It serves the CIFAR-10 batches (``common.datasets``), Paddle's
+*before* anything is called.  It serves the CIFAR-10 batches (``common.inputs.datasets``), Paddle's
 ``.pdparams`` weight files and ``.pdopt`` optimiser states (``backends.paddle``).
 """
 from __future__ import annotations

@@ -5,11 +5,11 @@
     net = bk.build("bn", input_size=96, **ds.model_options())   # in_channels, num_classes
     record["dataset"] = ds.describe()
 
-Every dataset becomes two :class:`~common.data.Split` of uint8 images (``(N, H, W)`` for
-Fashion-MNIST, ``(N, C, H, W)`` otherwise) resized once with :func:`common.data.resize`
+Every dataset becomes two :class:`~common.inputs.data.Split` of uint8 images (``(N, H, W)`` for
+Fashion-MNIST, ``(N, C, H, W)`` otherwise) resized once with :func:`common.inputs.data.resize`
 and cached in ``$GOOGLENET_CACHE``, plus int64 labels, class names, the channel count
 and the per-channel mean and standard deviation of the training split (in [0, 1]
-units).  :class:`~common.data.Loader` turns them into the same float32 NCHW batches for
+units).  :class:`~common.inputs.data.Loader` turns them into the same float32 NCHW batches for
 every backend.  Fashion-MNIST keeps the book's ``ToTensor`` scaling (no normalisation);
 image folders and CIFAR-10 are normalised with their training split's mean and std.
 
@@ -20,7 +20,7 @@ An image folder is read in one of two layouts::
                                                               each class is held out)
 
 The rules (classes, channels, modes, resizing, bad files, the cache, memory) are in
-``docs/datasets.md``.  Every problem with the data raises :class:`~common.data.DataError`
+``docs/datasets.md``.  Every problem with the data raises :class:`~common.inputs.data.DataError`
 with one message naming the folder, class or file.
 """
 from __future__ import annotations
@@ -37,7 +37,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import data as D, safepickle
+from . import data as D
+from ..net import safepickle
 from .data import DataError, Loader, Split
 
 #: Bumped whenever the bytes a cache holds would change (decoding, resizing, layout).
@@ -170,7 +171,7 @@ class Dataset:
                 Loader(self.test, batch_size, prefetch=prefetch, **norm))
 
     def recipe_loaders(self, recipe, at_sizes: Optional[Dict[int, "Dataset"]] = None):
-        """(train, test) loaders for a :class:`common.train_config.Recipe`: its batch size,
+        """(train, test) loaders for a :class:`common.train.train_config.Recipe`: its batch size,
         seed and augmentation, and its train / test scales (``at_sizes``: the same dataset
         loaded at each of those sizes; this one is at ``recipe.resize``)."""
         at_sizes = {**(at_sizes or {}), self.size: self}
@@ -555,7 +556,7 @@ def _decode(path: str, mode: str, size: int):
 
 def decode_image(path: str, channels: int, size: int) -> np.ndarray:
     """One picture read exactly as an image folder's pictures are: ``(channels, size, size)``
-    uint8 (Pillow's decode, :func:`pixels`, :func:`common.data.resize`); a picture that
+    uint8 (Pillow's decode, :func:`pixels`, :func:`common.inputs.data.resize`); a picture that
     cannot be read raises :class:`DataError` saying why."""
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 (grey) or 3 (RGB), not {channels!r}")
@@ -684,7 +685,7 @@ def load_folder(root: str, size: int, *, channels: Optional[int] = None,  # noqa
 # ----------------------------------------------------------------------------- CIFAR-10
 
 def safe_unpickle(raw: bytes, what: str):
-    """Unpickle ``raw`` with :class:`common.safepickle.RestrictedUnpickler` (``encoding='bytes'``, the CIFAR
+    """Unpickle ``raw`` with :class:`common.net.safepickle.RestrictedUnpickler` (``encoding='bytes'``, the CIFAR
     page's own recipe); a dict with ``str`` keys.  Anything else raises :class:`DataError`."""
     try:
         obj = safepickle.loads(raw, encoding="bytes")

@@ -2,9 +2,9 @@
 logits to class names and probabilities.
 
 A picture goes through exactly the steps the training data went through
-(``docs/datasets.md``): Pillow decodes it, :func:`common.datasets.pixels` converts it to
-the model's channels (grey by ITU-R 601-2 luma, or RGB), :func:`common.data.resize`
-resizes it to the trained size and :class:`common.data.Loader` makes the float32 batch
+(``docs/datasets.md``): Pillow decodes it, :func:`common.inputs.datasets.pixels` converts it to
+the model's channels (grey by ITU-R 601-2 luma, or RGB), :func:`common.inputs.data.resize`
+resizes it to the trained size and :class:`common.inputs.data.Loader` makes the float32 batch
 (``x / 255``, then ``(x - mean) / std`` when the run normalised its data).  A
 Fashion-MNIST picture (28x28 grey) is therefore read into the very bytes the IDX file
 gives.  Fashion-MNIST shows light clothes on a black background: a photo of a dark shirt
@@ -17,13 +17,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import datasets as DS
-from .data import DataError, Loader, Split
+from ..inputs import datasets as DS
+from ..inputs.data import DataError, Loader, Split
 
 
 def read_picture(path: str, channels: int, size: int) -> np.ndarray:
     """One picture file as ``(channels, size, size)`` uint8, prepared like the training data;
-    :class:`~common.data.DataError` for a missing path, a folder, an empty file or a file
+    :class:`~common.inputs.data.DataError` for a missing path, a folder, an empty file or a file
     that is not a picture Pillow reads."""
     if not os.path.exists(path):
         raise DataError(f"{path} does not exist")
@@ -37,7 +37,7 @@ def read_picture(path: str, channels: int, size: int) -> np.ndarray:
 def batch(images: np.ndarray, mean: Optional[Sequence[float]] = None,
           std: Optional[Sequence[float]] = None) -> np.ndarray:
     """uint8 ``(N, C, H, W)`` pictures as the float32 batch the network was trained on:
-    :class:`common.data.Loader`'s own arithmetic (``x / 255``, then ``(x - mean) / std``
+    :class:`common.inputs.data.Loader`'s own arithmetic (``x / 255``, then ``(x - mean) / std``
     with a normalisation)."""
     images = np.asarray(images, np.uint8)
     norm = {} if mean is None else dict(mean=mean, std=std)
@@ -48,7 +48,7 @@ def batch(images: np.ndarray, mean: Optional[Sequence[float]] = None,
 def prepare(paths: Sequence[str], preprocessing: dict) -> np.ndarray:
     """Picture files as one input batch, following an artifact's ``preprocessing``
     metadata (``channels``, ``size``, ``normalize``, ``mean``, ``std``; see
-    :func:`common.export.base_meta`).  Every file is read before any is predicted, so a bad
+    :func:`common.serve.export.base_meta`).  Every file is read before any is predicted, so a bad
     one stops the command with its name."""
     p = preprocessing
     images = np.stack([read_picture(path, int(p["channels"]), int(p["size"])) for path in paths])

@@ -1,6 +1,6 @@
 """Data augmentation on the NumPy batch, seeded, so every backend sees the same pixels.
 
-It works on the uint8 images of a batch before they become float32 (``common.data.Loader``
+It works on the uint8 images of a batch before they become float32 (``common.inputs.data.Loader``
 calls it), with a generator seeded from ``(seed, epoch, step)``: the same run gives the
 same augmented batches on MXNet, PyTorch, TensorFlow and Paddle, and after a resume.
 

@@ -249,9 +249,9 @@ def from_native(spec: Spec, names: WeightNames, key: Callable, tensors: Mapping[
 
     Tensors are renamed by :func:`native_names` and transposed to the canonical layout; the
     framework's own extras (``names.bn_extra``) are dropped; any other tensor keeps its key
-    in the file, so that :func:`common.weights.check` refuses it as not part of the network.
+    in the file, so that :func:`common.net.weights.check` refuses it as not part of the network.
     A tensor whose number of axes is wrong keeps the file's layout (``check`` refuses its
-    shape).  Nothing is checked here: pass the result to ``check`` (``common.weights.read``
+    shape).  Nothing is checked here: pass the result to ``check`` (``common.net.weights.read``
     and ``set_weights`` do).
     """
     out, used = OrderedDict(), set()
@@ -302,14 +302,14 @@ class NetAPI:
         """Build GoogLeNet from a table on the backend's device, in evaluation mode.
 
         Args:
-            spec: a preset name (``'d2l'``, ``'paper'``, ``'bn'``) or a :class:`~common.spec.Spec`.
+            spec: a preset name (``'d2l'``, ``'paper'``, ``'bn'``) or a :class:`~common.net.spec.Spec`.
             input_size: square input size (default: the table's, 96 for ``d2l``); needed
                 because dense layers after a flatten take their width from it.
             seed: seed of the recipe's initialisation (Xavier-uniform weights, zero biases),
                 identical on every backend; ``None`` keeps the framework's default initialisers.
             weights: a weight-file dict to load instead (:meth:`set_weights`; ``seed`` is then
                 ignored).
-            world: the :class:`common.distributed.World` of a data-parallel run: the network
+            world: the :class:`common.train.distributed.World` of a data-parallel run: the network
                 is created in its engine's scope (where the engine needs one for its variables).
             **options: preset keywords (``in_channels``, ``num_classes``, ``aux_logits``, ...).
         """
@@ -355,7 +355,7 @@ class NetAPI:
 
     def layer_table(self, net, input_size=None):
         """Per-block rows (name, kind, out_shape, params, macs) measured on the built network
-        (see :func:`common.model.layer_table`)."""
+        (see :func:`common.net.model.layer_table`)."""
         s = net.input_size
         X = self._to_tensor(np.zeros((1, net.spec.in_channels, s, s), np.float32))
         with self._evaluating(net):
@@ -381,7 +381,7 @@ class NetAPI:
                            for k, (t, axes) in self.tensors(net).items())
 
     def set_weights(self, net, weights):
-        """Load canonical weights; checked in full first (:func:`common.weights.check`), so a
+        """Load canonical weights; checked in full first (:func:`common.net.weights.check`), so a
         mismatch raises ``WeightsError`` naming the first bad layer and nothing is half-loaded."""
         weights = W.check(net.spec, weights, net.input_size)
         for name, (t, axes) in self.tensors(net).items():
@@ -390,5 +390,5 @@ class NetAPI:
         return net
 
     def init_weights(self, net, seed=0):
-        """The recipe's initialisation (see :func:`common.weights.xavier_init`)."""
+        """The recipe's initialisation (see :func:`common.net.weights.xavier_init`)."""
         return self.set_weights(net, W.xavier_init(net.spec, seed, net.input_size))

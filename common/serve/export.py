@@ -33,8 +33,10 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from . import checkpoint, data as D, weights as W
-from .checkpoint import write_json
+from ..inputs import data as D
+from ..net import weights as W
+from ..train import checkpoint
+from ..train.checkpoint import write_json
 
 DIST = "googlenet-four-frameworks"
 #: the metadata's own format; bumped when a field changes meaning
@@ -97,7 +99,8 @@ def require(module: str, what: str):
 
 def project_version() -> str:
     """The project's version: pyproject.toml beside this checkout, else the installed one."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "pyproject.toml")
     try:
         with open(path) as f:
             m = re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.M)
@@ -141,7 +144,7 @@ def base_meta(model: dict, classes=None, dataset: Optional[dict] = None, source:
         classes=classes,
         preprocessing=dict(
             channels=c, size=s, colour="grey (Pillow 'L')" if c == 1 else "RGB (Pillow 'RGB')",
-            resize="common.data.resize: bilinear, half-pixel centres, antialiased when shrinking "
+            resize="common.inputs.data.resize: bilinear, half-pixel centres, antialiased when shrinking "
                    "(PIL's rule), rounded to uint8; non-square pictures are squashed",
             scale="x / 255", normalize=normalize, mean=mean, std=std,
             formula="(x / 255 - mean) / std" if normalize else "x / 255"),
@@ -301,7 +304,7 @@ def onnx_predictor(path: str, threads: Optional[int] = None) -> Callable[[np.nda
 # --------------------------------------------------------------------------- runs
 def probe_batch(channels: int, size: int, n: int = 4, seed: int = 123) -> np.ndarray:
     """A batch of ``n`` real-looking NCHW float32 pictures in [0, 1]: smooth blobs and
-    stripes on a dark background, resized with :func:`common.data.resize` like the
+    stripes on a dark background, resized with :func:`common.inputs.data.resize` like the
     training data, for checking an artifact against the eager model."""
     rng = np.random.default_rng(seed)
     r, c = np.mgrid[0:28, 0:28] / 27.0

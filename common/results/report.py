@@ -5,7 +5,7 @@ Framework-free.  An *entry* is one backend's line of the comparison::
     dict(backend=..., status=..., run_dir=..., record=<run.json or None>,
          process=<process.json or None>, detail=<why it failed, or None>)
 
-``record`` is the run record written by :func:`common.loop.fit`; ``process`` is what
+``record`` is the run record written by :func:`common.train.loop.fit`; ``process`` is what
 ``scripts/compare.py`` measured around the training subprocess (written next to the
 run record as ``process.json``: exit code, wall time, peak memory, initial weights).
 :func:`combine` turns entries into one structure; :func:`write_report` writes
@@ -23,7 +23,7 @@ import time
 from typing import Iterable, List, Optional
 
 from . import plots
-from .train_config import Recipe
+from ..train.train_config import Recipe
 
 RUN = "run.json"
 PROCESS = "process.json"
@@ -179,7 +179,7 @@ def init_from(e) -> Optional[str]:
 
 def initial_weights(e) -> str:
     """What a run started from: its initial weight file, else the recipe's initialisation
-    with the run's seed (``common.weights.xavier_init``: the same arrays on every backend)."""
+    with the run's seed (``common.net.weights.xavier_init``: the same arrays on every backend)."""
     seed = (_rec(e, "recipe") or {}).get("seed", 0)
     return init_from(e) or f"the recipe's Xavier-uniform initialisation, seed {seed}"
 

@@ -4,7 +4,7 @@ matrix-multiply roofline, timing statistics, the worker's batches and the report
 FLOP convention (stated once, used everywhere):
 
 * forward multiply-adds (MACs) per example come from the oracle
-  (:func:`common.oracle.analyze`): conv and dense layers only, main network; bias
+  (:func:`common.net.oracle.analyze`): conv and dense layers only, main network; bias
   additions, activations, pooling and the loss are not counted;
 * one multiply-add = 2 FLOPs, so forward FLOPs = 2 * MACs;
 * one training example = forward + backward, and the backward pass costs about twice
@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import oracle
+from ..net import oracle
 
 #: training FLOPs = TRAIN_FACTOR * forward FLOPs (forward + backward ~ 2x forward)
 TRAIN_FACTOR = 3
@@ -282,7 +282,7 @@ def tables(rep):  # noqa: C901
     out += stage_table(rep)
     p = rep.get("pipeline")
     if p and p.get("status") == "ok":
-        out += ["", f"Data pipeline ({p['backend']}, common.loop.fit + Loader, {p['examples']} generated "
+        out += ["", f"Data pipeline ({p['backend']}, common.train.loop.fit + Loader, {p['examples']} generated "
                     f"examples, second epoch): compute-only {p['compute_ex_s']:.1f}, end-to-end "
                     f"{p['end_to_end_ex_s']:.1f} examples/s ({100 * p['end_to_end_over_compute']:.0f} %; "
                     f"within 10 %: {'yes' if p['within_10pct'] else 'NO'})."]

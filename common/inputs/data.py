@@ -13,7 +13,7 @@ digests and the size.  Batches are ``float32`` in [0, 1] (``ToTensor``), NCHW, w
 examples shuffled each epoch from ``seed + epoch``.
 
 Image folders and CIFAR-10, and one interface for every dataset (Fashion-MNIST
-included): ``common/datasets.py`` and ``docs/datasets.md``.
+included): ``common/inputs/datasets.py`` and ``docs/datasets.md``.
 """
 from __future__ import annotations
 
@@ -334,11 +334,11 @@ class Loader:
     every run and every backend (and after a resume).  Batches are prepared in a
     background thread so that the data never waits on the model.
 
-    ``augment`` (a :class:`common.augment.Augment`) transforms the uint8 images of each
+    ``augment`` (a :class:`common.train.augment.Augment`) transforms the uint8 images of each
     batch with a generator seeded from ``(seed, epoch, step)``.  ``scales`` maps input sizes
     to splits of the same examples resized to them (multi-scale training or testing): a
     training loader draws one size per ``scale_every`` steps from the same seed; an
-    evaluation reads every size (``common.loop.evaluate``).
+    evaluation reads every size (``common.train.loop.evaluate``).
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
@@ -399,10 +399,10 @@ class Loader:
         images = np.asarray(split.images[idx])
         labels = split.labels[idx]
         if self.augment is not None:
-            from .augment import step_rng
+            from ..train.augment import step_rng
             images = self.augment(images, step_rng(self.seed, epoch, step))
         if self.shard is not None:          # the same pixels as one process, then this worker's rows
-            from .distributed import shard_rows
+            from ..train.distributed import shard_rows
             rows = shard_rows(len(idx), *self.shard)
             images, labels = images[rows], labels[rows]
         if images.ndim == 3:

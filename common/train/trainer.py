@@ -13,7 +13,7 @@ import contextlib
 import math
 from typing import Optional
 
-from .spec import iter_blocks
+from ..net.spec import iter_blocks
 from .train_config import AMP, check_optimizer
 
 #: the low-precision float formats of ``amp``: (the frameworks' dtype name, significand bits
@@ -109,7 +109,7 @@ class TrainerBase:
             epsilon 1e-8 added to the bias-corrected ``sqrt(v_hat)``, as PyTorch).
         aux_weight: weight of each auxiliary loss when the net has aux heads (the paper's
             0.3): the step optimises main loss + ``aux_weight`` x each aux loss
-            (:func:`common.train_config.step_loss`).
+            (:func:`common.train.train_config.step_loss`).
         label_smoothing: the training loss's targets are ``(1 - e) * one_hot + e / classes``
             (PyTorch's ``CrossEntropyLoss(label_smoothing=e)``); evaluation reports the
             plain cross-entropy.
@@ -119,7 +119,7 @@ class TrainerBase:
         fast: the backend's fast path (a static graph, a memory layout) where it wins and
             changes no numbers beyond float32 rounding; ``False`` is the plain eager path.
             What it does in each backend: its ``Trainer`` docstring and docs/performance.md.
-        world: a :class:`common.distributed.World` from the backend's ``distribute.init()``
+        world: a :class:`common.train.distributed.World` from the backend's ``distribute.init()``
             for data-parallel training on the framework's own engine (``None``: one
             process).  ``train_step`` then takes this worker's rows of a global batch of
             ``global_batch`` rows, and the engine combines the gradients of the mean loss over
@@ -180,7 +180,7 @@ class TrainerBase:
 
     def set_lr(self, lr):
         """Use learning rate ``lr`` from the next step on (the schedule's value, computed in
-        :mod:`common.schedules`)."""
+        :mod:`common.train.schedules`)."""
         raise NotImplementedError
 
     def train_step(self, X, y, global_batch=None):

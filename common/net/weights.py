@@ -1,7 +1,7 @@
 """The framework-neutral weight file and the recipe's initialisation.
 
 A weight file is one ``.npz`` keyed by the table's layer names in canonical layouts
-(see :func:`common.oracle.param_shapes`): conv ``(O, I, kH, kW)``, dense ``(out, in)``,
+(see :func:`common.net.oracle.param_shapes`): conv ``(O, I, kH, kW)``, dense ``(out, in)``,
 biases and batch-norm tensors 1-D.  Each backend converts to and from its own layouts
 in ``get_weights`` / ``set_weights``; this module only checks and stores.
 

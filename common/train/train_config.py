@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-#: mixed-precision formats (``Recipe.amp``, ``--amp``; ``None`` is float32): common/trainer.py
+#: mixed-precision formats (``Recipe.amp``, ``--amp``; ``None`` is float32): common/train/trainer.py
 AMP = ("bf16", "fp16")
 
 
@@ -38,14 +38,14 @@ class Recipe:
 
     * optimiser: ``optimizer`` (sgd, adam, adamw), ``momentum``, ``nesterov``,
       ``weight_decay`` (coupled for sgd/adam, decoupled for adamw), ``clip_norm``
-      (global gradient norm; 0 = off), ``label_smoothing``: see ``common.trainer``;
-    * schedule (``common.schedules``): ``schedule`` (constant, step, cosine, onecycle),
+      (global gradient norm; 0 = off), ``label_smoothing``: see ``common.train.trainer``;
+    * schedule (``common.train.schedules``): ``schedule`` (constant, step, cosine, onecycle),
       ``warmup_epochs``, ``step_epochs`` and ``gamma`` (step), ``final_lr_factor`` (cosine);
-    * augmentation (``common.augment``): ``crop_padding``, ``flip``, ``erase``;
+    * augmentation (``common.train.augment``): ``crop_padding``, ``flip``, ``erase``;
     * multi-scale: ``train_scales`` (one input size per ``scale_every`` steps, drawn from the
       seed) and ``test_scales`` (the softmax averaged over these sizes at evaluation);
     * precision: ``amp`` (``None``: float32; ``'bf16'``, ``'fp16'``: mixed precision with the
-      framework's own API, see ``common.trainer``).
+      framework's own API, see ``common.train.trainer``).
     """
     num_epochs: int = 10
     batch_size: int = 128

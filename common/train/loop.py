@@ -25,7 +25,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import checkpoint, plots
+from . import checkpoint
+from ..results import plots
 from .checkpoint import CheckpointError  # noqa: F401  (raised by fit)
 from .distributed import SINGLE, World
 from .interrupt import Interrupted, StopRequest
@@ -127,10 +128,10 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
     written in the middle of an epoch.  ``stop_after`` ends after that many epochs of this
     call (simulates an interruption in tests).  ``checkpoint_every``: also write a
     checkpoint every that many steps (counted from the start of the run) in the middle of an
-    epoch.  ``stop``: a :class:`common.interrupt.StopRequest`, armed while the loop runs:
+    epoch.  ``stop``: a :class:`common.train.interrupt.StopRequest`, armed while the loop runs:
     once a signal sets it, the loop stops at the next step boundary, writes a checkpoint and
-    raises :class:`common.interrupt.Interrupted`.  ``world``: this worker's place in a
-    data-parallel run (``common.distributed``): the loaders give this worker's rows of every
+    raises :class:`common.train.interrupt.Interrupted`.  ``world``: this worker's place in a
+    data-parallel run (``common.train.distributed``): the loaders give this worker's rows of every
     batch, the numbers are summed over the workers (the stop request too, so that every
     worker stops at the same step), and only rank 0 writes files and logs.  Returns the run
     record (a dict).
