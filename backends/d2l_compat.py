@@ -69,7 +69,7 @@ class _StandIn(types.ModuleType):
     """
 
     def __init__(self, name: str, reason: str):
-        super().__init__(name, f"Stand-in for {name} put here by common.d2l_compat: the real "
+        super().__init__(name, f"Stand-in for {name} put here by backends.d2l_compat: the real "
                                f"torchvision cannot be imported ({reason}).")
         self.__googlenet_stand_in__ = True
         self.__reason__ = reason
@@ -80,14 +80,14 @@ class _StandIn(types.ModuleType):
             raise AttributeError(f"module {self.__name__!r} (a stand-in) has no attribute {attr!r}")
         raise TorchvisionMissing(
             f"{self.__name__}.{attr} needs the real torchvision, which is not usable here "
-            f"({self.__reason__}). common.d2l_compat put a stand-in in its place so that "
+            f"({self.__reason__}). backends.d2l_compat put a stand-in in its place so that "
             f"'from d2l import torch as d2l' imports; d2l.train_ch6, Animator, Accumulator, Timer, "
             f"try_gpu and accuracy work without it, but d2l's data helpers "
             f"(load_data_fashion_mnist, FashionMNIST, read_image, ...) need it. Install it with: "
             f"{TORCHVISION_INSTALL}; then restart the Python process (the notebook's kernel).")
 
     def __repr__(self):
-        return f"<module {self.__name__!r} (stand-in: torchvision is missing; see common.d2l_compat)>"
+        return f"<module {self.__name__!r} (stand-in: torchvision is missing; see backends.d2l_compat)>"
 
 
 def is_stand_in(module) -> bool:

@@ -185,8 +185,9 @@ def run(procs: List[Process], *, timeout: Optional[float] = None, grace: float =
 
 
 def workdir(run_dir: str) -> str:
-    """Where a run's launcher keeps its workers' logs and its rendezvous files."""
-    path = os.path.join(run_dir, "workers")
+    """Where a run's launcher keeps its workers' logs and its rendezvous files (an absolute
+    path: a relative ``file://`` store would name a host, and workers may start elsewhere)."""
+    path = os.path.abspath(os.path.join(run_dir, "workers"))
     os.makedirs(path, exist_ok=True)
     store = os.path.join(path, "torch-store")
     if os.path.exists(store):          # a file store must not exist when the run starts
