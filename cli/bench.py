@@ -114,7 +114,7 @@ def run_benchmark(args):  # noqa: C901
         if c not in CONFIGS:
             raise UserError(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = args.out or os.path.join(ROOT, "reports", f"bench-{stamp}")
+    out_dir = os.path.abspath(args.out or os.path.join("reports", f"bench-{stamp}"))
     fl = B.flops("d2l", args.input_size)
     rep = dict(command=" ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT),
                                                           "scripts/bench.py"] + sys.argv[1:]),

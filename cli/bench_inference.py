@@ -137,7 +137,7 @@ def run_inference(args):
     s = settings(args)
     names = [canonical(n) for n in args.backends.split(",") if n.strip()]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = args.out or os.path.join(ROOT, "reports", f"bench-inference-{stamp}")
+    out_dir = os.path.abspath(args.out or os.path.join("reports", f"bench-inference-{stamp}"))
     rep = dict(command=" ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT),
                                                           "scripts/bench.py"] + sys.argv[1:]),
                time=datetime.datetime.now().isoformat(timespec="seconds"), machine=B.machine_info(),

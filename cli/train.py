@@ -134,7 +134,7 @@ def launch_workers(args, argv, name, run_dir, fixed_backend):
     procs = launch.plan(name, worker_argv, args.nproc_per_node, launch.workdir(os.path.abspath(run_dir)))
     print(f"{name}: {args.nproc_per_node} workers on this machine, each with "
           f"{procs[-1].env['OMP_NUM_THREADS']} thread(s); run folder {run_dir}", flush=True)
-    resume = f"python scripts/train.py --resume {run_dir} --nproc-per-node {args.nproc_per_node}"
+    resume = f"{train_command()} --resume {run_dir} --nproc-per-node {args.nproc_per_node}"
     try:
         launch.run(procs)
     except launch.LaunchError as e:
@@ -212,6 +212,13 @@ def train(args, argv, fixed_backend, stop):
     return 0
 
 
+def train_command() -> str:
+    """How the user started training, for the command that resumes: ``googlenet train`` where
+    the installed command ran, else the book-style script."""
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "googlenet train" if argv0.startswith("googlenet") else "python scripts/train.py"
+
+
 def bf16_advice(flags=None):
     """What bf16 does on this CPU: its own bf16 arithmetic, or emulation (docs/performance.md)."""
     hw = runtime.bf16_hardware(flags)
@@ -251,7 +258,7 @@ def train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, anal
         + (f"; {recipe.amp} mixed precision" if recipe.amp else ""))
     if recipe.amp == "bf16" and bk.device().startswith("cpu"):
         say(bf16_advice())
-    resume_hint = f"continue with: python scripts/train.py --resume {run_dir}"
+    resume_hint = f"continue with: {train_command()} --resume {run_dir}"
     if world.main and not worker:         # one process per run folder (rank 0 of torchrun's workers)
         held.enter_context(RunLock(run_dir))
     try:

@@ -318,3 +318,12 @@ def test_train_on_an_image_folder_the_model_follows_the_data(tmp_path, capsys, m
         assert f"test acc {rec['test_acc']:.4f}" in capsys.readouterr().out
     code, out, err = train(["--resume", run, "--epochs", "1", "--dataset", "cifar10"], capsys)
     assert code == 1 and "--dataset cifar10" in only_error_line(err)
+
+
+def test_the_resume_command_follows_how_training_was_started(monkeypatch):
+    """``googlenet train`` is told to resume with ``googlenet train``, the script with the script."""
+    from cli.train import train_command
+    monkeypatch.setattr(sys, "argv", ["googlenet train", "--epochs", "1"])
+    assert train_command() == "googlenet train"
+    monkeypatch.setattr(sys, "argv", ["scripts/train.py"])
+    assert train_command() == "python scripts/train.py"
