@@ -122,6 +122,9 @@ def test_runs_without_a_weight_file_start_from_the_same_recipe_weights():
     text = R.markdown(R.combine(runs))
     assert ("initial weights: the recipe's Xavier-uniform initialisation, seed 0 "
             "(the same arrays on every backend)") in text
+    assert "CPU and its instruction-set flags: not recorded" in text           # these records have no cpu
+    runs[0]["record"]["cpu"] = runs[1]["record"]["cpu"] = "Some CPU; avx2 fma avx512f"
+    assert "CPU and its instruction-set flags: Some CPU; avx2 fma avx512f\n" in R.markdown(R.combine(runs)) + "\n"
     other = fake_record("mxnet", 0.8, command="scripts/train.py")
     other["recipe"] = dict(other["recipe"], seed=1)
     diff = R.differences(runs + [R.entry("mxnet", R.OK, record=other)])

@@ -243,6 +243,8 @@ def _settings(combined) -> List[str]:
     first = combined["init_weights"] or initial_weights(done[0])
     same = len({initial_weights(e) for e in done}) == 1        # else differences() notes them
     lines.append(f"- initial weights: {first}" + (" (the same arrays on every backend)" if same else ""))
+    cpus = sorted({e["record"].get("cpu") or "not recorded (runs before 2026-12-04)" for e in done})
+    lines.append("- CPU and its instruction-set flags: " + " | ".join(cpus))     # speed depends on them
     return lines
 
 
