@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from .config import (BACKENDS, CARDS, BackendError, canonical, card, installed, missing_message,
+from .config import (BACKENDS, CARDS, BackendError, canonical, installed, missing_message,
                      resolve)
 
-__all__ = ["get_backend", "BACKENDS", "CARDS", "BackendError", "card", "canonical", "installed",
+__all__ = ["get_backend", "BACKENDS", "CARDS", "BackendError", "canonical", "installed",
            "resolve", "API", "EXPORT_API", "DISTRIBUTE_API"]
 
 #: The public names every backend's API exposes (checked by the tests).

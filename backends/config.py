@@ -13,7 +13,7 @@ import os
 from typing import Dict, Optional
 
 from common.serve.export import ONNX, ExportError, Format
-from common.net.weights import WeightsError
+from common.net.weights import WeightsError, is_neutral
 
 from .card import Card
 from .mxnet import CARD as _MXNET
@@ -51,11 +51,6 @@ def canonical(name: str) -> str:
         raise BackendError(f"unknown backend {name!r}. Valid backends: {valid} "
                            f"(aliases: {aliases}); set {ENV_VAR} or pass --backend.")
     return key
-
-
-def card(name: Optional[str] = None) -> Card:
-    """The card of backend ``name`` (resolved like :func:`resolve`)."""
-    return CARDS[resolve(name)]
 
 
 def resolve(name: Optional[str] = None) -> str:
@@ -104,7 +99,7 @@ def weight_format(path: str) -> Optional[str]:
     for suffix, name in NATIVE_SUFFIXES.items():
         if path.endswith(suffix):
             return name
-    if path.endswith(".npz"):
+    if is_neutral(path):
         return None
     raise WeightsError(f"{path}: unknown weight format; use .npz (framework-neutral), "
                        + ", ".join(NATIVE_SUFFIXES))

@@ -62,9 +62,10 @@ def read_run(run_dir) -> dict:
         raise UserError(f"{run_dir} is not a run folder with a readable run.json ({e})") from None
 
 
-def resumed(args):
-    """(backend, model options, recipe, data options, data dir, limit) of the run to resume."""
-    previous = read_run(args.resume)
+def resumed(args, previous=None):
+    """(backend, model options, recipe, data options, data dir, limit) of the run to resume
+    (``previous``: its run record, read here if not given)."""
+    previous = read_run(args.resume) if previous is None else previous
     changes = run_changes(args, previous)
     if changes:
         given = ", ".join(f"{flag} {value}" for flag, value, _ in changes)
@@ -84,12 +85,13 @@ def resumed(args):
             previous.get("limit"))
 
 
-def plan_run(args):
-    """What to train, decided from the options (or the run to resume) alone: no framework,
-    no data.  Returns (backend, model options, recipe, data options, data dir, limit, recipe name)."""
+def plan_run(args, previous=None):
+    """What to train, decided from the options (or ``previous``, the record of the run to
+    resume) alone: no framework, no data.  Returns (backend, model options, recipe, data
+    options, data dir, limit, recipe name)."""
     if args.resume:
-        name, model, recipe, data, data_dir, limit = resumed(args)
-        return name, model, recipe, data, data_dir, limit, read_run(args.resume).get("recipe_name", "book")
+        name, model, recipe, data, data_dir, limit = resumed(args, previous)
+        return name, model, recipe, data, data_dir, limit, previous.get("recipe_name", "book")
     recipe = recipe_from(args)
     model = model_options(args, input_size=recipe.resize, defaults=base_recipe(args)[1])
     return (resolve(args.backend), model, recipe, data_options(args), args.data_dir, args.limit,
@@ -130,8 +132,7 @@ def launch_workers(args, argv, name, run_dir, fixed_backend):
         worker_argv += ["--run-dir", run_dir]
     if not fixed_backend and not args.backend:
         worker_argv += ["--backend", name]
-    # an absolute folder: PyTorch's file:// store would read a relative path's first folder as a host
-    procs = launch.plan(name, worker_argv, args.nproc_per_node, launch.workdir(os.path.abspath(run_dir)))
+    procs = launch.plan(name, worker_argv, args.nproc_per_node, launch.workdir(run_dir))
     print(f"{name}: {args.nproc_per_node} workers on this machine, each with "
           f"{procs[-1].env['OMP_NUM_THREADS']} thread(s); run folder {run_dir}", flush=True)
     resume = f"{train_command()} --resume {run_dir} --nproc-per-node {args.nproc_per_node}"
@@ -177,8 +178,9 @@ def train(args, argv, fixed_backend, stop):
         raise UserError(f"--nproc-per-node must be at least 1, not {args.nproc_per_node}")
     if args.resume:
         check_run_dir(args.resume, "--resume")
-    name, model, recipe, data, data_dir, limit, recipe_name = plan_run(args)
-    every = checkpoint_every(args, read_run(args.resume) if args.resume else None)
+    previous = read_run(args.resume) if args.resume else None     # the run record, read once
+    name, model, recipe, data, data_dir, limit, recipe_name = plan_run(args, previous)
+    every = checkpoint_every(args, previous)
     check_sizes(model, recipe)                                  # before the data: fails fast
     if recipe.amp:                        # can the framework do it here? (before the data too)
         get_backend(name).Trainer.check_amp(recipe.amp)
@@ -191,7 +193,7 @@ def train(args, argv, fixed_backend, stop):
         with RunLock(run_dir):
             return launch_workers(args, argv, name, run_dir, fixed_backend)
     ds, at_sizes = load_datasets(data, data_dir, recipe, limit)
-    if args.resume and list(ds.classes) != read_run(args.resume).get("dataset", {}).get("classes", list(ds.classes)):
+    if previous and list(ds.classes) != previous.get("dataset", {}).get("classes", list(ds.classes)):
         raise UserError(f"the classes in {ds.info.get('dir')} are not those {args.resume} was trained on")
     model.update(ds.model_options())                          # the model follows the data
     analysis = oracle.check_input(spec_of(model), recipe.resize)

@@ -15,7 +15,7 @@ import numpy as np
 
 import torch  # noqa: F401  (before TensorFlow)
 
-from common.runtime import cpu_flags, isa_caps_in_effect
+from common.runtime import cpu_summary
 from backends.config import installed
 from tests import test_equivalence as E, test_recipes as R
 from tests.conftest import backend_or_skip
@@ -32,8 +32,7 @@ def merge(rows):
 
 
 def main():
-    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
-    print(f"CPU flags: {' '.join(flags)}; caps: {isa_caps_in_effect() or 'none'}\n")
+    print(f"cpu: {cpu_summary()}\n")
     names = installed()
     checks = {}
     for key in E.FORWARD_SPECS:
