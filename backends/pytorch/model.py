@@ -9,7 +9,7 @@ from torch import nn
 
 from common.net import model as M
 from common.net.weights import WeightsError
-from common.net.spec import BN_EPS, BN_MOMENTUM
+from common.net.spec import BN_MOMENTUM, pair
 
 from .core import _device, to_numpy, to_tensor
 
@@ -19,10 +19,12 @@ class ConvBlock(nn.Module):
 
     def __init__(self, layer, in_channels):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, layer.out, layer.kernel, layer.stride, layer.padding,
-                              bias=layer.bias)
-        self.bn = (nn.BatchNorm2d(layer.out, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.conv = nn.Conv2d(in_channels, layer.out, pair(layer.kernel), pair(layer.stride),
+                              pair(layer.padding), bias=layer.bias)
+        self.bn = (nn.BatchNorm2d(layer.out, eps=layer.eps, momentum=BN_MOMENTUM)
                    if layer.norm == "bn" else None)
+        if self.bn is not None and not layer.scale:
+            self.bn.weight.requires_grad_(False)       # Keras's scale=False: fixed at 1, not learnt
         self.relu = layer.act == "relu"
 
     def forward(self, X):
@@ -46,27 +48,76 @@ class DenseBlock(nn.Module):
 
 
 class Concat(nn.Module):
-    """Inception: run the branches on the same input, concatenate channels."""
+    """A Concat (an Inception block): run the branches on one input, concatenate channels, ``act``."""
 
-    def __init__(self, branches):
+    def __init__(self, branches, act=None):
         super().__init__()
         self.branches = nn.ModuleList(branches)
+        self.relu = act == "relu"
 
     def forward(self, X):
-        return torch.cat([b(X) for b in self.branches], dim=1)
+        X = torch.cat([b(X) for b in self.branches], dim=1)
+        return torch.relu(X) if self.relu else X
+
+
+class Residual(nn.Module):
+    """``act(x + scale * body(x))``; the body is kept as ``branches[0]`` (the keys of a Concat)."""
+
+    def __init__(self, body, scale, act):
+        super().__init__()
+        self.branches = nn.ModuleList([body])
+        self.scale, self.relu = scale, act == "relu"
+
+    def forward(self, X):
+        X = X + self.scale * self.branches[0](X)
+        return torch.relu(X) if self.relu else X
+
+
+class Affine(nn.Module):
+    """A fixed per-channel ``x * scale + shift`` (not in the state dict: the table holds it)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(layer.scale).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(layer.shift).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, X):
+        return X * self.scale + self.shift
+
+
+class DownscaleDropout(nn.Module):
+    """Paddle's ``downscale_in_infer`` dropout: training zeroes without rescaling, evaluation
+    multiplies by ``1 - rate``."""
+
+    def __init__(self, rate):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, X):
+        if self.training:
+            return nn.functional.dropout(X, self.rate, True) * (1 - self.rate)
+        return X * (1 - self.rate)
+
+
+def _dropout(l):
+    return nn.Dropout(l.rate) if l.mode == "upscale_in_train" else DownscaleDropout(l.rate)
 
 
 #: the table's records -> PyTorch modules: ``make(layer, in_shape, name)``
 LAYERS = {
     "conv": lambda l, shape, name: ConvBlock(l, shape[0]),
     "dense": lambda l, shape, name: DenseBlock(l, shape[0]),
-    "maxpool": lambda l, shape, name: nn.MaxPool2d(l.kernel, l.stride, l.padding),
-    "avgpool": lambda l, shape, name: nn.AvgPool2d(l.kernel, l.stride),
+    "maxpool": lambda l, shape, name: nn.MaxPool2d(pair(l.kernel), pair(l.stride), pair(l.padding),
+                                                   ceil_mode=l.ceil),
+    "avgpool": lambda l, shape, name: nn.AvgPool2d(pair(l.kernel), pair(l.stride), pair(l.padding),
+                                                   count_include_pad=bool(l.count_pad)),
+    "adaptive_avg": lambda l, shape, name: nn.AdaptiveAvgPool2d(pair(l.size)),
+    "affine": lambda l, shape, name: Affine(l),
     "lrn": lambda l, shape, name: nn.LocalResponseNorm(l.size, l.alpha, l.beta, l.k),
     "gap": lambda l, shape, name: nn.AdaptiveAvgPool2d(1),
     "gmp": lambda l, shape, name: nn.AdaptiveMaxPool2d(1),
     "flatten": lambda l, shape, name: nn.Flatten(),
-    "dropout": lambda l, shape, name: nn.Dropout(l.rate),
+    "dropout": lambda l, shape, name: _dropout(l),
 }
 #: where PyTorch keeps the weight file's tensors: its own names and layouts
 WEIGHT_NAMES = M.WeightNames(weight="weight", bias="bias",
@@ -86,8 +137,8 @@ class GoogLeNet(nn.Module):
         super().__init__()
         self.spec, self.input_size = spec, input_size
         blocks, aux, self.param_layers = M.construct(
-            spec, input_size, LAYERS, lambda q, branches: Concat(branches),
-            lambda q, modules: nn.Sequential(*modules))
+            spec, input_size, LAYERS, lambda q, branches, act: Concat(branches, act),
+            lambda q, modules: nn.Sequential(*modules), lambda q, body, scale, act: Residual(body, scale, act))
         self.stages = nn.ModuleDict()                # registered as stages.b3.inception3a ...
         for st in spec.stages:
             self.stages[st.name] = nn.ModuleDict((n, blocks[f"{st.name}.{n}"]) for n, _ in st.layers)

@@ -24,7 +24,8 @@ from typing import Callable, Iterable, Mapping, Optional, Tuple
 import numpy as np
 
 from . import oracle, weights as W
-from .spec import Spec, SpecError, get_spec, iter_blocks, iter_param_layers, outputs_type
+from .spec import (Spec, SpecError, composite, get_spec, iter_blocks, iter_param_layers, outputs_type,
+                   sequences, walk)
 
 
 def run(spec: Spec, call_block: Callable, call_aux: Callable, X, training: bool = False,
@@ -89,14 +90,17 @@ def layer_table(spec: Spec, call_block: Callable, call_aux: Callable, X, shape_o
     return rows
 
 
-def construct(spec: Spec, input_size, layers: Mapping[str, Callable], concat: Callable, chain: Callable):
+def construct(spec: Spec, input_size, layers: Mapping[str, Callable], concat: Callable, chain: Callable,
+              residual: Optional[Callable] = None):
     """Build one framework module per block of the table, walking it once for every backend.
 
     ``layers`` is the backend's table of constructors, record kind -> ``make(layer,
     in_shape, name)`` (``in_shape`` canonical (C, H, W) / (F,), read off the oracle so that
     no shape is deferred; ``name`` the qualified name, for frameworks that name layers);
-    ``concat(qname, branches)`` runs branch modules on one input and concatenates their
-    channels (an Inception block); ``chain(qname, modules)`` runs modules in sequence.
+    ``concat(qname, branches, act)`` runs branch modules on one input, concatenates their
+    channels and applies ``act`` (``'relu'`` or ``None``): a :class:`~common.net.spec.Concat`
+    or an Inception block; ``residual(qname, body, scale, act)`` computes ``act(x + scale *
+    body(x))``; ``chain(qname, modules)`` runs modules in sequence.
     Returns ordered dicts: ``blocks`` (qualified block name -> module), ``aux`` (head name ->
     module) and ``param_layers`` (qualified name -> the module of each conv / dense record,
     the keys of the weight file).
@@ -106,10 +110,16 @@ def construct(spec: Spec, input_size, layers: Mapping[str, Callable], concat: Ca
     param_layers = OrderedDict()
 
     def make(qname, layer):
-        if layer.kind == "inception":
-            return concat(qname, [chain(f"{qname}.branch{i + 1}",
-                                        [make(f"{qname}.{name}", sub) for name, sub in branch])
-                                  for i, branch in enumerate(layer.branches())])
+        c = composite(layer)
+        if c is not None:
+            block = oracle._block(qname)
+            seqs = [chain(f"{qname}.branch{i + 1}", [make(f"{block}.{name}", sub) for name, sub in seq])
+                    for i, seq in enumerate(sequences(c))]
+            if c.kind == "concat":
+                return concat(qname, seqs, c.act)
+            if residual is None:
+                raise SpecError(f"{qname}: this backend has no residual block")
+            return residual(qname, seqs[0], c.scale, c.act)
         if layer.kind not in layers:
             raise SpecError(f"{qname}: this backend has no layer for the record kind {layer.kind!r}")
         module = layers[layer.kind](layer, in_shapes[qname], qname)
@@ -175,10 +185,13 @@ def split_name(name: str) -> Tuple[str, str]:
 class Place:
     """Where :func:`construct` puts the module of a conv / dense record: what a framework's
     own weight file names it by.  ``qname`` is the table's name (``b3.inception3a.p2_2``);
-    a block of a stage has ``stage`` and ``block`` (``'b3'``, ``'inception3a'``), inside an
-    Inception block also ``branch`` (from 0) and ``step`` (its position in the branch, from
-    0); a layer of an aux head has ``head`` and ``step``.  ``index`` counts the records of
-    the same kind before it, in construction order (blocks in forward order, aux heads last)."""
+    a block of a stage has ``stage`` and ``block`` (``'b3'``, ``'inception3a'``); a layer of
+    an aux head has ``head`` and ``step`` (its position in the head, from 0).  Inside a
+    composite, ``path`` holds the ``(branch, step)`` pairs (from 0) that lead to the layer
+    through each level of composites (one pair in an Inception block, two in Inception v3's
+    split branches); ``branch`` and ``step`` are then the innermost pair.  ``index``
+    counts the records of the same kind before it, in construction order (blocks in forward
+    order, aux heads last)."""
     qname: str
     kind: str
     stage: Optional[str] = None
@@ -187,29 +200,28 @@ class Place:
     step: Optional[int] = None
     head: Optional[str] = None
     index: int = 0
+    path: Tuple[Tuple[int, int], ...] = ()
 
 
 def places(spec: Spec) -> "OrderedDict[str, Place]":
     """The :class:`Place` of every conv / dense record of the table, in construction order."""
     out, counts = OrderedDict(), {}
 
-    def add(qname, layer, **where):
+    def add(qname, layer, path, **where):
         if layer.kind in ("conv", "dense"):
-            out[qname] = Place(qname, layer.kind, index=counts.get(layer.kind, 0), **where)
+            inner = dict(branch=path[-1][0], step=path[-1][1]) if path and "head" not in where else {}
+            out[qname] = Place(qname, layer.kind, index=counts.get(layer.kind, 0), path=path,
+                               **dict(where, **inner))
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
 
     for st in spec.stages:
         for name, layer in st.layers:
-            qname = f"{st.name}.{name}"
-            if layer.kind == "inception":
-                for i, branch in enumerate(layer.branches()):
-                    for j, (sub, rec) in enumerate(branch):
-                        add(f"{qname}.{sub}", rec, stage=st.name, block=name, branch=i, step=j)
-            else:
-                add(qname, layer, stage=st.name, block=name)
+            for qname, sub, path in walk(f"{st.name}.{name}", layer):
+                add(qname, sub, path, stage=st.name, block=name)
     for h in spec.aux:
         for j, (name, layer) in enumerate(h.layers):
-            add(f"{h.name}.{name}", layer, head=h.name, step=j)
+            for qname, sub, path in walk(f"{h.name}.{name}", layer):
+                add(qname, sub, path, head=h.name, step=j)
     return out
 
 
@@ -217,15 +229,15 @@ def module_key(place: Place, sub: str, attr: str, *, aux="aux.{head}.{step}",
                block="stages.{stage}.{block}", branch=".branches.{branch}.{step}") -> str:
     """The key of a tensor in a framework's own file where the network registers its modules
     by the paths of :func:`construct`: the module's path from the templates (``aux`` for an
-    aux head's layer, ``block`` for a block of a stage, + ``branch`` inside an Inception
-    block; fields: the :class:`Place`'s, and ``branch1``, the branch counted from 1), then
-    ``.<sub>.<attr>``.  The defaults are PyTorch's and Paddle's ``state_dict`` keys
-    (``stages.b3.inception3a.branches.1.0.conv.weight``, ``aux.aux1.1.linear.bias``)."""
-    fields = dict(vars(place), branch1=None if place.branch is None else place.branch + 1)
-    if place.head is not None:
-        module = aux.format(**fields)
-    else:
-        module = block.format(**fields) + (branch.format(**fields) if place.branch is not None else "")
+    aux head's layer, ``block`` for a block of a stage, + ``branch`` for each level of
+    composites on the layer's ``path``; fields: the :class:`Place`'s, and ``branch1``, the
+    branch counted from 1), then ``.<sub>.<attr>``.  The defaults are PyTorch's and Paddle's
+    ``state_dict`` keys (``stages.b3.inception3a.branches.1.0.conv.weight``,
+    ``aux.aux1.1.linear.bias``)."""
+    fields = dict(vars(place))
+    module = aux.format(**fields) if place.head is not None else block.format(**fields)
+    for b, step in place.path:
+        module += branch.format(**dict(fields, branch=b, branch1=b + 1, step=step))
     return f"{module}.{sub}.{attr}"
 
 
@@ -260,10 +272,14 @@ def from_native(spec: Spec, names: WeightNames, key: Callable, tensors: Mapping[
             a = np.asarray(tensors[k])
             out[name] = a.transpose(np.argsort(axes)) if axes and a.ndim == len(axes) else a
             used.add(k)
-    if names.bn_extra:
-        for place in places(spec).values():
-            if place.kind == "conv":
-                used.update(key(place, "bn", extra) for extra in names.bn_extra)
+    records = dict(iter_param_layers(spec))
+    for place in places(spec).values():
+        layer = records[place.qname]
+        if place.kind == "conv" and layer.norm == "bn":
+            # the framework's own extras, and a scale the table fixes at 1 (scale=False) where the
+            # framework keeps one anyway: part of its file, not of the weight file
+            extras = names.bn_extra + (() if layer.scale else (names.bn[0],))
+            used.update(key(place, "bn", extra) for extra in extras)
     for k, a in tensors.items():
         if k not in used:
             out[k if k not in out else f"{k} (a key of the file)"] = a

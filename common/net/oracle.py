@@ -12,7 +12,7 @@ Conventions (those of torchinfo and of the paper's "ops" column):
   concatenation are not counted;
 * trainable parameters: conv and dense weights and biases, batch-norm scale and
   shift (running statistics are buffers, not parameters);
-* pooling uses floor rounding (every framework's default).
+* pooling uses floor rounding (every framework's default) unless a max pool says ``ceil``.
 """
 from __future__ import annotations
 
@@ -71,42 +71,94 @@ class Analysis:
         return list(self.stages.values())[-1].out_shape
 
 
-def _out(n, k, s, p):
-    return (n + 2 * p - k) // s + 1
+def _out(n, k, s, p, ceil=False):
+    """Output length of a window ``k``, stride ``s``, padding ``p`` on ``n`` cells; with
+    ``ceil``, PyTorch's ceil mode (rounded up, but the last window starts inside the input
+    or its left padding)."""
+    if not ceil:
+        return (n + 2 * p - k) // s + 1
+    out = -(-(n + 2 * p - k) // s) + 1
+    return out - 1 if (out - 1) * s >= n + p else out
+
+
+def _window(layer, in_shape):
+    c, h, w = in_shape
+    (kh, kw), (sh, sw), (ph, pw) = S.pair(layer.kernel), S.pair(layer.stride), S.pair(layer.padding)
+    ceil = getattr(layer, "ceil", False)
+    return c, (kh, kw), _out(h, kh, sh, ph, ceil), _out(w, kw, sw, pw, ceil)
+
+
+def _composite_info(name, layer, in_shape):
+    """Rows of a composite: its layers' rows, then its own row."""
+    rows, outs = [], []
+    for seq in S.sequences(layer):
+        shape = in_shape
+        for sub_name, sub in seq:
+            sub_rows = layer_info(f"{_block(name)}.{sub_name}", sub, shape)
+            rows.extend(sub_rows)
+            shape = sub_rows[-1].out_shape
+        outs.append(shape)
+    c = S.composite(layer)
+    if c.kind == "residual":
+        if outs[0] != in_shape:
+            raise S.SpecError(f"{name}: a residual body must keep its input's shape {in_shape}, "
+                              f"it gives {outs[0]}")
+        out = in_shape
+    else:
+        if len({o[1:] for o in outs}) != 1 or any(len(o) != 3 for o in outs):
+            raise S.SpecError(f"{name}: branch outputs {outs} do not line up")
+        out = (sum(o[0] for o in outs),) + outs[0][1:]
+    prims = [r for r in rows if r.kind not in S.COMPOSITES]
+    return rows + [LayerInfo(name, layer.kind, in_shape, out, sum(r.params for r in prims),
+                             sum(r.macs for r in prims))]
+
+
+def _block(name):
+    """Layers inside a block are named flat, ``<stage>.<block>.<layer>`` (three parts; an aux
+    head's ``<head>.<layer>`` two), whatever their depth."""
+    parts = name.split(".")
+    return ".".join(parts[:2])
 
 
 # Over the complexity limit on purpose: one branch per record kind of the table.
 def layer_info(name: str, layer, in_shape: Shape) -> List[LayerInfo]:  # noqa: C901
-    """Rows for one layer (one row, or for an Inception block its primitive rows
-    followed by the block row).  Raises :class:`InputTooSmall` on a vanished map."""
+    """Rows for one layer (one row, or for a composite block its layers' rows followed by
+    the block row).  Raises :class:`InputTooSmall` on a vanished map."""
     kind = layer.kind
 
     def too_small():
         raise InputTooSmall(f"{name} ({kind}) gets a {'x'.join(map(str, in_shape))} input "
                             f"and its output would be empty")
 
-    if kind in ("conv", "maxpool", "avgpool", "lrn", "gap", "gmp", "inception") and len(in_shape) != 3:
+    maps = ("conv", "maxpool", "avgpool", "lrn", "gap", "gmp", "adaptive_avg", "affine") + S.COMPOSITES
+    if kind in maps and len(in_shape) != 3:
         raise S.SpecError(f"{name} ({kind}) needs a feature map, got shape {in_shape}")
+    if kind in S.COMPOSITES:
+        return _composite_info(name, layer, in_shape)
     if kind == "conv":
-        c, h, w = in_shape
-        ho, wo = _out(h, layer.kernel, layer.stride, layer.padding), _out(w, layer.kernel, layer.stride, layer.padding)
+        c, (kh, kw), ho, wo = _window(layer, in_shape)
         if ho < 1 or wo < 1:
             too_small()
-        params = layer.out * c * layer.kernel ** 2 + (layer.out if layer.bias else 0)
-        params += 2 * layer.out if layer.norm == "bn" else 0
+        params = layer.out * c * kh * kw + (layer.out if layer.bias else 0)
+        params += (2 if layer.scale else 1) * layer.out if layer.norm == "bn" else 0
         return [LayerInfo(name, kind, in_shape, (layer.out, ho, wo), params,
-                          layer.out * ho * wo * c * layer.kernel ** 2)]
+                          layer.out * ho * wo * c * kh * kw)]
     if kind in ("maxpool", "avgpool"):
-        c, h, w = in_shape
-        if layer.padding * 2 > layer.kernel:
+        (kh, kw), (ph, pw) = S.pair(layer.kernel), S.pair(layer.padding)
+        if 2 * ph > kh or 2 * pw > kw:
             raise S.SpecError(f"{name}: pool padding must be at most half the kernel")
-        if kind == "avgpool" and layer.padding:
-            raise S.SpecError(f"{name}: average pooling takes no padding (frameworks disagree "
-                              f"on whether padded cells count)")
-        ho, wo = _out(h, layer.kernel, layer.stride, layer.padding), _out(w, layer.kernel, layer.stride, layer.padding)
+        c, _, ho, wo = _window(layer, in_shape)
         if ho < 1 or wo < 1:
             too_small()
         return [LayerInfo(name, kind, in_shape, (c, ho, wo), 0, 0)]
+    if kind == "adaptive_avg":
+        h, w = S.pair(layer.size)
+        return [LayerInfo(name, kind, in_shape, (in_shape[0], h, w), 0, 0)]
+    if kind == "affine":
+        if len(layer.scale) != in_shape[0] or len(layer.shift) != in_shape[0]:
+            raise S.SpecError(f"{name}: an affine transform of {in_shape[0]} channels needs "
+                              f"{in_shape[0]} scales and shifts")
+        return [LayerInfo(name, kind, in_shape, in_shape, 0, 0)]
     if kind == "lrn":
         return [LayerInfo(name, kind, in_shape, in_shape, 0, 0)]
     if kind in ("gap", "gmp"):
@@ -124,20 +176,6 @@ def layer_info(name: str, layer, in_shape: Shape) -> List[LayerInfo]:  # noqa: C
         f = in_shape[0]
         return [LayerInfo(name, kind, in_shape, (layer.out,), f * layer.out + (layer.out if layer.bias else 0),
                           f * layer.out)]
-    if kind == "inception":
-        rows, outs = [], []
-        for branch in layer.branches():
-            shape = in_shape
-            for sub_name, sub in branch:
-                row, = layer_info(f"{name}.{sub_name}", sub, shape)
-                rows.append(row)
-                shape = row.out_shape
-            outs.append(shape)
-        if len({o[1:] for o in outs}) != 1:
-            raise S.SpecError(f"{name}: branch outputs {outs} do not line up")
-        out = (sum(o[0] for o in outs),) + outs[0][1:]
-        return rows + [LayerInfo(name, kind, in_shape, out, sum(r.params for r in rows),
-                                 sum(r.macs for r in rows))]
     raise S.SpecError(f"{name}: unknown layer kind {kind!r}")
 
 
@@ -161,7 +199,7 @@ def analyze(spec: Union[S.Spec, str, None] = None, input_size=None) -> Analysis:
             rows = layer_info(f"{st.name}.{name}", layer, shape)
             block = rows[-1]
             blocks.append(block)
-            layers.extend(rows[:-1] if layer.kind == "inception" else rows)
+            layers.extend(rows[:-1] if layer.kind in S.COMPOSITES else rows)
             shape = block.out_shape
             taps[block.name] = shape
             params += block.params
@@ -171,8 +209,9 @@ def analyze(spec: Union[S.Spec, str, None] = None, input_size=None) -> Analysis:
     for head in spec.aux:
         a_shape, a_in, params, macs = taps[head.tap], taps[head.tap], 0, 0
         for name, layer in head.layers:
-            row, = layer_info(f"{head.name}.{name}", layer, a_shape)
-            layers.append(row)
+            rows = layer_info(f"{head.name}.{name}", layer, a_shape)
+            row = rows[-1]
+            layers.extend(rows[:-1] if layer.kind in S.COMPOSITES else rows)
             a_shape, params, macs = row.out_shape, params + row.params, macs + row.macs
         aux[head.name] = LayerInfo(head.name, "aux", a_in, a_shape, params, macs)
     return Analysis(spec, in_shape, blocks, layers, stages, aux)
@@ -228,11 +267,11 @@ def param_shapes(spec: S.Spec, input_size=None) -> "OrderedDict[str, Shape]":
     for row in a.layers:
         if row.kind == "conv":
             layer = _layer_by_name(spec, row.name)
-            shapes[f"{row.name}.weight"] = (row.out_shape[0], row.in_shape[0], layer.kernel, layer.kernel)
+            shapes[f"{row.name}.weight"] = (row.out_shape[0], row.in_shape[0]) + S.pair(layer.kernel)
             if layer.bias:
                 shapes[f"{row.name}.bias"] = (row.out_shape[0],)
             if layer.norm == "bn":
-                for t in ("weight", "bias", "running_mean", "running_var"):
+                for t in bn_tensors(layer):
                     shapes[f"{row.name}.bn.{t}"] = (row.out_shape[0],)
         elif row.kind == "dense":
             layer = _layer_by_name(spec, row.name)
@@ -240,6 +279,12 @@ def param_shapes(spec: S.Spec, input_size=None) -> "OrderedDict[str, Shape]":
             if layer.bias:
                 shapes[f"{row.name}.bias"] = (row.out_shape[0],)
     return shapes
+
+
+def bn_tensors(layer):
+    """The batch-norm tensors of a conv record in the weight file: scale (unless
+    ``scale=False``: fixed at 1, not stored), shift, running mean, running variance."""
+    return ("weight",) * bool(layer.scale) + ("bias", "running_mean", "running_var")
 
 
 def _layer_by_name(spec, qname):

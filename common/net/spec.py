@@ -1,75 +1,126 @@
-"""The channel-spec table: the single, framework-free description of GoogLeNet.
+"""The table: the single, framework-free description of GoogLeNet and its successors.
 
 Every backend builds its network by walking a :class:`Spec`; nothing about the
 architecture is written anywhere else.  A spec is plain, immutable data:
 
 * a :class:`Spec` holds the input channels, the default input size and an ordered
   tuple of :class:`Stage` s (``b1`` ... ``b5`` and ``head`` for the book's net);
-* a stage holds named layers, each a small typed record: :class:`Conv`,
-  :class:`MaxPool`, :class:`AvgPool`, :class:`LRN`, :class:`Inception`,
-  :class:`GlobalAvgPool`, :class:`Flatten`, :class:`Dropout`, :class:`Dense`;
+* a stage holds named layers, each a small typed record.  Primitives: :class:`Conv`
+  (any rectangular kernel, stride and padding; batch norm with or without its scale and
+  with its own epsilon; bias on or off), :class:`MaxPool` (floor or ceil rounding),
+  :class:`AvgPool` (whose padding convention is stated), :class:`AdaptiveAvgPool`,
+  :class:`LRN`, :class:`Affine` (a fixed per-channel input transform),
+  :class:`GlobalAvgPool`, :class:`GlobalMaxPool`, :class:`Flatten`, :class:`Dropout`
+  (inverted, or Paddle's ``downscale_in_infer``), :class:`Dense`;
+* composites: :class:`Concat` (branches, each a sequence of any layers, composites
+  included, run on one input and concatenated: Inception v3's E block nests one),
+  :class:`Residual` (a shortcut plus a scaled branch, Inception-ResNet's block) and the
+  GoogLeNet shorthand :class:`Inception` ``(c1, (c2a, c2b), (c3a, c3b), c4)``, which
+  expands into a :class:`Concat` of four branches named ``p1_1`` ... ``p4_2`` as in the book;
 * optional auxiliary heads (:class:`AuxHead`) tap the output of a named block.
 
-An Inception record ``Inception(c1, (c2a, c2b), (c3a, c3b), c4)`` expands, through
-:meth:`Inception.branches`, into its four branches of primitive layers (named
-``p1_1``, ``p2_1``, ``p2_2``, ``p3_1``, ``p3_2``, ``p4_1``, ``p4_2`` as in the book),
-so backends only need primitives plus "run these branches and concatenate".
+Layer names inside a block are flat: a layer of a nested :class:`Concat` is named
+``<block>.<layer>`` (``mixed7.Mixed_7b.branch3x3_2a``), so names must be distinct
+within a block, and they read like torchvision's.
 
-User-written tables are first-class: build a :class:`Spec` by hand (see
-:func:`stage`) or transform a preset (see :func:`scale_channels`) and every
-backend builds it with no backend code changed.
+The presets (the family's members) are built in :mod:`common.net.family`; ``PRESETS``,
+``get_spec``, ``googlenet``, ``inception_v3`` and ``scale_channels`` are importable from
+here too.  User-written tables are first-class: build a :class:`Spec` by hand (see
+:func:`stage`) or transform a preset and every backend builds it with no backend code
+changed.
 """
 from __future__ import annotations
 
 from collections import namedtuple
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator, Optional, Tuple, Union
 
 __all__ = [
-    "Conv", "MaxPool", "AvgPool", "LRN", "Inception", "GlobalAvgPool", "GlobalMaxPool", "Flatten",
-    "Dropout", "Dense", "Stage", "AuxHead", "Spec", "stage", "PRESETS", "get_spec",
-    "googlenet", "scale_channels", "iter_blocks", "iter_param_layers", "SpecError",
+    "Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "LRN", "Affine", "Inception", "Concat",
+    "Residual", "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Dropout", "Dense", "Stage", "AuxHead",
+    "Spec", "stage", "branch", "pair", "iter_blocks", "iter_param_layers", "walk", "composite",
+    "SpecError", "PRESETS", "get_spec", "googlenet", "inception_v3", "scale_channels",
 ]
+
+#: Batch-norm constants.  ``BN_EPS`` is the default epsilon of a :class:`Conv`'s batch norm
+#: (torchvision's GoogLeNet and Inception v3, Keras's InceptionV3 and Gluon's use 1e-3;
+#: a table may set another per layer, Paddle's 1e-5).  Momentum, a training convention
+#: and not part of the network, is in PyTorch's convention: running = (1 - m) * running
+#: + m * batch (Keras, MXNet and Paddle take ``1 - BN_MOMENTUM`` = 0.9).
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.1
 
 
 class SpecError(ValueError):
     """A table or a combination of options that cannot describe a network."""
 
 
-# --------------------------------------------------------------------------- records
+Pair = Union[int, Tuple[int, int]]
+
+
+def pair(v: Pair) -> Tuple[int, int]:
+    """``3 -> (3, 3)``; ``(1, 7) -> (1, 7)``: kernels, strides and paddings as (height, width)."""
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+# --------------------------------------------------------------------------- primitives
 @dataclass(frozen=True)
 class Conv:
     """2-D convolution, optionally followed by batch norm, then the activation.
 
+    ``kernel``, ``stride`` and ``padding`` are an int or a (height, width) pair (Inception
+    v3's 1x7 is ``Conv(c, (1, 7), padding=(0, 3))``); padding is symmetric zeros.
     ``norm='bn'`` inserts batch norm between the convolution and the activation
-    (torchvision's ``BasicConv2d``); ``bias`` is the convolution's own bias.
+    (torchvision's ``BasicConv2d``) with epsilon ``eps``; ``scale=False`` keeps its scale
+    at 1, not learnt (Keras's ``BatchNormalization(scale=False)``).  ``bias`` is the
+    convolution's own bias.
     """
     out: int
-    kernel: int
-    stride: int = 1
-    padding: int = 0
+    kernel: Pair
+    stride: Pair = 1
+    padding: Pair = 0
     bias: bool = True
     norm: Optional[str] = None          # None or "bn"
     act: Optional[str] = "relu"         # "relu" or None
+    eps: float = BN_EPS
+    scale: bool = True
     kind = "conv"
 
 
 @dataclass(frozen=True)
 class MaxPool:
-    """Max pooling; padded cells never win (they count as -inf in every backend)."""
-    kernel: int
-    stride: int
-    padding: int = 0
+    """Max pooling; padded cells never win (they count as -inf in every backend).
+
+    ``ceil=True`` rounds the output size up (PyTorch's ``ceil_mode``, torchvision's
+    GoogLeNet), with PyTorch's rule that the last window starts inside the input."""
+    kernel: Pair
+    stride: Pair
+    padding: Pair = 0
+    ceil: bool = False
     kind = "maxpool"
 
 
 @dataclass(frozen=True)
 class AvgPool:
-    """Average pooling without padding (used by the auxiliary heads)."""
-    kernel: int
-    stride: int
-    padding: int = 0
+    """Average pooling.  With padding, the table states whether the padded zeros count in
+    the divisor: ``count_pad=True`` is PyTorch's, Paddle's (``exclusive=False``) and
+    Gluon's default (torchvision's ``avg_pool2d(3, 1, 1)``); ``count_pad=False`` is Keras's
+    ``'same'`` average pooling.  Floor rounding only (frameworks disagree on the divisor
+    of a ceil-mode window)."""
+    kernel: Pair
+    stride: Pair
+    padding: Pair = 0
+    count_pad: Optional[bool] = None
     kind = "avgpool"
+
+
+@dataclass(frozen=True)
+class AdaptiveAvgPool:
+    """Average pooling to a fixed output size (PyTorch's ``AdaptiveAvgPool2d``): output cell
+    ``i`` averages input rows ``floor(i*H/h)`` to ``ceil((i+1)*H/h) - 1`` (torchvision's
+    GoogLeNet auxiliary heads pool 14x14 to 4x4 with overlapping windows)."""
+    size: Pair
+    kind = "adaptive_avg"
 
 
 @dataclass(frozen=True)
@@ -83,37 +134,12 @@ class LRN:
 
 
 @dataclass(frozen=True)
-class Inception:
-    """The Inception block ``(c1, (c2a, c2b), (c3a, c3b), c4)``.
-
-    Branch 1: 1x1 conv ``c1``.  Branch 2: 1x1 ``c2a`` then 3x3 ``c2b``.  Branch 3:
-    1x1 ``c3a`` then ``branch3_kernel`` x ``branch3_kernel`` ``c3b`` (5 in the paper
-    and the book; 3 in torchvision and TF-slim).  Branch 4: 3x3/1 max pool then
-    1x1 ``c4``.  Outputs are concatenated along channels.
-    """
-    c1: int
-    c2: Tuple[int, int]
-    c3: Tuple[int, int]
-    c4: int
-    branch3_kernel: int = 5
-    bias: bool = True
-    norm: Optional[str] = None
-    kind = "inception"
-
-    @property
-    def out(self) -> int:
-        return self.c1 + self.c2[1] + self.c3[1] + self.c4
-
-    def branches(self):
-        """The four branches as tuples of ``(name, primitive layer)``."""
-        k = self.branch3_kernel
-        conv = lambda out, kernel, pad=0: Conv(out, kernel, 1, pad, bias=self.bias, norm=self.norm)
-        return (
-            (("p1_1", conv(self.c1, 1)),),
-            (("p2_1", conv(self.c2[0], 1)), ("p2_2", conv(self.c2[1], 3, 1))),
-            (("p3_1", conv(self.c3[0], 1)), ("p3_2", conv(self.c3[1], k, k // 2))),
-            (("p4_1", MaxPool(3, 1, 1)), ("p4_2", conv(self.c4, 1))),
-        )
+class Affine:
+    """A fixed per-channel transform ``x * scale[c] + shift[c]``, no parameters
+    (torchvision's ``transform_input``: ImageNet-normalised inputs to [-1, 1])."""
+    scale: Tuple[float, ...]
+    shift: Tuple[float, ...]
+    kind = "affine"
 
 
 @dataclass(frozen=True)
@@ -135,7 +161,12 @@ class Flatten:
 
 @dataclass(frozen=True)
 class Dropout:
+    """Dropout.  ``mode='upscale_in_train'`` (every framework's default): kept values are
+    divided by ``1 - rate`` in training, evaluation is the identity.
+    ``mode='downscale_in_infer'`` (Paddle's zoo models): training keeps values as they are,
+    evaluation multiplies by ``1 - rate``."""
     rate: float
+    mode: str = "upscale_in_train"
     kind = "dropout"
 
 
@@ -148,16 +179,105 @@ class Dense:
     kind = "dense"
 
 
-Layer = Union[Conv, MaxPool, AvgPool, LRN, Inception, GlobalAvgPool, GlobalMaxPool, Flatten,
-              Dropout, Dense]
-PRIMITIVES = (Conv, MaxPool, AvgPool, LRN, GlobalAvgPool, GlobalMaxPool, Flatten, Dropout, Dense)
+# --------------------------------------------------------------------------- composites
+Named = Tuple[Tuple[str, "Layer"], ...]
+
+
+@dataclass(frozen=True)
+class Concat:
+    """Branches run on one input, their outputs concatenated along channels, then ``act``.
+
+    Each branch is a tuple of ``(name, layer)`` run in sequence; a layer may itself be a
+    composite (Inception v3's E block: ``1x1 -> Concat(1x3, 3x1)``).  Build one with
+    :func:`branch`: ``Concat((branch(('b1', Conv(64, 1))), branch(...)))``."""
+    branches: Tuple[Named, ...]
+    act: Optional[str] = None
+    kind = "concat"
+
+
+@dataclass(frozen=True)
+class Residual:
+    """``act(x + scale * body(x))``: a shortcut plus a scaled branch (Inception-ResNet's
+    block, whose body is a :class:`Concat` followed by a linear 1x1 conv).  ``body`` is a
+    tuple of ``(name, layer)`` run in sequence; its output has the input's shape."""
+    body: Named
+    scale: float = 1.0
+    act: Optional[str] = "relu"
+    kind = "residual"
+
+
+@dataclass(frozen=True)
+class Inception:
+    """The Inception block ``(c1, (c2a, c2b), (c3a, c3b), c4)``: a :class:`Concat` shorthand.
+
+    Branch 1: 1x1 conv ``c1``.  Branch 2: 1x1 ``c2a`` then 3x3 ``c2b``.  Branch 3:
+    1x1 ``c3a`` then ``branch3_kernel`` x ``branch3_kernel`` ``c3b`` (5 in the paper
+    and the book; 3 in torchvision and TF-slim).  Branch 4: 3x3/1 max pool then
+    1x1 ``c4``.  Every conv has ``bias``, ``norm`` (with ``eps``) and the activation
+    ``conv_act``; the concatenation is followed by ``act`` (Paddle's GoogLeNet has no
+    activation in its convs and one ReLU after the concatenation).
+    """
+    c1: int
+    c2: Tuple[int, int]
+    c3: Tuple[int, int]
+    c4: int
+    branch3_kernel: int = 5
+    bias: bool = True
+    norm: Optional[str] = None
+    eps: float = BN_EPS
+    conv_act: Optional[str] = "relu"
+    act: Optional[str] = None
+    kind = "inception"
+
+    @property
+    def out(self) -> int:
+        return self.c1 + self.c2[1] + self.c3[1] + self.c4
+
+    def branches(self):
+        """The four branches as tuples of ``(name, primitive layer)``."""
+        k = self.branch3_kernel
+
+        def conv(out, kernel, pad=0):
+            return Conv(out, kernel, 1, pad, bias=self.bias, norm=self.norm, act=self.conv_act,
+                        eps=self.eps)
+
+        return (
+            (("p1_1", conv(self.c1, 1)),),
+            (("p2_1", conv(self.c2[0], 1)), ("p2_2", conv(self.c2[1], 3, 1))),
+            (("p3_1", conv(self.c3[0], 1)), ("p3_2", conv(self.c3[1], k, k // 2))),
+            (("p4_1", MaxPool(3, 1, 1)), ("p4_2", conv(self.c4, 1))),
+        )
+
+    def as_concat(self) -> Concat:
+        return Concat(self.branches(), act=self.act)
+
+
+Layer = Union[Conv, MaxPool, AvgPool, AdaptiveAvgPool, LRN, Affine, Inception, Concat, Residual,
+              GlobalAvgPool, GlobalMaxPool, Flatten, Dropout, Dense]
+PRIMITIVES = (Conv, MaxPool, AvgPool, AdaptiveAvgPool, LRN, Affine, GlobalAvgPool, GlobalMaxPool,
+              Flatten, Dropout, Dense)
+COMPOSITES = ("concat", "residual", "inception")
+
+
+def composite(layer):
+    """The :class:`Concat` or :class:`Residual` a layer is (an :class:`Inception` as its
+    Concat), or ``None`` for a primitive."""
+    if layer.kind == "inception":
+        return layer.as_concat()
+    return layer if layer.kind in ("concat", "residual") else None
+
+
+def sequences(layer):
+    """The sequences of ``(name, layer)`` a composite runs: a Concat's branches, a Residual's body."""
+    layer = composite(layer)
+    return layer.branches if layer.kind == "concat" else (layer.body,)
 
 
 @dataclass(frozen=True)
 class Stage:
     """A named group of named layers, e.g. ``b3`` = two Inception blocks and a pool."""
     name: str
-    layers: Tuple[Tuple[str, Layer], ...]
+    layers: Named
 
 
 @dataclass(frozen=True)
@@ -165,18 +285,24 @@ class AuxHead:
     """An auxiliary classifier fed by the output of block ``tap`` (``'b4.inception4a'``)."""
     name: str
     tap: str
-    layers: Tuple[Tuple[str, Layer], ...]
+    layers: Named
 
 
 @dataclass(frozen=True)
 class Spec:
-    """A whole network: input channels, default input size, stages, auxiliary heads."""
+    """A whole network: input channels, default input size, stages, auxiliary heads.
+
+    ``features`` names the blocks :meth:`features` returns; ``cfg`` is the preset's
+    metadata (timm's ``pretrained_cfg``: the anchor it reproduces, its published counts,
+    its preprocessing), a tuple of ``(key, value)`` pairs so that the spec stays hashable;
+    read it as a dict with :attr:`config`."""
     name: str
     in_channels: int
     input_size: int
     stages: Tuple[Stage, ...]
     aux: Tuple[AuxHead, ...] = ()
     features: Tuple[str, ...] = field(default=())   # block names exposed by ``features``
+    cfg: Tuple[Tuple[str, object], ...] = field(default=(), compare=False)
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -185,27 +311,34 @@ class Spec:
                 return layer.out
         return None
 
+    @property
+    def config(self) -> dict:
+        return dict(self.cfg)
+
     def stage_names(self):
         return [s.name for s in self.stages]
 
 
 # --------------------------------------------------------------------------- helpers
-def _named(layers, prefix_counts=None):
+_SHORT = {"conv": "conv", "maxpool": "pool", "avgpool": "avgpool", "adaptive_avg": "apool",
+          "lrn": "lrn", "affine": "affine", "inception": "inception", "concat": "mixed",
+          "residual": "block", "gap": "gap", "gmp": "gmp", "flatten": "flatten",
+          "dropout": "dropout", "dense": "dense"}
+
+
+def _named(layers):
     """Give unnamed layers names such as ``conv1``, ``pool2``, ``inception1``."""
     counts = {}
     out = []
-    short = {"conv": "conv", "maxpool": "pool", "avgpool": "avgpool", "lrn": "lrn",
-             "inception": "inception", "gap": "gap", "gmp": "gmp", "flatten": "flatten",
-             "dropout": "dropout", "dense": "dense"}
     for item in layers:
         if isinstance(item, tuple):
             name, layer = item
         else:
             layer = item
-            base = short[layer.kind]
+            base = _SHORT[layer.kind]
             counts[base] = counts.get(base, 0) + 1
             name = f"{base}{counts[base]}"
-        if not name.isidentifier():
+        if not isinstance(name, str) or not name.isidentifier():
             raise SpecError(f"layer name {name!r} must be a Python identifier")
         out.append((name, layer))
     names = [n for n, _ in out]
@@ -219,6 +352,12 @@ def stage(name: str, *layers) -> Stage:
     return Stage(name, _named(layers))
 
 
+def branch(*layers) -> Named:
+    """One branch of a :class:`Concat` (or a :class:`Residual`'s body): ``(name, layer)``
+    pairs, or bare layers named ``conv1``, ``pool1`` ..."""
+    return _named(layers)
+
+
 def iter_blocks(spec: Spec) -> Iterator[Tuple[str, str, Layer]]:
     """Yield ``(stage name, qualified block name, layer)`` in forward order."""
     for st in spec.stages:
@@ -226,24 +365,74 @@ def iter_blocks(spec: Spec) -> Iterator[Tuple[str, str, Layer]]:
             yield st.name, f"{st.name}.{name}", layer
 
 
+def walk(prefix: str, layer):
+    """Yield ``(qualified name, layer, path)`` for ``layer`` and everything inside it,
+    depth first in construction order, the composite before its contents.  Names inside a
+    block are flat (``prefix.<name>``); ``path`` is the ``(sequence, step)`` pairs that lead
+    to a layer through the composites (``((1, 0),)`` for a block's second branch's first
+    layer)."""
+    yield from _walk_inner(prefix, None, layer, ())
+
+
+def _walk_inner(block, name, layer, path):
+    yield (block if name is None else f"{block}.{name}"), layer, path
+    if composite(layer) is None:
+        return
+    for i, seq in enumerate(sequences(layer)):
+        for j, (sub_name, sub) in enumerate(seq):
+            yield from _walk_inner(block, sub_name, sub, path + ((i, j),))
+
+
 def _expand(prefix, layer):
-    if isinstance(layer, Inception):
-        for branch in layer.branches():
-            for name, sub in branch:
-                yield f"{prefix}.{name}", sub
-    else:
-        yield prefix, layer
+    for qname, sub, _ in walk(prefix, layer):
+        if composite(sub) is None:
+            yield qname, sub
 
 
 def iter_param_layers(spec: Spec, include_aux: bool = True):
     """Yield ``(qualified name, primitive layer)`` for every layer in the table,
-    Inception blocks expanded into their branch layers, aux heads last."""
+    composites expanded into their layers, aux heads last."""
     for _, qname, layer in iter_blocks(spec):
         yield from _expand(qname, layer)
     if include_aux:
         for head in spec.aux:
             for name, layer in head.layers:
-                yield f"{head.name}.{name}", layer
+                yield from _expand(f"{head.name}.{name}", layer)
+
+
+def _check_layer(qname, layer):  # noqa: C901 -- one check per rule, each with its own message
+    if not isinstance(layer, PRIMITIVES):
+        raise SpecError(f"{qname}: unknown layer record {layer!r}")
+    if isinstance(layer, Conv):
+        if layer.norm not in (None, "bn"):
+            raise SpecError(f"{qname}: norm must be None or 'bn', not {layer.norm!r}")
+        if not layer.eps > 0:
+            raise SpecError(f"{qname}: batch-norm epsilon must be > 0")
+    if isinstance(layer, (Conv, MaxPool, AvgPool)):
+        k, s, p = pair(layer.kernel), pair(layer.stride), pair(layer.padding)
+        if min(k + s) < 1 or min(p) < 0:
+            raise SpecError(f"{qname}: kernel and stride must be >= 1 and padding >= 0")
+    if isinstance(layer, (Conv, Dense)) and layer.act not in (None, "relu"):
+        raise SpecError(f"{qname}: act must be None or 'relu', not {layer.act!r}")
+    if isinstance(layer, AvgPool) and any(pair(layer.padding)) and layer.count_pad is None:
+        raise SpecError(f"{qname}: a padded average pool must state count_pad (True: padded zeros "
+                        f"count, as in PyTorch's default; False: they do not, as in Keras's 'same')")
+    if isinstance(layer, Dropout):
+        if not 0 <= layer.rate < 1:
+            raise SpecError(f"{qname}: dropout rate must be in [0, 1)")
+        if layer.mode not in ("upscale_in_train", "downscale_in_infer"):
+            raise SpecError(f"{qname}: dropout mode must be 'upscale_in_train' or 'downscale_in_infer'")
+
+
+def _check_composite(qname, layer):
+    c = composite(layer)
+    if c.act not in (None, "relu"):
+        raise SpecError(f"{qname}: act must be None or 'relu', not {c.act!r}")
+    seqs = sequences(layer)
+    if not seqs or not all(seqs):
+        raise SpecError(f"{qname}: a {layer.kind} needs at least one non-empty sequence of layers")
+    for seq in seqs:
+        _named(seq)          # names are identifiers, distinct within the sequence
 
 
 # Over the complexity limit on purpose: one check per rule of the table, each with its own message.
@@ -262,182 +451,20 @@ def validate(spec: Spec) -> Spec:  # noqa: C901
     for f in spec.features:
         if f not in blocks:
             raise SpecError(f"feature tap {f!r} is not a block of the table")
-    for qname, layer in iter_param_layers(spec):
-        if not isinstance(layer, PRIMITIVES):
-            raise SpecError(f"{qname}: unknown layer record {layer!r}")
-        if isinstance(layer, Conv) and layer.norm not in (None, "bn"):
-            raise SpecError(f"{qname}: norm must be None or 'bn', not {layer.norm!r}")
-        if isinstance(layer, (Conv, Dense)) and layer.act not in (None, "relu"):
-            raise SpecError(f"{qname}: act must be None or 'relu', not {layer.act!r}")
-        if isinstance(layer, Dropout) and not 0 <= layer.rate < 1:
-            raise SpecError(f"{qname}: dropout rate must be in [0, 1)")
+    tops = [(q, layer) for _, q, layer in iter_blocks(spec)]
+    tops += [(f"{h.name}.{n}", layer) for h in spec.aux for n, layer in h.layers]
+    seen = set()
+    for top, layer in tops:
+        for qname, sub, _ in walk(top, layer):
+            if qname in seen:
+                raise SpecError(f"{qname}: two layers of one block share this name (names inside "
+                                f"a block are flat: <block>.<layer>)")
+            seen.add(qname)
+            if composite(sub) is not None:
+                _check_composite(qname, sub)
+            else:
+                _check_layer(qname, sub)
     return spec
-
-
-# --------------------------------------------------------------------------- the family
-#: The nine Inception blocks of the paper (Table 1), named as there.
-INCEPTION_TABLE = (
-    ("3a", 64, (96, 128), (16, 32), 32),
-    ("3b", 128, (128, 192), (32, 96), 64),
-    ("4a", 192, (96, 208), (16, 48), 64),
-    ("4b", 160, (112, 224), (24, 64), 64),
-    ("4c", 128, (128, 256), (24, 64), 64),
-    ("4d", 112, (144, 288), (32, 64), 64),
-    ("4e", 256, (160, 320), (32, 128), 128),
-    ("5a", 256, (160, 320), (32, 128), 128),
-    ("5b", 384, (192, 384), (48, 128), 128),
-)
-
-#: Named presets and the keyword defaults :func:`googlenet` uses for them.
-PRESETS = {
-    # The book's simplified GoogLeNet (d2l chapter 8.4): 1x96x96, 10 classes,
-    # conv bias, no normalisation, no dropout, no auxiliary heads.
-    "d2l": dict(in_channels=1, num_classes=10, input_size=96, aux_logits=False,
-                dropout=0.0, dropout_aux=0.7, norm="none", branch3_kernel=5, bias=True),
-    # The paper (Szegedy et al. 2015): 3x224x224, 1000 classes, dropout 0.4,
-    # both auxiliary heads.  LRN is available with norm="lrn".
-    "paper": dict(in_channels=3, num_classes=1000, input_size=224, aux_logits=True,
-                  dropout=0.4, dropout_aux=0.7, norm="none", branch3_kernel=5, bias=True),
-    # Batch norm after every conv, no conv bias (torchvision's GoogLeNet; add
-    # branch3_kernel=3 for torchvision's and TF-slim's 3x3 "5x5" branch).
-    "bn": dict(in_channels=3, num_classes=1000, input_size=224, aux_logits=True,
-               dropout=0.4, dropout_aux=0.7, norm="bn", branch3_kernel=5, bias=False),
-}
-
-_OPTIONS = ("in_channels", "num_classes", "input_size", "aux_logits", "dropout",
-            "dropout_aux", "norm", "branch3_kernel", "bias", "include_top", "pooling")
-
-
-# Over the complexity limit on purpose: the presets and their options.
-def googlenet(preset: str = "d2l", *, in_channels: Optional[int] = None,  # noqa: C901
-              num_classes: Optional[int] = None, input_size: Optional[int] = None,
-              aux_logits: Optional[bool] = None, dropout: Optional[float] = None,
-              dropout_aux: Optional[float] = None, norm: Optional[str] = None,
-              branch3_kernel: Optional[int] = None, bias: Optional[bool] = None,
-              include_top: bool = True, pooling: Optional[str] = "avg") -> Spec:
-    """The GoogLeNet table for a preset, with keyword overrides (torchvision style).
-
-    Args:
-        preset: ``'d2l'`` (default, the book's net), ``'paper'`` or ``'bn'``.
-        in_channels: input channels (d2l: 1; paper, bn: 3).
-        num_classes: classes of the final dense layer (d2l: 10; paper, bn: 1000).
-        input_size: default square input size (d2l: 96; paper, bn: 224).
-        aux_logits: add the two auxiliary heads on 4a and 4d (d2l: False).
-        dropout: dropout before the final dense layer (d2l: 0; paper, bn: 0.4).
-        dropout_aux: dropout inside the auxiliary heads (0.7).
-        norm: ``'none'``, ``'bn'`` (batch norm after every conv) or ``'lrn'``
-            (local response normalisation after the first two pools).
-        branch3_kernel: kernel of the third branch's second conv, 5 or 3.
-        bias: conv bias (defaults to ``norm != 'bn'``).
-        include_top: keep the classifier (global pool, dropout, dense); without it
-            the network ends after 5b, pooled according to ``pooling``.
-        pooling: with ``include_top=False``: ``'avg'``, ``'max'`` or ``None``
-            (Keras-applications conventions); ignored with the top.
-    """
-    if preset not in PRESETS:
-        raise SpecError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    o = dict(PRESETS[preset])
-    given = dict(in_channels=in_channels, num_classes=num_classes, input_size=input_size,
-                 aux_logits=aux_logits, dropout=dropout, dropout_aux=dropout_aux,
-                 norm=norm, branch3_kernel=branch3_kernel, bias=bias)
-    o.update({k: v for k, v in given.items() if v is not None})
-    if norm is not None and bias is None:
-        o["bias"] = norm != "bn"
-    if o["norm"] not in ("none", "bn", "lrn"):
-        raise SpecError(f"norm must be 'none', 'bn' or 'lrn', not {o['norm']!r}")
-    if o["branch3_kernel"] not in (3, 5):
-        raise SpecError("branch3_kernel must be 3 or 5")
-    if pooling not in ("avg", "max", None, "none"):
-        raise SpecError(f"pooling must be 'avg', 'max' or None, not {pooling!r}")
-    if o["aux_logits"] and not include_top:
-        raise SpecError("aux_logits=True needs include_top=True (the aux heads are classifiers)")
-    if o["num_classes"] < 1 or o["in_channels"] < 1:
-        raise SpecError("num_classes and in_channels must be >= 1")
-
-    bn = "bn" if o["norm"] == "bn" else None
-    lrn = o["norm"] == "lrn"
-    conv = lambda out, k, s=1, p=0: Conv(out, k, s, p, bias=o["bias"], norm=bn)
-    inc = {name: (f"inception{name}", Inception(c1, c2, c3, c4, o["branch3_kernel"], o["bias"], bn))
-           for name, c1, c2, c3, c4 in INCEPTION_TABLE}
-    pool = lambda: MaxPool(3, 2, 1)
-
-    b1 = [Conv(64, 7, 2, 3, bias=o["bias"], norm=bn), pool()] + ([LRN()] if lrn else [])
-    b2 = [conv(64, 1), conv(192, 3, 1, 1), pool()] + ([LRN()] if lrn else [])
-    stages = [
-        stage("b1", *b1),
-        stage("b2", *b2),
-        stage("b3", inc["3a"], inc["3b"], pool()),
-        stage("b4", inc["4a"], inc["4b"], inc["4c"], inc["4d"], inc["4e"], pool()),
-    ]
-    if include_top:
-        stages.append(stage("b5", inc["5a"], inc["5b"], GlobalAvgPool(), Flatten()))
-        head = ([Dropout(o["dropout"])] if o["dropout"] > 0 else []) + [Dense(o["num_classes"])]
-        stages.append(stage("head", *head))
-    else:
-        tail = {"avg": [GlobalAvgPool(), Flatten()], "max": [GlobalMaxPool(), Flatten()]}
-        stages.append(stage("b5", inc["5a"], inc["5b"], *tail.get(pooling, [])))
-
-    aux = ()
-    if o["aux_logits"]:
-        def head(name, tap):
-            layers = [AvgPool(5, 3), conv(128, 1), Flatten(), Dense(1024, act="relu"),
-                      Dropout(o["dropout_aux"]), Dense(o["num_classes"])]
-            return AuxHead(name, tap, _named(layers))
-        aux = (head("aux1", "b4.inception4a"), head("aux2", "b4.inception4d"))
-
-    name = preset if all(given[k] is None for k in given) and include_top else f"{preset}*"
-    spec = Spec(name, o["in_channels"], o["input_size"], tuple(stages), aux,
-                features=("b3.inception3b", "b4.inception4a", "b4.inception4d", "b5.inception5b"))
-    return validate(spec)
-
-
-def scale_channels(spec: Spec, factor: float, name: Optional[str] = None) -> Spec:
-    """A user-style table: every conv / Inception width multiplied by ``factor``
-    (at least 1 channel); dense layers other than the classifier likewise."""
-    s = lambda c: max(1, int(round(c * factor)))
-    last = spec.stages[-1].layers[-1][0]
-
-    def scale(layer, keep=False):
-        if isinstance(layer, Conv):
-            return replace(layer, out=s(layer.out))
-        if isinstance(layer, Inception):
-            return replace(layer, c1=s(layer.c1), c2=(s(layer.c2[0]), s(layer.c2[1])),
-                           c3=(s(layer.c3[0]), s(layer.c3[1])), c4=s(layer.c4))
-        if isinstance(layer, Dense) and not keep:
-            return replace(layer, out=s(layer.out))
-        return layer
-
-    stages = tuple(Stage(st.name, tuple((n, scale(l, keep=(st is spec.stages[-1] and n == last)))
-                                        for n, l in st.layers)) for st in spec.stages)
-    aux = tuple(AuxHead(h.name, h.tap, tuple((n, scale(l, keep=(n == h.layers[-1][0])))
-                                             for n, l in h.layers)) for h in spec.aux)
-    return validate(replace(spec, name=name or f"{spec.name}x{factor:g}", stages=stages, aux=aux))
-
-
-def get_spec(spec: Union[str, Spec, None] = None, **options) -> Spec:
-    """Resolve a preset name (or a ready :class:`Spec`) plus keyword options."""
-    if spec is None:
-        spec = "d2l"
-    if isinstance(spec, Spec):
-        if options:
-            unknown = set(options) - {"input_size"}
-            if unknown:
-                raise SpecError(f"options {sorted(unknown)} apply to presets, not to a ready Spec")
-            spec = replace(spec, input_size=options["input_size"])
-        return validate(spec)
-    if not isinstance(spec, str):
-        raise SpecError(f"spec must be a preset name or a Spec, not {type(spec).__name__}")
-    unknown = set(options) - set(_OPTIONS)
-    if unknown:
-        raise SpecError(f"unknown option(s) {sorted(unknown)}; valid: {list(_OPTIONS)}")
-    return googlenet(spec, **options)
-
-
-#: Batch-norm constants shared by every backend (torchvision's GoogLeNet uses eps 1e-3).
-#: Momentum in PyTorch's convention: running = (1 - m) * running + m * batch
-#: (Keras, MXNet and Paddle take ``1 - BN_MOMENTUM`` = 0.9).
-BN_EPS = 1e-3
-BN_MOMENTUM = 0.1
 
 
 def outputs_type(spec: Spec):
@@ -454,3 +481,15 @@ def _outputs_type(names):
     if names not in _OUTPUT_TYPES:
         _OUTPUT_TYPES[names] = namedtuple("GoogLeNetOutputs", names)
     return _OUTPUT_TYPES[names]
+
+
+_FAMILY = ("PRESETS", "get_spec", "googlenet", "inception_v3", "scale_channels", "INCEPTION_TABLE",
+           "Preset", "preset_names")
+
+
+def __getattr__(name):
+    """The family's builders live in :mod:`common.net.family` (which imports this module)."""
+    if name in _FAMILY:
+        from . import family
+        return getattr(family, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
