@@ -8,7 +8,8 @@ from mxnet.gluon import nn
 
 from common.net import model as M
 from common.net.weights import WeightsError
-from common.net.spec import BN_EPS, BN_MOMENTUM, outputs_type
+from common.net import oracle
+from common.net.spec import BN_MOMENTUM, SpecError, outputs_type, pair
 
 from .core import _device, to_numpy, to_tensor
 
@@ -19,10 +20,12 @@ class ConvBlock(nn.HybridBlock):
     def __init__(self, layer, in_channels, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
-            self.conv = nn.Conv2D(layer.out, layer.kernel, layer.stride, layer.padding,
+            self.conv = nn.Conv2D(layer.out, pair(layer.kernel), pair(layer.stride), pair(layer.padding),
                                   use_bias=layer.bias, in_channels=in_channels)
-            # Gluon's momentum is the weight of the running value: 1 - PyTorch's.
-            self.bn = (nn.BatchNorm(momentum=1 - BN_MOMENTUM, epsilon=BN_EPS, in_channels=layer.out)
+            # Gluon's momentum is the weight of the running value: 1 - PyTorch's; scale=False
+            # keeps gamma at 1, not learnt (Keras's scale=False)
+            self.bn = (nn.BatchNorm(momentum=1 - BN_MOMENTUM, epsilon=layer.eps, scale=layer.scale,
+                                    in_channels=layer.out)
                        if layer.norm == "bn" else None)
         self.relu = layer.act == "relu"
 
@@ -66,16 +69,83 @@ class LRN(nn.HybridBlock):
 
 
 class Concat(nn.HybridBlock):
-    """Inception: run the branches on the same input, concatenate channels."""
+    """A Concat (an Inception block): run the branches on one input, concatenate channels, ``act``."""
 
-    def __init__(self, branches, **kwargs):
+    def __init__(self, branches, act=None, **kwargs):
         super().__init__(**kwargs)
         self.branches = branches
         for i, b in enumerate(branches):
             self.register_child(b, f"branch{i + 1}")
+        self.relu = act == "relu"
 
     def hybrid_forward(self, F, X):
-        return F.np.concatenate([b(X) for b in self.branches], axis=1)
+        X = F.np.concatenate([b(X) for b in self.branches], axis=1)
+        return F.npx.relu(X) if self.relu else X
+
+
+class Residual(nn.HybridBlock):
+    """``act(x + scale * body(x))``; the body is registered as ``branch1`` (a Concat's names)."""
+
+    def __init__(self, body, scale, act, **kwargs):
+        super().__init__(**kwargs)
+        self.body, self.scale, self.relu = body, scale, act == "relu"
+        self.register_child(body, "branch1")
+
+    def hybrid_forward(self, F, X):
+        X = X + self.scale * self.body(X)
+        return F.npx.relu(X) if self.relu else X
+
+
+class AdaptiveAvgPool(nn.HybridBlock):
+    """PyTorch's adaptive average pooling: MXNet's ``contrib.AdaptiveAvgPooling2D`` (a legacy
+    operator, its array passed through ``as_nd_ndarray``), which bins as PyTorch does."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.size = pair(layer.size)
+
+    def hybrid_forward(self, F, X):
+        return F.contrib.AdaptiveAvgPooling2D(X.as_nd_ndarray(), output_size=self.size).as_np_ndarray()
+
+
+class Affine(nn.HybridBlock):
+    """A fixed per-channel ``x * scale + shift``, one channel at a time (no constant arrays,
+    which Gluon would save among the parameters)."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.shift = layer.scale, layer.shift
+
+    def hybrid_forward(self, F, X):
+        return F.np.concatenate([X[:, c:c + 1] * s + b for c, (s, b) in enumerate(zip(self.scale, self.shift))],
+                                axis=1)
+
+
+class DownscaleDropout(nn.HybridBlock):
+    """Paddle's ``downscale_in_infer`` dropout: training zeroes without rescaling, evaluation
+    multiplies by ``1 - rate``."""
+
+    def __init__(self, rate, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+
+    def hybrid_forward(self, F, X):
+        if autograd.is_training():
+            X = F.npx.dropout(X, p=self.rate)
+        return X * (1 - self.rate)
+
+
+def _maxpool(l, shape):
+    """Gluon's max pool; ceil mode is its ``'full'`` convention, which lacks PyTorch's rule that
+    the last window starts inside the input: refused where the two differ."""
+    if l.ceil:
+        full = tuple(-(-(n + 2 * p - k) // s) + 1 for n, k, s, p in
+                     zip(shape[1:], pair(l.kernel), pair(l.stride), pair(l.padding)))
+        if full != tuple(oracle._window(l, shape)[2:]):
+            raise SpecError(f"a ceil-mode max pool of {pair(l.kernel)}/{pair(l.stride)} padding "
+                            f"{pair(l.padding)} on {shape[1:]}: MXNet's 'full' convention gives {full}, "
+                            f"PyTorch's ceil mode fewer; MXNet cannot build it")
+    return nn.MaxPool2D(pair(l.kernel), pair(l.stride), pair(l.padding), ceil_mode=l.ceil)
 
 
 #: the table's records -> Gluon blocks: ``make(layer, in_shape, name)``
@@ -83,13 +153,16 @@ LAYERS = {
     "conv": lambda l, shape, name: ConvBlock(l, shape[0]),
     "dense": lambda l, shape, name: DenseBlock(l, shape[0]),
     # MXNet's max pool pads with -inf; floor ('valid') rounding by default
-    "maxpool": lambda l, shape, name: nn.MaxPool2D(l.kernel, l.stride, l.padding),
-    "avgpool": lambda l, shape, name: nn.AvgPool2D(l.kernel, l.stride),
+    "maxpool": lambda l, shape, name: _maxpool(l, shape),
+    "avgpool": lambda l, shape, name: nn.AvgPool2D(pair(l.kernel), pair(l.stride), pair(l.padding),
+                                                   count_include_pad=bool(l.count_pad)),
+    "adaptive_avg": lambda l, shape, name: AdaptiveAvgPool(l),
+    "affine": lambda l, shape, name: Affine(l),
     "lrn": lambda l, shape, name: LRN(l),
     "gap": lambda l, shape, name: nn.GlobalAvgPool2D(),
     "gmp": lambda l, shape, name: nn.GlobalMaxPool2D(),
     "flatten": lambda l, shape, name: nn.Flatten(),
-    "dropout": lambda l, shape, name: nn.Dropout(l.rate),
+    "dropout": lambda l, shape, name: nn.Dropout(l.rate) if l.mode == "upscale_in_train" else DownscaleDropout(l.rate),
 }
 #: where Gluon keeps the weight file's tensors: its own names and layouts
 WEIGHT_NAMES = M.WeightNames(weight="weight", bias="bias",
@@ -122,7 +195,8 @@ class GoogLeNet(nn.HybridBlock):
         self.spec, self.input_size = spec, input_size
         with self.name_scope():
             self.blocks, self.aux, param_layers = M.construct(
-                spec, input_size, LAYERS, lambda q, branches: Concat(branches), _chain)
+                spec, input_size, LAYERS, lambda q, branches, act: Concat(branches, act), _chain,
+                lambda q, body, scale, act: Residual(body, scale, act))
         for qname, block in self.blocks.items():
             self.register_child(block, qname.replace(".", "_"))
         for name, head in self.aux.items():

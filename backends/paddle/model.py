@@ -9,7 +9,7 @@ import paddle.nn.functional as F
 
 from common.net import model as M, safepickle
 from common.net.weights import WeightsError
-from common.net.spec import BN_EPS, BN_MOMENTUM
+from common.net.spec import BN_MOMENTUM, pair
 
 from .core import to_numpy, to_tensor
 
@@ -28,8 +28,10 @@ class BatchNorm2D(nn.BatchNorm2D):
     momentum weighs the running statistics: ``1 - BN_MOMENTUM``.
     """
 
-    def __init__(self, channels):
-        super().__init__(channels, momentum=1 - BN_MOMENTUM, epsilon=BN_EPS)
+    def __init__(self, channels, eps, scale=True):
+        super().__init__(channels, momentum=1 - BN_MOMENTUM, epsilon=eps)
+        if not scale:                     # Keras's scale=False: kept at 1, not learnt
+            self.weight.stop_gradient = True
 
     def forward(self, X):
         if not self.training:
@@ -51,9 +53,9 @@ class ConvBlock(nn.Layer):
 
     def __init__(self, layer, in_channels):
         super().__init__()
-        self.conv = nn.Conv2D(in_channels, layer.out, layer.kernel, layer.stride, layer.padding,
-                              bias_attr=None if layer.bias else False)
-        self.bn = BatchNorm2D(layer.out) if layer.norm == "bn" else None
+        self.conv = nn.Conv2D(in_channels, layer.out, pair(layer.kernel), pair(layer.stride),
+                              pair(layer.padding), bias_attr=None if layer.bias else False)
+        self.bn = BatchNorm2D(layer.out, layer.eps, layer.scale) if layer.norm == "bn" else None
         self.relu = layer.act == "relu"
 
     def forward(self, X):
@@ -77,27 +79,61 @@ class DenseBlock(nn.Layer):
 
 
 class Concat(nn.Layer):
-    """Inception: run the branches on the same input, concatenate channels."""
+    """A Concat (an Inception block): run the branches on one input, concatenate channels, ``act``."""
 
-    def __init__(self, branches):
+    def __init__(self, branches, act=None):
         super().__init__()
         self.branches = nn.LayerList(branches)
+        self.relu = act == "relu"
 
     def forward(self, X):
-        return paddle.concat([b(X) for b in self.branches], axis=1)
+        X = paddle.concat([b(X) for b in self.branches], axis=1)
+        return relu(X) if self.relu else X
+
+
+class Residual(nn.Layer):
+    """``act(x + scale * body(x))``; the body is kept as ``branches[0]`` (the keys of a Concat)."""
+
+    def __init__(self, body, scale, act):
+        super().__init__()
+        self.branches = nn.LayerList([body])
+        self.scale, self.relu = scale, act == "relu"
+
+    def forward(self, X):
+        X = X + self.scale * self.branches[0](X)
+        return relu(X) if self.relu else X
+
+
+class Affine(nn.Layer):
+    """A fixed per-channel ``x * scale + shift`` (buffers outside the state dict: the table holds them)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.register_buffer("scale", paddle.to_tensor(layer.scale, "float32").reshape([1, -1, 1, 1]),
+                             persistable=False)
+        self.register_buffer("shift", paddle.to_tensor(layer.shift, "float32").reshape([1, -1, 1, 1]),
+                             persistable=False)
+
+    def forward(self, X):
+        return X * self.scale + self.shift
 
 
 #: the table's records -> Paddle layers: ``make(layer, in_shape, name)``
 LAYERS = {
     "conv": lambda l, shape, name: ConvBlock(l, shape[0]),
     "dense": lambda l, shape, name: DenseBlock(l, shape[0]),
-    "maxpool": lambda l, shape, name: nn.MaxPool2D(l.kernel, l.stride, l.padding),
-    "avgpool": lambda l, shape, name: nn.AvgPool2D(l.kernel, l.stride),
+    "maxpool": lambda l, shape, name: nn.MaxPool2D(pair(l.kernel), pair(l.stride), pair(l.padding),
+                                                   ceil_mode=l.ceil),
+    "avgpool": lambda l, shape, name: nn.AvgPool2D(pair(l.kernel), pair(l.stride), pair(l.padding),
+                                                   exclusive=not l.count_pad),
+    "adaptive_avg": lambda l, shape, name: nn.AdaptiveAvgPool2D(pair(l.size)),
+    "affine": lambda l, shape, name: Affine(l),
     "lrn": lambda l, shape, name: nn.LocalResponseNorm(l.size, l.alpha, l.beta, l.k),
     "gap": lambda l, shape, name: nn.AdaptiveAvgPool2D(1),
     "gmp": lambda l, shape, name: nn.AdaptiveMaxPool2D(1),
     "flatten": lambda l, shape, name: nn.Flatten(),
-    "dropout": lambda l, shape, name: nn.Dropout(l.rate),
+    # Paddle's own modes: 'upscale_in_train' (every framework's default), 'downscale_in_infer'
+    "dropout": lambda l, shape, name: nn.Dropout(l.rate, mode=l.mode),
 }
 #: where Paddle keeps the weight file's tensors, and its layouts: ``Linear`` is (in, out)
 WEIGHT_NAMES = M.WeightNames(weight="weight", bias="bias", bn=("weight", "bias", "_mean", "_variance"),
@@ -116,8 +152,8 @@ class GoogLeNet(nn.Layer):
         super().__init__()
         self.spec, self.input_size = spec, input_size
         blocks, aux, self.param_layers = M.construct(
-            spec, input_size, LAYERS, lambda q, branches: Concat(branches),
-            lambda q, modules: nn.Sequential(*modules))
+            spec, input_size, LAYERS, lambda q, branches, act: Concat(branches, act),
+            lambda q, modules: nn.Sequential(*modules), lambda q, body, scale, act: Residual(body, scale, act))
         self.stages = nn.LayerDict()                 # registered as stages.b3.inception3a ...
         for st in spec.stages:
             self.stages[st.name] = nn.LayerDict(OrderedDict(

@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from common.net import model as M
 from common.net.weights import WeightsError
-from common.net.spec import BN_EPS, BN_MOMENTUM
+from common.net import oracle
+from common.net.spec import BN_MOMENTUM, pair
 
 from . import distribute
 from .core import nchw, to_tensor
@@ -22,12 +23,14 @@ layers = tf.keras.layers
 
 
 def _same(kernel, stride, padding):
-    """Whether TensorFlow's ``'same'`` equals the table's symmetric padding (stride 1, odd kernel)."""
-    return stride == 1 and 2 * padding == kernel - 1
+    """Whether TensorFlow's ``'same'`` equals the table's symmetric padding (stride 1, odd
+    kernel, half of it padded) in both dimensions."""
+    return all(s == 1 and 2 * p == k - 1 for k, s, p in zip(pair(kernel), pair(stride), pair(padding)))
 
 
-def _pads(p):
-    return [[0, 0], [p, p], [p, p], [0, 0]]
+def _pads(p, extra=(0, 0)):
+    (ph, pw), (eh, ew) = pair(p), extra
+    return [[0, 0], [ph, ph + eh], [pw, pw + ew], [0, 0]]
 
 
 class ConvBlock(layers.Layer):
@@ -36,10 +39,10 @@ class ConvBlock(layers.Layer):
     def __init__(self, layer, **kwargs):
         super().__init__(**kwargs)
         same = _same(layer.kernel, layer.stride, layer.padding)
-        self.pad = None if same or not layer.padding else _pads(layer.padding)
-        self.conv = layers.Conv2D(layer.out, layer.kernel, layer.stride,
+        self.pad = None if same or not any(pair(layer.padding)) else _pads(layer.padding)
+        self.conv = layers.Conv2D(layer.out, pair(layer.kernel), pair(layer.stride),
                                   padding="same" if same else "valid", use_bias=layer.bias)
-        self.bn = (layers.BatchNormalization(momentum=1 - BN_MOMENTUM, epsilon=BN_EPS)
+        self.bn = (layers.BatchNormalization(momentum=1 - BN_MOMENTUM, epsilon=layer.eps, scale=layer.scale)
                    if layer.norm == "bn" else None)
         self.relu = layer.act == "relu"
 
@@ -65,19 +68,99 @@ class DenseBlock(layers.Layer):
         return tf.nn.relu(X) if self.relu else X
 
 
-class MaxPool(layers.Layer):
-    """Max pooling; padded cells are -inf, so they never win (PyTorch's semantics)."""
+def _ceil_extra(layer, shape):
+    """Cells to add on the bottom and right so that floor rounding gives the table's ceil-mode
+    size (TensorFlow has no ceil mode)."""
+    if not getattr(layer, "ceil", False):
+        return (0, 0)
+    _, _, ho, wo = oracle._window(layer, shape)
+    return tuple(max(0, (o - 1) * s + k - (n + 2 * p)) for o, n, k, s, p in
+                 zip((ho, wo), shape[1:], pair(layer.kernel), pair(layer.stride), pair(layer.padding)))
 
-    def __init__(self, layer, **kwargs):
+
+class MaxPool(layers.Layer):
+    """Max pooling; padded cells are -inf, so they never win (PyTorch's semantics); ceil mode
+    pads the bottom and right with more -inf cells."""
+
+    def __init__(self, layer, shape, **kwargs):
         super().__init__(**kwargs)
-        self.k, self.s, self.p = layer.kernel, layer.stride, layer.padding
+        self.k, self.s, self.p = pair(layer.kernel), pair(layer.stride), pair(layer.padding)
+        self.extra = _ceil_extra(layer, shape)
 
     def call(self, X):
         if _same(self.k, self.s, self.p):
             return tf.nn.max_pool2d(X, self.k, 1, "SAME")
-        if self.p:
-            X = tf.pad(X, _pads(self.p), constant_values=float("-inf"))
+        if any(self.p) or any(self.extra):
+            X = tf.pad(X, _pads(self.p, self.extra), constant_values=float("-inf"))
         return tf.nn.max_pool2d(X, self.k, self.s, "VALID")
+
+
+class AvgPool(layers.Layer):
+    """Average pooling, the padding convention as the table states it: padded zeros counted
+    (``count_pad``: pad, then average) or not (TensorFlow's own ``'SAME'`` where it applies,
+    otherwise the window sums divided by the number of real cells in each window)."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.k, self.s, self.p = pair(layer.kernel), pair(layer.stride), pair(layer.padding)
+        self.count_pad = layer.count_pad
+
+    def call(self, X):
+        if not any(self.p):
+            return tf.nn.avg_pool2d(X, self.k, self.s, "VALID")
+        if not self.count_pad and _same(self.k, self.s, self.p):
+            return tf.nn.avg_pool2d(X, self.k, 1, "SAME")       # TensorFlow's SAME excludes the padding
+        X = tf.nn.avg_pool2d(tf.pad(X, _pads(self.p)), self.k, self.s, "VALID")
+        if self.count_pad:
+            return X
+        ones = tf.pad(tf.ones_like(X[:1, :, :, :1]), _pads(self.p))
+        return X / tf.nn.avg_pool2d(ones, self.k, self.s, "VALID")
+
+
+def _bins(n, out):
+    """PyTorch's adaptive-pooling matrix: row i averages cells floor(i*n/out) .. ceil((i+1)*n/out) - 1."""
+    m = np.zeros((out, n), np.float32)
+    for i in range(out):
+        lo, hi = (i * n) // out, -(-((i + 1) * n) // out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+class AdaptiveAvgPool(layers.Layer):
+    """Adaptive average pooling as PyTorch bins it, for the input size the net is built for:
+    two averaging matrices (rows, then columns)."""
+
+    def __init__(self, layer, shape, **kwargs):
+        super().__init__(**kwargs)
+        (h, w), (_, n, m) = pair(layer.size), shape
+        self.rows, self.cols = tf.constant(_bins(n, h)), tf.constant(_bins(m, w))
+
+    def call(self, X):
+        return tf.einsum("ih,nhwc,jw->nijc", self.rows, X, self.cols)
+
+
+class Affine(layers.Layer):
+    """A fixed per-channel ``x * scale + shift`` (channels last)."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.shift = tf.constant(layer.scale), tf.constant(layer.shift)
+
+    def call(self, X):
+        return X * self.scale + self.shift
+
+
+class DownscaleDropout(layers.Layer):
+    """Paddle's ``downscale_in_infer`` dropout: training zeroes without rescaling, evaluation
+    multiplies by ``1 - rate``."""
+
+    def __init__(self, rate, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.drop = layers.Dropout(rate)
+
+    def call(self, X, training=False):
+        return (self.drop(X, training=True) if training else X) * (1 - self.rate)
 
 
 class LRN(layers.Layer):
@@ -116,14 +199,28 @@ class Chain(layers.Layer):
 
 
 class Concat(layers.Layer):
-    """Inception: run the branches on the same input, concatenate channels."""
+    """A Concat (an Inception block): run the branches on one input, concatenate channels, ``act``."""
 
-    def __init__(self, branches, **kwargs):
+    def __init__(self, branches, act=None, **kwargs):
         super().__init__(**kwargs)
         self.branches = branches
+        self.relu = act == "relu"
 
     def call(self, X, training=False):
-        return tf.concat([b(X, training=training) for b in self.branches], axis=-1)
+        X = tf.concat([b(X, training=training) for b in self.branches], axis=-1)
+        return tf.nn.relu(X) if self.relu else X
+
+
+class Residual(layers.Layer):
+    """``act(x + scale * body(x))``."""
+
+    def __init__(self, body, scale, act, **kwargs):
+        super().__init__(**kwargs)
+        self.body, self.scale, self.relu = body, scale, act == "relu"
+
+    def call(self, X, training=False):
+        X = X + self.scale * self.body(X, training=training)
+        return tf.nn.relu(X) if self.relu else X
 
 
 def _keras_name(qname):
@@ -134,13 +231,17 @@ def _keras_name(qname):
 LAYERS = {
     "conv": lambda l, shape, name: ConvBlock(l, name=_keras_name(name)),
     "dense": lambda l, shape, name: DenseBlock(l, name=_keras_name(name)),
-    "maxpool": lambda l, shape, name: MaxPool(l, name=_keras_name(name)),
-    "avgpool": lambda l, shape, name: layers.AveragePooling2D(l.kernel, l.stride, name=_keras_name(name)),
+    "maxpool": lambda l, shape, name: MaxPool(l, shape, name=_keras_name(name)),
+    "avgpool": lambda l, shape, name: AvgPool(l, name=_keras_name(name)),
+    "adaptive_avg": lambda l, shape, name: AdaptiveAvgPool(l, shape, name=_keras_name(name)),
+    "affine": lambda l, shape, name: Affine(l, name=_keras_name(name)),
     "lrn": lambda l, shape, name: LRN(l, name=_keras_name(name)),
     "gap": lambda l, shape, name: layers.GlobalAveragePooling2D(keepdims=True, name=_keras_name(name)),
     "gmp": lambda l, shape, name: layers.GlobalMaxPooling2D(keepdims=True, name=_keras_name(name)),
     "flatten": lambda l, shape, name: Flatten(name=_keras_name(name)),
-    "dropout": lambda l, shape, name: layers.Dropout(l.rate, name=_keras_name(name)),
+    "dropout": lambda l, shape, name: (layers.Dropout(l.rate, name=_keras_name(name))
+                                       if l.mode == "upscale_in_train" else
+                                       DownscaleDropout(l.rate, name=_keras_name(name))),
 }
 #: where Keras keeps the weight file's tensors, and its layouts: conv HWIO, dense (in, out)
 WEIGHT_NAMES = M.WeightNames(weight="kernel", bias="bias",
@@ -165,8 +266,9 @@ class GoogLeNet(tf.keras.Model):
         super().__init__(name=f"googlenet_{spec.name}".replace("*", "_"))
         self.spec, self.input_size = spec, input_size
         self.blocks, self.aux, param_layers = M.construct(
-            spec, input_size, LAYERS, lambda q, branches: Concat(branches, name=_keras_name(q)),
-            lambda q, modules: Chain(modules, name=_keras_name(q)))
+            spec, input_size, LAYERS, lambda q, branches, act: Concat(branches, act, name=_keras_name(q)),
+            lambda q, modules: Chain(modules, name=_keras_name(q)),
+            lambda q, body, scale, act: Residual(body, scale, act, name=_keras_name(q)))
         self._param_names = list(param_layers)
         self._param_modules = list(param_layers.values())
 
@@ -220,7 +322,8 @@ def save_native(net, path):
 
 
 #: the order in which Keras stores a layer's variables (``vars/0``, ``vars/1`` ...)
-_VAR_INDEX = {"kernel": 0, "bias": 1, "gamma": 0, "beta": 1, "moving_mean": 2, "moving_variance": 3}
+_VAR_ORDER = {"conv": ("kernel", "bias"), "linear": ("kernel", "bias"),
+              "bn": ("gamma", "beta", "moving_mean", "moving_variance")}
 
 
 def _native_key(place, sub, attr):
@@ -228,10 +331,12 @@ def _native_key(place, sub, attr):
     stores each layer once, under the first attribute (in reverse alphabetical order) that
     reaches it: :class:`GoogLeNet`'s ``param_layers``, a container whose layers it names by
     class, ``conv_block``, ``conv_block_1``, ... and ``dense_block``, ``dense_block_1``, ... in
-    construction order; in each, ``conv`` / ``bn`` / ``linear`` and their ``vars/<i>``."""
+    construction order; in each, ``conv`` / ``bn`` / ``linear`` and their ``vars/<i>`` (a batch
+    norm without scale has no ``gamma``: its ``beta`` is ``vars/0``)."""
     cls = "conv_block" if place.kind == "conv" else "dense_block"
     layer = cls if place.index == 0 else f"{cls}_{place.index}"
-    return f"param_layers/{layer}/{sub}/vars/{_VAR_INDEX[attr]}"
+    order = [a for a in _VAR_ORDER[sub] if place.scale or a != "gamma"]
+    return f"param_layers/{layer}/{sub}/vars/{order.index(attr) if attr in order else 'absent'}"
 
 
 def read_native(path, spec, input_size=None):

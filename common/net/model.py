@@ -201,6 +201,7 @@ class Place:
     head: Optional[str] = None
     index: int = 0
     path: Tuple[Tuple[int, int], ...] = ()
+    scale: bool = True          # a conv's batch norm learns a scale (False: Keras's scale=False)
 
 
 def places(spec: Spec) -> "OrderedDict[str, Place]":
@@ -211,7 +212,7 @@ def places(spec: Spec) -> "OrderedDict[str, Place]":
         if layer.kind in ("conv", "dense"):
             inner = dict(branch=path[-1][0], step=path[-1][1]) if path and "head" not in where else {}
             out[qname] = Place(qname, layer.kind, index=counts.get(layer.kind, 0), path=path,
-                               **dict(where, **inner))
+                               scale=getattr(layer, "scale", True), **dict(where, **inner))
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
 
     for st in spec.stages:

@@ -39,8 +39,8 @@ __all__ = [
     "Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "LRN", "Affine", "Inception", "Concat",
     "Residual", "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Dropout", "Dense", "Stage", "AuxHead",
     "Spec", "stage", "branch", "pair", "iter_blocks", "iter_param_layers", "walk", "composite",
-    "SpecError", "PRESETS", "get_spec", "googlenet", "inception_v3", "scale_channels",
-]
+    "SpecError",
+]   # and, from common.net.family: PRESETS, get_spec, googlenet, inception_v3, scale_channels
 
 #: Batch-norm constants.  ``BN_EPS`` is the default epsilon of a :class:`Conv`'s batch norm
 #: (torchvision's GoogLeNet and Inception v3, Keras's InceptionV3 and Gluon's use 1e-3;
