@@ -30,7 +30,10 @@ MODEL_FLAGS = dict(preset="--preset", aux_logits="--aux/--no-aux", norm="--norm"
 
 def add_model_args(p):
     g = p.add_argument_group("model (the table)")
-    g.add_argument("--preset", help="d2l (default, the book's net), paper or bn")
+    g.add_argument("--preset", help="the family's member: d2l (default, the book's net), paper, bn, "
+                                    "tv_googlenet, paddle_googlenet, tv_inception_v3 (inception_v3), "
+                                    "keras_inception_v3, paddle_inception_v3, gluon_inception_v3 "
+                                    "(docs/family.md)")
     g.add_argument("--variant", dest="preset", help="alias of --preset")
     g.add_argument("--aux", dest="aux_logits", action="store_true", default=None,
                    help="add the two auxiliary heads (paper, bn: on by default)")

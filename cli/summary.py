@@ -1,7 +1,10 @@
 """``scripts/summary.py``: the layer table of GoogLeNet as one backend builds it."""
 from __future__ import annotations
 
+import dataclasses
+
 from backends.config import resolve
+from common.net import oracle
 
 from .errors import guard
 from .options import ArgumentParser, add_backend_arg, add_model_args, build_from_options, get_backend
@@ -25,23 +28,56 @@ def table(rows, title):
     return lines
 
 
+FAMILY_TITLES = {"googlenet": "GoogLeNet", "inception_v3": "Inception v3"}
+COUNTERS = {"tf": "Keras", "paddle": "Paddle", "mxnet": "Gluon"}
+
+
+def counts(spec, trainable: int, input_size=None):
+    """(total, non-trainable) as the table's anchor counts its parameters: torchvision and
+    torchinfo count trainable parameters only (batch-norm running statistics are buffers);
+    Keras, Paddle and Gluon also count the batch-norm moving statistics
+    (``spec.config['counts_bn_statistics']``)."""
+    stats = oracle.bn_statistics(spec, input_size) if spec.config.get("counts_bn_statistics") else 0
+    return trainable + stats, stats
+
+
+def smallest_inputs(spec):
+    """The book's exercise 2: the smallest square input the table takes, with and without its
+    auxiliary heads."""
+    smallest = oracle.min_input_size(spec)
+    if not spec.aux:
+        return f"Smallest input: {smallest} x {smallest}"
+    bare = oracle.min_input_size(dataclasses.replace(spec, aux=()))
+    return f"Smallest input: {smallest} x {smallest} with the auxiliary heads, {bare} x {bare} without"
+
+
 def summary(bk, net, preset, title=None) -> str:
     """The whole printout for a built network (``title``: the first line instead of one naming
     the backend, e.g. for a printout that is the same on every backend)."""
     rows = bk.layer_table(net)
-    title = title or (f"GoogLeNet '{preset}' on {bk.NAME} {bk.framework_version()} ({bk.device()}), input "
+    cfg = net.spec.config
+    family = FAMILY_TITLES.get(cfg.get("family"), "GoogLeNet")
+    title = title or (f"{family} '{preset}' on {bk.NAME} {bk.framework_version()} ({bk.device()}), input "
                       f"{net.spec.in_channels} x {net.input_size} x {net.input_size}")
     lines = table(rows, title)
     main_params = sum(r["params"] for r in rows if r["kind"] == "stage")
     aux_params = sum(r["params"] for r in rows if r["kind"] == "aux")
-    total = bk.count_params(net)
+    trainable = bk.count_params(net)
+    total, stats = counts(net.spec, trainable, net.input_size)
     macs = sum(r["macs"] for r in rows if r["kind"] == "stage")
     lines += ["=" * 78, "Stage outputs: " + ", ".join(f"{r['name']} {fmt(r['out_shape'])}"
                                                        for r in rows if r["kind"] == "stage")]
     if aux_params:
         lines.append(f"Params without auxiliary heads: {main_params:,}; auxiliary heads: {aux_params:,}")
-    lines += [f"Total params: {total:,}", f"Trainable params: {total:,}",
-              f"Mult-adds per example (forward, main network): {macs:,}", "=" * 78]
+    lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}"]
+    if stats:
+        counter = COUNTERS.get(cfg.get("anchor", "").split(".")[0], "its anchor")
+        lines.append(f"Non-trainable params: {stats:,} (batch-norm moving statistics, counted as "
+                     f"{counter} counts them)")
+    lines += [f"Mult-adds per example (forward, main network): {macs:,}", smallest_inputs(net.spec)]
+    if cfg.get("anchor"):
+        lines.append(f"Anchor: {cfg['anchor']}")
+    lines.append("=" * 78)
     return "\n".join(lines)
 
 
@@ -50,6 +86,8 @@ def parser():
                                    "(like torchinfo / paddle.summary).")
     add_backend_arg(p)
     p.add_argument("--input-size", type=int, help="square input size (the preset's by default)")
+    p.add_argument("--in-channels", type=int, help="input channels (the preset's by default)")
+    p.add_argument("--num-classes", type=int, help="classes (the preset's by default)")
     add_model_args(p)
     return p
 
@@ -61,6 +99,7 @@ def main(argv=None):
     bk = get_backend(name)
     model = dict(preset=args.preset or "d2l", **{k: v for k, v in dict(
         aux_logits=args.aux_logits, norm=args.norm, branch3_kernel=args.branch3_kernel,
-        dropout=args.dropout, input_size=args.input_size).items() if v is not None})
+        dropout=args.dropout, input_size=args.input_size, in_channels=args.in_channels,
+        num_classes=args.num_classes).items() if v is not None})
     print(summary(bk, build_from_options(bk, model, seed=None), model["preset"]))
     return 0

@@ -92,3 +92,84 @@ def test_bn_preset_with_aux_trains(bk, tmp_path):
     h = rec["history"]
     assert all(np.isfinite(e["train_loss"]) for e in h) and rec["epochs_done"] == 2
     assert h[1]["train_loss"] < h[0]["train_loss"]
+
+
+# --------------------------------------------------------------------------- the family's members
+#: (preset, aux heads) -> the parameter count its anchor publishes, as the anchor counts it
+#: (torchvision: trainable parameters; Keras, Paddle, Gluon: BN moving statistics included).
+#: Independent of the table: the counts of torchvision's docs, Keras's model.count_params(),
+#: Paddle's and Gluon's sums over their parameters (the issue's table, docs/family.md).
+PUBLISHED = {
+    ("tv_googlenet", False): 6_624_904, ("tv_googlenet", True): 13_004_888,
+    ("tv_inception_v3", False): 23_834_568, ("tv_inception_v3", True): 27_161_264,
+    ("keras_inception_v3", False): 23_851_784,
+    ("paddle_googlenet", True): 11_535_736,
+    ("paddle_inception_v3", False): 23_869_000, ("gluon_inception_v3", False): 23_869_000,
+    ("paper", False): 6_998_552, ("paper", True): 13_378_280, ("d2l", False): 5_977_530,
+}
+#: torchvision's published multiply-adds ("GFLOPS" in its model table), to three decimals
+PUBLISHED_MACS = {"tv_googlenet": 1.498e9, "tv_inception_v3": 5.713e9}
+
+
+def test_every_member_is_in_the_table():
+    assert set(p for p, _ in PUBLISHED) | {"bn"} == set(S.PRESETS)
+    for name, preset in S.PRESETS.items():
+        spec = S.get_spec(name)
+        assert spec.name == name and spec.config["family"] == preset.family
+
+
+@pytest.mark.parametrize("preset, aux", sorted(PUBLISHED))
+def test_oracle_reproduces_the_published_counts(preset, aux):
+    from cli.summary import counts
+    spec = S.get_spec(preset, aux_logits=aux)
+    a = oracle.analyze(spec)
+    trainable = a.params_with_aux if aux else a.params
+    assert counts(spec, trainable)[0] == PUBLISHED[(preset, aux)]
+    if preset in PUBLISHED_MACS:
+        assert round(a.macs / 1e6) / 1e3 == PUBLISHED_MACS[preset] / 1e9
+
+
+@pytest.mark.parametrize("preset, aux", sorted(k for k in PUBLISHED if k[0] not in ("d2l", "paper")))
+def test_every_backend_counts_them(bk, preset, aux):
+    """The framework's own count of the built net (trainable parameters), plus the BN statistics
+    where the anchor counts them, is the anchor's published count."""
+    from cli.summary import counts
+    net = bk.build(preset, aux_logits=aux, seed=None)
+    assert counts(net.spec, bk.count_params(net))[0] == PUBLISHED[(preset, aux)]
+
+
+@pytest.mark.parametrize("preset, flag, total", [("keras_inception_v3", "--no-aux", "23,851,784"),
+                                                 ("tv_googlenet", "--aux", "13,004,888")])
+def test_summary_prints_the_anchors_count(bk, capsys, preset, flag, total):
+    from cli.summary import main
+    assert main(["--backend", bk.NAME, "--preset", preset, flag]) == 0
+    out = capsys.readouterr().out
+    assert f"Total params: {total}" in out
+    smallest = oracle.min_input_size(S.get_spec(preset, aux_logits=flag == "--aux"))
+    assert f"Smallest input: {smallest} x {smallest}" in out
+
+
+def test_named_options_record_each_anchors_choice():
+    """Where a zoo differs from the paper, the table says so in a named option."""
+    tv, paddle = S.get_spec("tv_googlenet"), S.get_spec("paddle_googlenet")
+    pools = lambda spec: [l for _, q, l in S.iter_blocks(spec) if l.kind == "maxpool"]
+    assert all(p.ceil for p in pools(tv)) and pools(tv)[-1].kernel == 2
+    assert [(p.kernel, p.stride, p.padding, p.ceil) for p in pools(paddle)] == [(3, 2, 0, False)] * 4
+    assert {l.mode for _, l in S.iter_param_layers(paddle) if l.kind == "dropout"} == {"downscale_in_infer"}
+    acts = [l.act for _, l in S.iter_param_layers(paddle) if l.kind in ("conv", "dense")]
+    assert acts.count("relu") == 1                       # aux1's first dense: the only ReLU outside concats
+    keras = S.get_spec("keras_inception_v3")
+    assert all(not l.scale for _, l in S.iter_param_layers(keras) if l.kind == "conv")
+    assert {l.count_pad for _, l in S.iter_param_layers(keras) if l.kind == "avgpool" and l.padding} == {False}
+    assert {l.count_pad for _, l in S.iter_param_layers(S.get_spec("tv_inception_v3"))
+            if l.kind == "avgpool" and l.padding} == {True}
+
+
+def test_inception_v3_aux_head_needs_299(bk):
+    """torchvision's aux head (avg pool 5/3, then a 5x5 conv on Mixed_6e) needs 299 x 299; the
+    error says so and names the way out (--no-aux); without it, 75 x 75 is enough."""
+    with pytest.raises(oracle.InputTooSmall, match="--no-aux"):
+        bk.build("tv_inception_v3", input_size=96, seed=None)
+    net = bk.build("tv_inception_v3", aux_logits=False, input_size=75, in_channels=1, num_classes=10, seed=0)
+    X = np.random.default_rng(0).random((2, 1, 75, 75), dtype=np.float32)
+    assert bk.forward(net, X).shape == (2, 10)

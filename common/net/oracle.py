@@ -24,7 +24,7 @@ from typing import List, Tuple, Union
 from . import spec as S
 
 __all__ = ["LayerInfo", "Analysis", "analyze", "layer_info", "min_input_size",
-           "InputTooSmall", "param_shapes"]
+           "InputTooSmall", "param_shapes", "bn_statistics"]
 
 Shape = Tuple[int, ...]
 
@@ -279,6 +279,13 @@ def param_shapes(spec: S.Spec, input_size=None) -> "OrderedDict[str, Shape]":
             if layer.bias:
                 shapes[f"{row.name}.bias"] = (row.out_shape[0],)
     return shapes
+
+
+def bn_statistics(spec: S.Spec, input_size=None) -> int:
+    """Batch-norm running means and variances of the table (aux heads included): the
+    non-trainable parameters Keras, Paddle and Gluon count and torchvision does not."""
+    return sum(shape[0] for name, shape in param_shapes(spec, input_size).items()
+               if name.endswith((".running_mean", ".running_var")))
 
 
 def bn_tensors(layer):
