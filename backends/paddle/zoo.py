@@ -1,0 +1,126 @@
+"""Paddle's own model zoo (``paddle.vision.models``), read into the table's canonical weights.
+
+``MODELS``: the zoo models and the presets that reproduce them; ``layers(model)`` their conv /
+dense layers in creation order and canonical layout (:class:`common.net.zoo.ZooLayer`);
+``read(model, spec)`` the canonical weight dict; ``outputs(model, batch)`` the zoo model's own
+evaluation-mode logits (and GoogLeNet's two aux outputs); ``randomize(model, seed)``
+non-trivial batch-norm tensors and biases; ``count(model)`` the parameters as Paddle counts
+them (batch-norm statistics are parameters there).
+
+Paddle facts: ``sublayers()`` lists layers in creation order; conv weights are OIHW, a
+``Linear``'s weight is (in, out); batch norm keeps ``_mean`` and ``_variance``.  GoogLeNet
+returns ``(out, out1, out2)`` in every mode, ``out1`` from the head on 4a (the table's
+``aux1``), ``out2`` from the head on 4d (``aux2``).  The zoo's preprocessing, as Paddle's
+documentation writes it: ``ToTensor`` ([0, 1] CHW) then ``Normalize`` by ImageNet's mean and
+standard deviation.
+"""
+import numpy as np
+import paddle
+
+from common.net import zoo as Z
+from common.net.family import IMAGENET_MEAN, IMAGENET_STD
+from common.net.spec import get_spec
+
+NAME = "paddle"
+
+
+def _imagenet_preprocess(images):
+    """``paddle.vision.transforms``: ``ToTensor()`` then ``Normalize(ImageNet mean, std)``, NCHW."""
+    T = paddle.vision.transforms
+    to_tensor, normalize = T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return np.stack([normalize(to_tensor(np.asarray(im, np.uint8))).numpy() for im in images])
+
+
+#: what GoogLeNet returns, ``(out, out1, out2)``, in the table's names
+GOOGLENET_OUTPUTS = ("logits", "aux1", "aux2")
+#: zoo name -> the model, its preset, its own preprocessing of 0-255 RGB (N, H, W, 3), its outputs
+MODELS = {
+    "googlenet": Z.ZooModel("googlenet", "paddle_googlenet", lambda: paddle.vision.models.googlenet(),
+                            _imagenet_preprocess, 224, GOOGLENET_OUTPUTS),
+    "inception_v3": Z.ZooModel("inception_v3", "paddle_inception_v3",
+                               lambda: paddle.vision.models.inception_v3(), _imagenet_preprocess, 299),
+}
+
+
+def _param_layers(model):
+    kinds = {paddle.nn.Conv2D: "conv", paddle.nn.Linear: "dense", paddle.nn.BatchNorm2D: "bn"}
+    return [(name, layer, kinds[type(layer)]) for name, layer in model.named_sublayers()
+            if type(layer) in kinds]
+
+
+def _np(p):
+    return None if p is None else p.numpy()
+
+
+def _tensors(layer, kind):
+    if kind == "conv":
+        return dict(weight=layer.weight.numpy(), bias=_np(layer.bias))
+    if kind == "dense":
+        return dict(weight=layer.weight.numpy().T, bias=_np(layer.bias))
+    c = layer._mean.shape[0]
+    return dict(scale=_np(layer.weight), shift=np.zeros(c, np.float32) if layer.bias is None else layer.bias.numpy(),
+                mean=layer._mean.numpy(), var=layer._variance.numpy())
+
+
+def layers(model):
+    """The model's conv / dense layers (each with its batch norm) in creation order, canonical."""
+    return Z.attach_bn((kind, name, _tensors(layer, kind)) for name, layer, kind in _param_layers(model))
+
+
+def read(model, spec):
+    """The canonical weight dict of table ``spec`` (a preset name or a Spec) from a Paddle model."""
+    spec = get_spec(spec)
+    return Z.canonical(spec, layers(model), zoo=f"Paddle {type(model).__name__}")
+
+
+def outputs(model, batch):
+    """The model's evaluation-mode outputs for a preprocessed NCHW batch: ``{'logits': ...}``,
+    and for GoogLeNet ``'aux1'`` and ``'aux2'`` (the table's names of its heads)."""
+    model.eval()
+    with paddle.no_grad():
+        out = model(paddle.to_tensor(np.asarray(batch, np.float32)))
+    if not isinstance(out, (tuple, list)):
+        return {"logits": out.numpy()}
+    return dict(zip(GOOGLENET_OUTPUTS, (o.numpy() for o in out)))
+
+
+def _measure(model, batch, bns):
+    """Running statistics := the batch's (a training-mode forward with momentum 0)."""
+    momenta = [bn._momentum for bn in bns]
+    for bn in bns:
+        bn._momentum = 0.0
+    model.train()
+    try:
+        with paddle.no_grad():
+            model(paddle.to_tensor(np.asarray(batch, np.float32)))
+    finally:
+        model.eval()
+        for bn, m in zip(bns, momenta):
+            bn._momentum = m
+
+
+def randomize(model, seed=0, batch=None):
+    """Give every batch norm random scale, shift, mean and variance (:func:`common.net.zoo.bn_draw`)
+    and every bias random values, in creation order, so that a swapped tensor shows; with a
+    preprocessed ``batch``, the statistics are drawn around the ones it gives (the signal then
+    reaches the logits)."""
+    rng = np.random.default_rng(seed)
+    found = _param_layers(model)
+    for _, layer, kind in found:
+        if kind != "bn" and layer.bias is not None:
+            layer.bias.set_value(Z.bias_draw(rng, layer.bias.shape[0]))
+    bns = [layer for _, layer, kind in found if kind == "bn"]
+    if batch is not None and bns:
+        _measure(model, batch, bns)
+    for layer in bns:
+        d = Z.bn_draw(rng, layer._mean.numpy(), layer._variance.numpy(), layer.weight is not None)
+        for p, key in ((layer.weight, "scale"), (layer.bias, "shift"), (layer._mean, "mean"),
+                       (layer._variance, "var")):
+            if p is not None:
+                p.set_value(d[key])
+    return model
+
+
+def count(model):
+    """Parameters as Paddle counts them (``parameters()``: batch-norm statistics included)."""
+    return int(sum(int(np.prod(p.shape)) for p in model.parameters()))

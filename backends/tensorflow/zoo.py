@@ -1,0 +1,129 @@
+"""Keras's own model zoo (``tf.keras.applications``), read into the table's canonical weights.
+
+``MODELS``: the zoo models and the presets that reproduce them; ``layers(model)`` their conv /
+dense layers in creation order and canonical layout (:class:`common.net.zoo.ZooLayer`);
+``read(model, spec)`` the canonical weight dict; ``outputs(model, batch)`` the zoo model's own
+evaluation-mode logits; ``randomize(model, seed)`` non-trivial batch-norm tensors and biases;
+``count(model)`` the parameters as Keras counts them (batch-norm moving statistics included).
+
+Keras facts: a functional model lists its layers by depth, not in creation order; the order
+is restored from the variables' creation counter (TensorFlow's unique ids: ``conv2d_3/kernel_87``).
+Conv kernels are HWIO, dense kernels (in, out); ``BatchNormalization(scale=False)`` keeps no
+gamma.  The zoo model eats NHWC.
+"""
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from common.net import zoo as Z
+from common.net.spec import get_spec
+
+NAME = "tensorflow"
+
+
+def _inception_v3():
+    return tf.keras.applications.InceptionV3(weights=None, classifier_activation=None)
+
+
+def _inception_preprocess(images):
+    """``tf.keras.applications.inception_v3.preprocess_input`` (mode 'tf': x / 127.5 - 1), NHWC."""
+    return tf.keras.applications.inception_v3.preprocess_input(np.array(images, np.float32))
+
+
+#: zoo name -> the model, its preset, its own preprocessing of 0-255 RGB (N, H, W, 3)
+MODELS = {
+    "inception_v3": Z.ZooModel("inception_v3", "keras_inception_v3", _inception_v3,
+                               _inception_preprocess, 299),
+}
+
+_KINDS = ((tf.keras.layers.Conv2D, "conv"), (tf.keras.layers.Dense, "dense"),
+          (tf.keras.layers.BatchNormalization, "bn"))
+
+
+def _kind(layer):
+    return next((k for cls, k in _KINDS if isinstance(layer, cls)), None)
+
+
+def _created(layer):
+    """When the layer's first variable was created (TensorFlow's global unique-id counter)."""
+    uid = getattr(layer.weights[0], "_unique_id", None)
+    found = re.search(r"_(\d+)$", uid or "")
+    if found is None:
+        raise Z.ZooMismatch(f"cannot tell when Keras layer {layer.name!r} was created "
+                            f"(its variable has no unique id {uid!r})")
+    return int(found.group(1))
+
+
+def _tensors(layer, kind):
+    if kind == "conv":
+        return dict(weight=layer.kernel.numpy().transpose(3, 2, 0, 1),
+                    bias=layer.bias.numpy() if layer.use_bias else None)
+    if kind == "dense":
+        return dict(weight=layer.kernel.numpy().T, bias=layer.bias.numpy() if layer.use_bias else None)
+    c = layer.moving_mean.shape[0]
+    return dict(scale=layer.gamma.numpy() if layer.scale else None,
+                shift=layer.beta.numpy() if layer.center else np.zeros(c, np.float32),
+                mean=layer.moving_mean.numpy(), var=layer.moving_variance.numpy())
+
+
+def _param_layers(model):
+    found = [(layer, _kind(layer)) for layer in model.layers if _kind(layer)]
+    return sorted(found, key=lambda lk: _created(lk[0]))
+
+
+def layers(model):
+    """The model's conv / dense layers (each with its batch norm) in creation order, canonical."""
+    return Z.attach_bn((kind, layer.name, _tensors(layer, kind)) for layer, kind in _param_layers(model))
+
+
+def read(model, spec):
+    """The canonical weight dict of table ``spec`` (a preset name or a Spec) from a Keras model."""
+    spec = get_spec(spec)
+    return Z.canonical(spec, layers(model), zoo=f"Keras {model.name}")
+
+
+def outputs(model, batch):
+    """``{'logits': ...}``: the model's evaluation-mode output for a preprocessed NHWC batch."""
+    return {"logits": model(tf.constant(batch), training=False).numpy()}
+
+
+def _measure(model, batch, bns):
+    """Running statistics := the batch's (a training-mode forward with momentum 0)."""
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        model(tf.constant(batch), training=True)
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+
+
+def randomize(model, seed=0, batch=None):
+    """Give every batch norm random scale, shift, mean and variance (:func:`common.net.zoo.bn_draw`)
+    and every bias random values, in creation order, so that a swapped tensor shows; with a
+    preprocessed ``batch``, the statistics are drawn around the ones it gives (the signal then
+    reaches the logits)."""
+    rng = np.random.default_rng(seed)
+    found = _param_layers(model)
+    for layer, kind in found:
+        if kind != "bn" and layer.use_bias:
+            layer.bias.assign(Z.bias_draw(rng, layer.bias.shape[0]))
+    if batch is not None:
+        _measure(model, batch, [layer for layer, kind in found if kind == "bn"])
+    for layer, kind in found:
+        if kind == "bn":
+            d = Z.bn_draw(rng, layer.moving_mean.numpy(), layer.moving_variance.numpy(), layer.scale)
+            if layer.scale:
+                layer.gamma.assign(d["scale"])
+            if layer.center:
+                layer.beta.assign(d["shift"])
+            layer.moving_mean.assign(d["mean"])
+            layer.moving_variance.assign(d["var"])
+    return model
+
+
+def count(model):
+    """Parameters as Keras counts them (``count_params``: moving statistics included)."""
+    return int(model.count_params())
