@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from common.net.spec import BN_EPS, BN_MOMENTUM
+from common.net import oracle, spec as S
+from common.net.spec import BN_MOMENTUM, pair
 
 U = 2.0 ** -24          # float32 unit roundoff
 LAMBDA = 10.0
@@ -54,8 +55,9 @@ T = torch.float64
 
 
 def rounding(n):
-    """Standard deviation of an ``n``-term float32 sum's own rounding, per unit of ``sum |t|``."""
-    return U * math.sqrt((n + 1) / 3)
+    """Standard deviation of an ``n``-term float32 sum's own rounding, per unit of ``sum |t|``
+    (``n`` a number, or a tensor of counts: an average pool's cells per window)."""
+    return U * ((n + 1) / 3) ** 0.5
 
 
 class _Inject(torch.autograd.Function):
@@ -78,6 +80,26 @@ def _linear_var(prop, total):
     """``total`` as a variance whose derivative in ``prop`` (the propagated, linear part)
     is 1: the error network stays linear for its backward pass."""
     return prop + (total - prop).detach()
+
+
+def _pool_out(n, k, s, p, ceil):
+    """Output length of a pooling window ``k``, stride ``s``, padding ``p`` on ``n`` cells:
+    floor rounding, or PyTorch's ceil mode (rounded up, but the last window must start
+    inside the input or its left padding)."""
+    if not ceil:
+        return (n + 2 * p - k) // s + 1
+    out = -(-(n + 2 * p - k) // s) + 1
+    return out - 1 if (out - 1) * s >= n + p else out
+
+
+def _bins(n, size):
+    """The averaging matrix (size, n) of adaptive pooling: row ``i`` is ``1 / count`` on
+    cells ``floor(i n / size)`` to ``ceil((i + 1) n / size) - 1``."""
+    A = torch.zeros((size, n), dtype=T)
+    for i in range(size):
+        lo, hi = i * n // size, -(-(i + 1) * n // size)
+        A[i, lo:hi] = 1.0 / (hi - lo)
+    return A
 
 
 def _np(t):
@@ -106,6 +128,7 @@ class Reference:
         self.momentum, self.nesterov, self.wd = momentum, nesterov, weight_decay
         self.smoothing, self.clip, self.optimizer, self.t = label_smoothing, clip_norm, optimizer, 0
         self.tie_list, self.margin, self.flips, self.step_no = [], math.inf, set(), 0
+        self.training, self.seen = False, {}
 
     # ------------------------------------------------------------------ layers
     def _decide(self, gap, sigma, live=None):
@@ -139,7 +162,8 @@ class Reference:
         holder = {}
         var_in = _Inject.apply(var, holder) if self.training else var
         if conv:
-            op = lambda a, w: F.conv2d(a, w, None, layer.stride, layer.padding)
+            stride, padding = pair(layer.stride), pair(layer.padding)
+            op = lambda a, w: F.conv2d(a, w, None, stride, padding)
             n, bshape = Wd[0].numel(), (1, -1, 1, 1)
         else:
             op = lambda a, w: a @ w.T
@@ -158,14 +182,21 @@ class Reference:
                                     z=z, var_z=var_z, holder=holder))
         return z, var_z
 
-    def _bn(self, name, z, var):
-        g, beta = self.w[name + ".bn.weight"], self.w[name + ".bn.bias"]
+    def _bn(self, name, layer, z, var):
+        """Batch norm after conv ``name`` with the layer's epsilon; without a scale
+        (``scale=False``: the weight file has no ``.bn.weight``) gamma is 1."""
+        beta = self.w[name + ".bn.bias"]
+        g = self.w[name + ".bn.weight"] if layer.scale else torch.ones_like(beta)
         rm, rv = self.w[name + ".bn.running_mean"], self.w[name + ".bn.running_var"]
-        shape = (1, -1, 1, 1)
+        shape, eps = (1, -1, 1, 1), layer.eps
         if not self.bn_train:
-            s = (g / torch.sqrt(rv + BN_EPS)).view(shape)
+            s = (g / torch.sqrt(rv + eps)).view(shape)
             y = (z - rm.view(shape)) * s + beta.view(shape)
-            return y, (s.abs() * var.sqrt() + 4 * U * (y.abs() + beta.abs().view(shape))) ** 2
+            # float32 computes z * s + (beta - rm * s): s takes at most three roundings (the sum
+            # with eps, the root, the quotient), each product one more, the shift and the sum one
+            # each; every rounding at most U of the value it rounds
+            own = 4 * U * ((z.abs() + rm.abs().view(shape)) * s.abs() + beta.abs().view(shape) + y.abs())
+            return y, (s.abs() * var.sqrt() + own) ** 2
         N = z.shape[0] * z.shape[2] * z.shape[3]
         mu = z.mean((0, 2, 3))
         d = z - mu.view(shape)
@@ -173,7 +204,7 @@ class Reference:
         s_mu = var.sum((0, 2, 3)).sqrt() / N + rounding(N) * z.abs().mean((0, 2, 3))
         # d(mean d^2)/dz = 2 d / N (the mean's own error drops out: sum d = 0)
         s_v = 2 * (d * d * var).sum((0, 2, 3)).sqrt() / N + rounding(N + 2) * v
-        sd = torch.sqrt(v + BN_EPS)
+        sd = torch.sqrt(v + eps)
         s_sd = s_v / (2 * sd) + U * sd
         y = g.view(shape) * d / sd.view(shape) + beta.view(shape)
         s_y = (g.abs() / sd).view(shape) * (var.sqrt() + s_mu.view(shape)) \
@@ -185,14 +216,40 @@ class Reference:
                                                  BN_MOMENTUM * unb * s_v + 4 * U * (rv + unb * v))
         return y, s_y ** 2
 
-    def _maxpool(self, v, var, k, s, p):
-        out, idx = F.max_pool2d(v.detach(), k, s, p, return_indices=True)
-        if not self.training:     # |max a - max b| <= max |a - b|
-            return out, F.max_pool2d(var, k, s, p)
-        # the winner must be clear of the runner-up: then the output's error is the winner's
+    def _relu(self, z, var_z):
+        """ReLU and its error: in evaluation, ``|relu(a) - relu(b)| <= |a - b|``, so near 0 a
+        unit keeps its error; in a training step, the mask (each ambiguous unit a tie)."""
+        if not self.training:
+            keep = ((z > 0) | (z.abs() <= LAMBDA * var_z.sqrt())).to(T)
+            return torch.relu(z), var_z * keep
+        keep = (z.detach() > 0).to(T)
+        flip = self._decide(z.abs(), var_z.sqrt())
+        if flip:                   # the other side of 0 for these units (their gradient)
+            k = keep.flatten()
+            k[flip] = 1 - k[flip]
+        return z * keep, var_z * keep
+
+    def _act(self, act, z, var_z):
+        return self._relu(z, var_z) if act == "relu" else (z, var_z)
+
+    def _maxpool(self, layer, v, var):
+        """Max pooling with a rectangular window, floor or ceil rounding: the input is padded
+        with -inf (the padding, and in ceil mode the cells the last windows reach past the
+        bottom and right edges, :func:`_pool_out`), so that no padded cell wins."""
+        k, s, p = pair(layer.kernel), pair(layer.stride), pair(layer.padding)
         B, C, H, W = v.shape
-        cols = F.unfold(F.pad(v.detach(), (p,) * 4, value=-math.inf), k, stride=s).view(B, C, k * k, -1)
-        vcols = F.unfold(F.pad(var.detach(), (p,) * 4), k, stride=s).view(B, C, k * k, -1)
+        ceil = getattr(layer, "ceil", False)
+        Ho, Wo = _pool_out(H, k[0], s[0], p[0], ceil), _pool_out(W, k[1], s[1], p[1], ceil)
+        extra = [max(0, (o - 1) * st + kk - n - 2 * pp) for o, st, kk, n, pp in zip((Ho, Wo), s, k, (H, W), p)]
+        pads = (p[1], p[1] + extra[1], p[0], p[0] + extra[0])
+        vp = F.pad(v.detach(), pads, value=-math.inf)
+        out, idx = F.max_pool2d(vp, k, s, return_indices=True)
+        assert out.shape[2:] == (Ho, Wo), (out.shape, Ho, Wo)
+        if not self.training:     # |max a - max b| <= max |a - b|
+            return out, F.max_pool2d(F.pad(var, pads), k, s)
+        # the winner must be clear of the runner-up: then the output's error is the winner's
+        cols = F.unfold(vp, k, stride=s).view(B, C, k[0] * k[1], -1)
+        vcols = F.unfold(F.pad(var.detach(), pads), k, stride=s).view(B, C, k[0] * k[1], -1)
         top, at = cols.topk(2, dim=2)
         sig = vcols.gather(2, at).sqrt()
         # all-zero windows: a ReLU zeroed every input, no gradient flows; equal winners:
@@ -200,13 +257,13 @@ class Reference:
         # whichever copy wins
         live = (top[:, :, 0] > 0) & (top[:, :, 0] > top[:, :, 1])
         flip = self._decide(top[:, :, 0] - top[:, :, 1], sig[:, :, 0] + sig[:, :, 1], live)
-        idx = idx.flatten(2)
+        Wp = W + pads[0] + pads[1]
+        idx = ((idx // Wp - p[0]) * W + idx % Wp - p[1]).flatten(2)    # into the unpadded map
         if flip:                  # route this window's gradient to its runner-up instead
-            Wout = out.shape[3]
             flat = idx.flatten()
             for i in flip:
                 l, a = i % idx.shape[2], int(at[:, :, 1].flatten()[i])
-                row, col = (l // Wout) * s - p + a // k, (l % Wout) * s - p + a % k
+                row, col = (l // Wo) * s[0] - p[0] + a // k[1], (l % Wo) * s[1] - p[1] + a % k[1]
                 flat[i] = row * W + col
             idx = flat.view_as(idx)
         return v.flatten(2).gather(2, idx).view_as(out), var.flatten(2).gather(2, idx).view_as(out)
@@ -221,16 +278,61 @@ class Reference:
         cross = 2 * layer.alpha * layer.beta / n * v.abs() * D ** (-layer.beta - 1) * window_sum(v * v * var).sqrt()
         return y, (D ** -layer.beta * var.sqrt() + cross + rounding(n + 8) * y.abs()) ** 2
 
-    def _average(self, v, var, k, s=None):
-        """Average pooling over ``k`` x ``k`` windows (``k=None``: the whole map)."""
-        if k is None:
-            n = v.shape[2] * v.shape[3]
-            mean = lambda t: t.mean((2, 3), keepdim=True)
-        else:
-            n = k * k
-            mean = lambda t: F.avg_pool2d(t, k, s)
+    @staticmethod
+    def _average(v, var, mean, n):
+        """An average: ``mean(t)`` averages over each output's cells, ``n`` of them (a number,
+        or a tensor of counts per output cell); input errors are independent, so the
+        variance averages and is divided by ``n`` once more."""
         prop = mean(var) / n
         return mean(v), _linear_var(prop, (prop.detach().sqrt() + rounding(n + 1) * mean(v.detach().abs())) ** 2)
+
+    def _avgpool(self, layer, v, var):
+        """Average pooling; with ``count_pad`` the padded zeros count in the divisor (k*k
+        everywhere), without it only the real cells of each window do."""
+        k, s, p = pair(layer.kernel), pair(layer.stride), pair(layer.padding)
+        count_pad = bool(layer.count_pad)
+        mean = lambda t: F.avg_pool2d(t, k, s, p, count_include_pad=count_pad)
+        n = k[0] * k[1]
+        if any(p) and not count_pad:   # the real cells of each window
+            ones = torch.ones((1, 1) + tuple(v.shape[2:]), dtype=T)
+            n = F.avg_pool2d(ones, k, s, p, count_include_pad=True) * n
+        return self._average(v, var, mean, n)
+
+    def _adaptive(self, layer, v, var):
+        """Adaptive average pooling from the table's definition: output cell ``i`` averages
+        input rows ``floor(i H / h)`` to ``ceil((i + 1) H / h) - 1`` (the bins may overlap)."""
+        (h, w), (H, W) = pair(layer.size), v.shape[2:]
+        Ah, Aw = _bins(H, h), _bins(W, w)
+        mean = lambda t: torch.einsum("ih,bchw,jw->bcij", Ah, t, Aw)
+        n = torch.outer((Ah > 0).sum(1), (Aw > 0).sum(1)).to(T)                # cells per bin
+        return self._average(v, var, mean, n)
+
+    def _globalmax(self, v, var):
+        H, W = v.shape[2:]
+        return self._maxpool(S.MaxPool((H, W), (H, W)), v, var)
+
+    @staticmethod
+    def _affine(layer, v, var):
+        """``x * scale + shift`` per channel.  Four roundings, each at most U of what it
+        rounds: the two constants to float32 (|x s|, |shift|), the product and the sum."""
+        sc = torch.tensor(layer.scale, dtype=T).view(1, -1, 1, 1)
+        sh = torch.tensor(layer.shift, dtype=T).view(1, -1, 1, 1)
+        xs = v * sc
+        y = xs + sh
+        own = U * (2 * xs.detach().abs() + sh.abs() + y.detach().abs())
+        prop = var * sc * sc
+        return y, _linear_var(prop, (prop.detach().sqrt() + own) ** 2)
+
+    def _dropout(self, name, layer, v, var):
+        if self.training and layer.rate:
+            raise NotImplementedError("dropout draws its own masks in every framework")
+        if layer.mode != "downscale_in_infer" or self.training:
+            return v, var
+        # evaluation multiplies by 1 - rate: that constant in float32, and the product,
+        # each a rounding of at most U of |y|
+        keep = 1.0 - layer.rate
+        y = v * keep
+        return y, (keep * var.sqrt() + 2 * U * y.abs()) ** 2
 
     # Over the complexity limit on purpose: one branch per record kind of the table.
     def _primitive(self, name, layer, v, var):  # noqa: C901
@@ -240,44 +342,58 @@ class Reference:
             if getattr(layer, "norm", None) == "bn":
                 if self.training:
                     raise NotImplementedError("error bounds of batch-norm training steps")
-                z, var_z = self._bn(name, z, var_z)
-            if layer.act != "relu":
-                return z, var_z
-            if not self.training:  # |relu(a) - relu(b)| <= |a - b|: near 0 a unit keeps its error
-                keep = ((z > 0) | (z.abs() <= LAMBDA * var_z.sqrt())).to(T)
-                return torch.relu(z), var_z * keep
-            keep = (z.detach() > 0).to(T)
-            flip = self._decide(z.abs(), var_z.sqrt())
-            if flip:               # the other side of 0 for these units (their gradient)
-                k = keep.flatten()
-                k[flip] = 1 - k[flip]
-            return z * keep, var_z * keep
+                z, var_z = self._bn(name, layer, z, var_z)
+            return self._act(layer.act, z, var_z)
         if kind == "maxpool":
-            return self._maxpool(v, var, layer.kernel, layer.stride, layer.padding)
+            return self._maxpool(layer, v, var)
         if kind == "avgpool":
-            return self._average(v, var, layer.kernel, layer.stride)
+            return self._avgpool(layer, v, var)
+        if kind == "adaptive_avg":
+            return self._adaptive(layer, v, var)
         if kind == "gap":
-            return self._average(v, var, None)
+            return self._average(v, var, lambda t: t.mean((2, 3), keepdim=True), v.shape[2] * v.shape[3])
+        if kind == "gmp":
+            return self._globalmax(v, var)
+        if kind == "affine":
+            return self._affine(layer, v, var)
         if kind == "flatten":
             return v.flatten(1), var.flatten(1)
         if kind == "dropout":
-            if self.training and layer.rate:
-                raise NotImplementedError("dropout draws its own masks in every framework")
-            return v, var
+            return self._dropout(name, layer, v, var)
         if kind == "lrn":
             return self._lrn(layer, v, var)
         raise NotImplementedError(f"{name}: no reference for {kind!r}")
 
+    def _residual(self, qname, c, v, var, bv, bvar):
+        """``x + scale * body(x)``: the shortcut's and the body's errors are correlated (the
+        body reads x), so their standard deviations add; the product (with the scale in
+        float32) and the sum round at most U of |scale body| twice and of |y| once."""
+        if self.training:
+            raise NotImplementedError(f"{qname}: error bounds of residual blocks in training steps "
+                                      f"(the shortcut's and the body's gradients meet)")
+        sb = c.scale * bv
+        y = v + sb
+        return y, (var.sqrt() + abs(c.scale) * bvar.sqrt() + U * (2 * sb.abs() + y.abs())) ** 2
+
     def _block(self, qname, layer, v, var):
-        if layer.kind != "inception":
+        """A layer of the table: a primitive, or a composite (Concat, Inception, Residual)
+        whose sequences run on ``v`` (layers inside are named flat: ``<block>.<layer>``,
+        :func:`common.net.oracle._block`), then its activation."""
+        c = S.composite(layer)
+        if c is None:
             return self._primitive(qname, layer, v, var)
+        block = oracle._block(qname)
         outs = []
-        for branch in layer.branches():
+        for seq in S.sequences(c):
             bv, bvar = v, var
-            for name, sub in branch:
-                bv, bvar = self._primitive(f"{qname}.{name}", sub, bv, bvar)
+            for name, sub in seq:
+                bv, bvar = self._block(f"{block}.{name}", sub, bv, bvar)
             outs.append((bv, bvar))
-        return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
+        if c.kind == "residual":
+            y, var_y = self._residual(qname, c, v, var, *outs[0])
+        else:
+            y, var_y = torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
+        return self._act(c.act, y, var_y)
 
     def _forward(self, X, training, bn_train=False):
         self.training, self.bn_train = training, bn_train
@@ -304,6 +420,26 @@ class Reference:
         """(values, bounds) of stages / blocks of the last forward, as NumPy dicts."""
         return ({n: _np(self.seen[n][0]) for n in names},
                 {n: LAMBDA * _np(self.seen[n][1].sqrt()) for n in names})
+
+    def aux_outputs(self, names=None):
+        """(values, bounds) of the auxiliary heads (``names``, default all) in evaluation mode
+        on the last :meth:`forward`'s batch, as NumPy dicts keyed by head name: each head runs
+        on its tapped block's output and bound (dropout as in evaluation: the identity, or
+        ``1 - rate`` for ``downscale_in_infer``; batch norm as in that forward)."""
+        if self.training or not self.seen:
+            raise RuntimeError("aux_outputs() reads the taps of the last forward(): call forward(X) first")
+        heads = [h for h in self.spec.aux if names is None or h.name in names]
+        unknown = set(names or ()) - {h.name for h in heads}
+        if unknown:
+            raise KeyError(f"no auxiliary head {sorted(unknown)} in {self.spec.name!r}")
+        vals, bounds = {}, {}
+        with torch.no_grad():
+            for h in heads:
+                v, var = self.seen[h.tap]
+                for name, layer in h.layers:
+                    v, var = self._block(f"{h.name}.{name}", layer, v, var)
+                vals[h.name], bounds[h.name] = _np(v), LAMBDA * _np(var.sqrt())
+        return vals, bounds
 
     def stats(self):
         """(values, bounds) of the running statistics after a ``bn_train`` forward."""
@@ -347,7 +483,8 @@ class Reference:
             d = L["z"].grad
             if L["conv"]:
                 lay = L["layer"]
-                back = lambda g, w, x=L["x"], lay=lay: conv2d_input(x.shape, w, g, lay.stride, lay.padding)
+                back = lambda g, w, x=L["x"], lay=lay: conv2d_input(x.shape, w, g, pair(lay.stride),
+                                                                    pair(lay.padding))
                 n = W.shape[0] * W.shape[2] * W.shape[3]
             else:
                 back, n = (lambda g, w: g @ w), W.shape[0]
@@ -359,7 +496,7 @@ class Reference:
             W = self.w[name + ".weight"]
             if L["conv"]:
                 lay = L["layer"]
-                gw = lambda a, g, W=W, lay=lay: conv2d_weight(a, W.shape, g, lay.stride, lay.padding)
+                gw = lambda a, g, W=W, lay=lay: conv2d_weight(a, W.shape, g, pair(lay.stride), pair(lay.padding))
                 n, bsum = d.shape[0] * d.shape[2] * d.shape[3], (lambda g: g.sum((0, 2, 3)))
             else:
                 gw, n, bsum = (lambda a, g: g.T @ a), d.shape[0], (lambda g: g.sum(0))

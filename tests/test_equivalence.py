@@ -52,11 +52,55 @@ def within(got, ref, bounds, what=""):
 
 
 # --------------------------------------------------------------------------- forward
+def residual_table():
+    """A user's table with what no preset has: a residual block (a Concat, then a linear
+    1x1 conv with batch norm, scaled, Inception-ResNet's shape), rectangular kernels,
+    strides and paddings, a rectangular max pool and global max pooling."""
+    mixed = S.Concat((S.branch(("b1", S.Conv(4, 1))),
+                      S.branch(("b2a", S.Conv(4, 1)), ("b2b", S.Conv(6, (1, 3), padding=(0, 1)))),
+                      S.branch(("b3", S.Conv(4, (3, 1), padding=(1, 0))))))
+    body = S.branch(("mixed", mixed), ("up", S.Conv(16, 1, bias=False, norm="bn", act=None, eps=1e-5)))
+    return S.get_spec(S.Spec("residual", 1, 40, (
+        S.stage("b1", S.Conv(16, (5, 3), (2, 1), (2, 1)), S.MaxPool((3, 2), 2, (1, 0))),
+        S.stage("b2", ("res", S.Residual(body, scale=0.2)), S.AvgPool(3, 2, 1, count_pad=False)),
+        S.stage("head", S.GlobalMaxPool(), S.Flatten(), S.Dense(10))), features=("b2.res",)))
+
+
 FORWARD_SPECS = {
     "d2l": lambda: S.googlenet("d2l"),
     "bn": lambda: S.googlenet("bn", in_channels=1, num_classes=10, input_size=96, aux_logits=False),
     "paper-lrn-3x3": lambda: S.googlenet("paper", norm="lrn", branch3_kernel=3, input_size=112),
+    # the family's members at reduced widths (a few seconds per backend).  torchvision's
+    # Inception v3 with its aux head (which needs 299: its 5/3 pool and 5x5 conv on Mixed_6e)
+    "tv_inception_v3": lambda: S.scale_channels(
+        S.get_spec("tv_inception_v3", in_channels=1, num_classes=10, input_size=299), 0.125),
+    # batch norm without its scale, 'same' average pools that do not count the padding
+    "keras_inception_v3": lambda: S.scale_channels(
+        S.get_spec("keras_inception_v3", in_channels=1, num_classes=10, input_size=75), 0.25),
+    # batch-norm epsilon 1e-5, dropout that scales at inference
+    "paddle_inception_v3": lambda: S.scale_channels(
+        S.get_spec("paddle_inception_v3", in_channels=1, num_classes=10, input_size=75), 0.25),
+    # transform_input (Affine), ceil-mode max pools (at 100 the ceil and floor sizes differ),
+    # adaptive 4x4 pooling of 6x6 maps in the aux heads (overlapping bins)
+    "tv_googlenet": lambda: S.scale_channels(
+        S.get_spec("tv_googlenet", num_classes=10, input_size=100, transform_input=True), 0.25),
+    # no conv activation, a ReLU after each concatenation, downscale_in_infer dropout, an
+    # aux head without its ReLU, unpadded floor-mode pools
+    "paddle_googlenet": lambda: S.scale_channels(
+        S.get_spec("paddle_googlenet", num_classes=10, input_size=96), 0.25),
+    "residual": residual_table,
 }
+
+
+def aux_outputs(bk, net, X):
+    """Each aux head in evaluation mode on its tapped block's output, as NumPy.  (The backends'
+    public API runs the aux heads only in training mode; this goes through their NetAPI.)"""
+    from common.net.model import run
+    api = bk.model.api
+    with api._evaluating(net):
+        taps = run(net.spec, net.call_block, net.call_aux, api._to_tensor(X),
+                   collect=[h.tap for h in net.spec.aux])
+        return {h.name: api._to_canonical(net.call_aux(h.name, taps[h.tap])) for h in net.spec.aux}
 
 
 def forward_outputs(key):
@@ -64,18 +108,22 @@ def forward_outputs(key):
         spec = FORWARD_SPECS[key]()
         X, _ = batch(spec, 2)
         weights = perturbed(spec, seed=5)
+        aux = lambda d: {"aux:" + k: v for k, v in d.items()}
         if bk is None:
             ref = N.Reference(spec, weights)
             logits, bound = ref.forward(X)
             names = [st.name for st in spec.stages] + list(spec.features)
             vals, bounds = ref.outputs(names)
+            aux_vals, aux_bounds = ref.aux_outputs()
             rename = lambda d: {("features:" + k if k in spec.features else k): v for k, v in d.items()}
-            return {**rename(vals), "logits": logits}, {**rename(bounds), "logits": bound}
+            return ({**rename(vals), **aux(aux_vals), "logits": logits},
+                    {**rename(bounds), **aux(aux_bounds), "logits": bound})
         net = bk.build(spec, seed=None)
         bk.set_weights(net, weights)
         outs = bk.stage_outputs(net, X)
         outs["logits"] = bk.forward(net, X)
         outs.update(("features:" + k, v) for k, v in bk.features(net, X).items())
+        outs.update(aux(aux_outputs(bk, net, X)))
         return outs
     return compute
 
@@ -96,8 +144,9 @@ def perturbed(spec, seed):
 @pytest.mark.parametrize("key", list(FORWARD_SPECS))
 @pytest.mark.parametrize("name", BACKENDS)
 def test_forward_matches_float64(name, key):
-    """Every stage output, feature tap and logit within its float32 bound of the float64
-    reference (pairwise agreement within the sum of two bounds follows)."""
+    """Every stage output, feature tap, aux head (in evaluation mode) and logit within its
+    float32 bound of the float64 reference (pairwise agreement within the sum of two bounds
+    follows)."""
     got = cached(name, ("forward", key), forward_outputs(key))
     ref, bounds = cached("float64", ("forward", key), forward_outputs(key))
     within(got, ref, bounds, f"{name}, {key}:")
