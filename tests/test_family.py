@@ -1,5 +1,7 @@
 """The whole family from the table, on every backend: the paper's net with auxiliary heads,
 the batch-norm variant, and the constructor options."""
+import os
+
 import numpy as np
 import pytest
 
@@ -173,3 +175,39 @@ def test_inception_v3_aux_head_needs_299(bk):
     net = bk.build("tv_inception_v3", aux_logits=False, input_size=75, in_channels=1, num_classes=10, seed=0)
     X = np.random.default_rng(0).random((2, 1, 75, 75), dtype=np.float32)
     assert bk.forward(net, X).shape == (2, 10)
+
+
+#: the new members at the sizes they train at on Fashion-MNIST-like data (1 channel, 10 classes):
+#: the smallest input each takes (aux heads that need 299 x 299 off: docs/family.md)
+TRAIN_AT = {"tv_googlenet": (32, True), "paddle_googlenet": (64, False), "tv_inception_v3": (75, False),
+            "keras_inception_v3": (75, False), "paddle_inception_v3": (75, False),
+            "gluon_inception_v3": (75, False)}
+
+
+@pytest.fixture(scope="module")
+def small_fashion(tmp_path_factory):
+    return make_dataset(str(tmp_path_factory.mktemp("members")), 16, 8)
+
+
+LONG = os.environ.get("GOOGLENET_LONG", "") not in ("", "0")
+#: Gluon's v3 is torchvision's without the aux head (tv_inception_v3 here trains without it):
+#: the same code path, so CI leaves it to GOOGLENET_LONG=1
+TRAINED = sorted(TRAIN_AT) if LONG else sorted(set(TRAIN_AT) - {"gluon_inception_v3"})
+
+
+@pytest.mark.parametrize("preset", TRAINED)
+def test_new_member_trains_one_short_epoch(bk, preset, small_fashion, tmp_path):
+    """The member itself (full width), one epoch of two steps with the SGD recipe: finite losses,
+    every weight tensor that the loss reaches moved, and the epoch's evaluation ran."""
+    size, aux = TRAIN_AT[preset]
+    train, test = D.load_fashion_mnist(small_fashion, size, download_missing=False)
+    net = bk.build(preset, in_channels=1, num_classes=10, input_size=size, aux_logits=aux, seed=0)
+    before = bk.get_weights(net)
+    rec = fit(bk, net, D.Loader(train, 8, True), D.Loader(test, 8),
+              Recipe(num_epochs=1, batch_size=8, lr=0.01, momentum=0.9, resize=size),
+              str(tmp_path / "run"), progress=False, log=lambda *a: None)
+    h = rec["history"]
+    assert rec["epochs_done"] == 1 and np.isfinite(h[0]["train_loss"]) and 0 <= h[0]["test_acc"] <= 1
+    after = bk.get_weights(net)
+    moved = [k for k in before if k.endswith(".weight") and not np.array_equal(before[k], after[k])]
+    assert len(moved) == sum(k.endswith(".weight") for k in before)
