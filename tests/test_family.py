@@ -211,3 +211,11 @@ def test_new_member_trains_one_short_epoch(bk, preset, small_fashion, tmp_path):
     after = bk.get_weights(net)
     moved = [k for k in before if k.endswith(".weight") and not np.array_equal(before[k], after[k])]
     assert len(moved) == sum(k.endswith(".weight") for k in before)
+
+
+def test_depth_of_the_members():
+    """The longest conv / dense path: 22 for every GoogLeNet (the paper's "22 layers deep"), 48 for
+    Inception v3 (the depth its authors and Keras's documentation give)."""
+    from common.train.trainer import weighted_depth
+    for name, preset in S.PRESETS.items():
+        assert weighted_depth(S.get_spec(name)) == (22 if preset.family == "googlenet" else 48), name

@@ -32,6 +32,7 @@ from .distributed import SINGLE, World
 from .interrupt import Interrupted, StopRequest
 from .schedules import Schedule
 from .train_config import Recipe
+from ..net.spec import iter_param_layers
 
 find_checkpoint = checkpoint.find
 
@@ -345,8 +346,7 @@ def _set_rng_state(bk, net, saved, epoch, log):
 
 
 def _has_dropout(spec) -> bool:
-    layers = [l for st in spec.stages for _, l in st.layers] + [l for h in spec.aux for _, l in h.layers]
-    return any(l.kind == "dropout" and l.rate > 0 for l in layers)
+    return any(l.kind == "dropout" and l.rate > 0 for _, l in iter_param_layers(spec))
 
 
 def _summary(state):

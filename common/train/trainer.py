@@ -13,7 +13,7 @@ import contextlib
 import math
 from typing import Optional
 
-from ..net.spec import iter_blocks
+from ..net.spec import composite, iter_blocks, sequences
 from .train_config import AMP, check_optimizer
 
 #: the low-precision float formats of ``amp``: (the frameworks' dtype name, significand bits
@@ -59,17 +59,20 @@ def unit_roundoff(amp: Optional[str]) -> float:
     return 2.0 ** -(AMP_FORMATS[amp][1] if amp else FLOAT32_BITS)
 
 
+def _depth(layer) -> int:
+    """Conv / dense layers on the longest path through a layer (a composite: its longest sequence)."""
+    if layer.kind in ("conv", "dense"):
+        return 1
+    if composite(layer) is None:
+        return 0
+    return max(sum(_depth(sub) for _, sub in seq) for seq in sequences(layer))
+
+
 def weighted_depth(spec) -> int:
     """The number of conv / dense layers on the longest path through the table (an
     Inception block counts its longest branch): 22 for every GoogLeNet preset, as the
     paper says."""
-    depth = 0
-    for _, _, layer in iter_blocks(spec):
-        if layer.kind in ("conv", "dense"):
-            depth += 1
-        elif layer.kind == "inception":
-            depth += max(sum(sub.kind == "conv" for _, sub in branch) for branch in layer.branches())
-    return depth
+    return sum(_depth(layer) for _, _, layer in iter_blocks(spec))
 
 
 def amp_loss_rtol(amp: Optional[str], spec) -> float:
