@@ -1,6 +1,8 @@
 """The float64 reference of a table, with a float32 error bound on every number it computes.
 
-An independent interpreter of :mod:`common.net.spec` in PyTorch's functional ops, in float64:
+An independent interpreter of :mod:`common.net.spec` in PyTorch's functional ops, in float64
+(composites walked generically, layers inside named flat; pool sizes, ceil mode and the
+adaptive bins from the table's own definitions):
 it computes what the four float32 backends should compute and, beside every value, the
 size of the error a correct float32 computation of it makes.  The tests compare each
 backend with the reference element by element against ``LAMBDA`` times that size, so every
@@ -22,7 +24,12 @@ relative).  Every number carries ``sigma``, the standard deviation of its float3
   errors from different sources (inputs, weights, the layer's own rounding) add as standard
   deviations, which holds whatever their correlation;
 * ReLU and max pooling pass errors through (the reference's masks and winners); batch
-  norm, LRN, averages, softmax and the loss by their derivatives;
+  norm, LRN, averages (an average pool divides by its window's cells, with or without the
+  padded ones; adaptive pooling by its bin's), softmax and the loss by their derivatives;
+* fixed per-channel transforms (Affine, ``downscale_in_infer`` dropout in evaluation, a
+  residual block's scale) scale the error and add their own roundings: each float32
+  constant and each operation at most ``U`` of what it rounds; a residual block's shortcut
+  and body carry correlated errors, so their standard deviations add;
 * backward, the error network (``W^2``, the same masks and winners) is linear, so its
   vector-Jacobian product carries the gradients' variances down the net, and each layer
   adds its own rounding of its input gradient (:class:`_Inject`); the weight gradient adds
@@ -110,11 +117,13 @@ class Reference:
     """``spec`` with float32 ``weights`` (a weight-file dict) in float64.
 
     ``forward(X)`` -> (logits, bound), with :meth:`outputs` giving any stage or block of
-    that pass; ``step(X, y, lr)`` one optimiser step like the backends'
-    ``Trainer.train_step`` (``common.train.trainer.TrainerBase``'s options: PyTorch's SGD with
-    momentum, nesterov and coupled weight_decay, Adam and AdamW; label_smoothing, clip_norm) -> (summed
-    loss, bound); :meth:`weights` and
-    :meth:`bounds` the current weights and their bounds.  ``ties`` counts the ambiguous
+    that pass and :meth:`aux_outputs` the auxiliary heads on its taps; ``step(X, y, lr)``
+    one optimiser step like the backends' ``Trainer.train_step``
+    (``common.train.trainer.TrainerBase``'s options: PyTorch's SGD with momentum, nesterov
+    and coupled weight_decay, Adam and AdamW; label_smoothing, clip_norm) -> (summed loss,
+    bound); :meth:`weights` and :meth:`bounds` the current weights and their bounds.
+    Training steps take every record but batch norm, dropout with a rate and residual
+    blocks (``NotImplementedError``).  ``ties`` counts the ambiguous
     discrete decisions of the training steps so far (module docstring) and ``margin`` is
     the smallest distance of one from its threshold, in units of its bound.
     """
