@@ -21,7 +21,7 @@ __all__ = ["get_backend", "BACKENDS", "CARDS", "BackendError", "canonical", "ins
 #: The public names every backend's API exposes (checked by the tests).
 API = (
     "NAME", "CARD", "framework_version", "device", "settings", "build", "count_params", "stage_outputs",
-    "forward", "features", "layer_table", "init_weights", "get_weights", "set_weights",
+    "forward", "features", "aux_outputs", "layer_table", "init_weights", "get_weights", "set_weights",
     "Trainer", "to_tensor", "to_numpy", "seed", "rng_state", "set_rng_state", "save_native", "load_native",
     "read_native", "NATIVE_SUFFIX",
     "distribute", "export",

@@ -28,8 +28,8 @@ def table(rows, title):
     return lines
 
 
-FAMILY_TITLES = {"googlenet": "GoogLeNet", "inception_v3": "Inception v3"}
-COUNTERS = {"tf": "Keras", "paddle": "Paddle", "mxnet": "Gluon"}
+FAMILY_TITLES = {"googlenet": "GoogLeNet", "inception_v3": "Inception v3", "bn_inception": "BN-Inception",
+                 "inception_v4": "Inception-v4", "inception_resnet_v2": "Inception-ResNet-v2"}
 
 
 def counts(spec, trainable: int, input_size=None):
@@ -71,9 +71,8 @@ def summary(bk, net, preset, title=None) -> str:
         lines.append(f"Params without auxiliary heads: {main_params:,}; auxiliary heads: {aux_params:,}")
     lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}"]
     if stats:
-        counter = COUNTERS.get(cfg.get("anchor", "").split(".")[0], "its anchor")
         lines.append(f"Non-trainable params: {stats:,} (batch-norm moving statistics, counted as "
-                     f"{counter} counts them)")
+                     f"{cfg['counts_bn_statistics']} counts them)")
     lines += [f"Mult-adds per example (forward, main network): {macs:,}", smallest_inputs(net.spec)]
     if cfg.get("anchor"):
         lines.append(f"Anchor: {cfg['anchor']}")
@@ -88,6 +87,8 @@ def parser():
     p.add_argument("--input-size", type=int, help="square input size (the preset's by default)")
     p.add_argument("--in-channels", type=int, help="input channels (the preset's by default)")
     p.add_argument("--num-classes", type=int, help="classes (the preset's by default)")
+    p.add_argument("--no-top", dest="include_top", action="store_false", default=None,
+                   help="without the classifier (global pool, dropout, dense): the feature extractor")
     add_model_args(p)
     return p
 
@@ -100,6 +101,6 @@ def main(argv=None):
     model = dict(preset=args.preset or "d2l", **{k: v for k, v in dict(
         aux_logits=args.aux_logits, norm=args.norm, branch3_kernel=args.branch3_kernel,
         dropout=args.dropout, input_size=args.input_size, in_channels=args.in_channels,
-        num_classes=args.num_classes).items() if v is not None})
+        num_classes=args.num_classes, include_top=args.include_top).items() if v is not None})
     print(summary(bk, build_from_options(bk, model, seed=None), model["preset"]))
     return 0

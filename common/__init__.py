@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 #: room -> the modules it holds
 ROOMS = {
-    "net": ("spec", "oracle", "model", "weights", "safepickle"),
+    "net": ("spec", "oracle", "model", "weights", "safepickle", "family", "zoo"),
     "train": ("trainer", "train_config", "schedules", "augment", "loop", "checkpoint", "interrupt",
               "runlock", "distributed"),
     "inputs": ("data", "datasets"),
@@ -32,9 +32,12 @@ ROOMS = {
     "results": ("report", "plots", "bench"),
 }
 
+#: modules written after the rooms were built: they never had an old path
+NEW = ("family", "zoo")
+
 #: old path -> new path: ``common.spec`` -> ``common.net.spec`` ...
 MOVED = {f"{__name__}.{module}": f"{__name__}.{room}.{module}"
-         for room, modules in ROOMS.items() for module in modules}
+         for room, modules in ROOMS.items() for module in modules if module not in NEW}
 
 
 class _OldPaths:

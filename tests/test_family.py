@@ -108,13 +108,18 @@ PUBLISHED = {
     ("paddle_googlenet", True): 11_535_736,
     ("paddle_inception_v3", False): 23_869_000, ("gluon_inception_v3", False): 23_869_000,
     ("paper", False): 6_998_552, ("paper", True): 13_378_280, ("d2l", False): 5_977_530,
+    ("inception_v4", False): 42_679_816,
+    ("keras_inception_resnet_v2", False): 55_873_736,
 }
+#: BN-Inception's published 10,270,240 (10,260,224 without conv biases) is Cadene's net without its
+#: 1000-way classifier (1024 x 1000 + 1000 = 1,025,000 more with it): checked headless
+HEADLESS = {("bn_inception", True): 10_270_240, ("bn_inception", False): 10_260_224}
 #: torchvision's published multiply-adds ("GFLOPS" in its model table), to three decimals
 PUBLISHED_MACS = {"tv_googlenet": 1.498e9, "tv_inception_v3": 5.713e9}
 
 
 def test_every_member_is_in_the_table():
-    assert set(p for p, _ in PUBLISHED) | {"bn"} == set(S.PRESETS)
+    assert set(p for p, _ in PUBLISHED) | {"bn", "bn_inception"} == set(S.PRESETS)
     for name, preset in S.PRESETS.items():
         spec = S.get_spec(name)
         assert spec.name == name and spec.config["family"] == preset.family
@@ -131,6 +136,21 @@ def test_oracle_reproduces_the_published_counts(preset, aux):
         assert round(a.macs / 1e6) / 1e3 == PUBLISHED_MACS[preset] / 1e9
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_bn_inception_counts_without_its_classifier(bias):
+    spec = S.get_spec("bn_inception", bias=bias, include_top=False)
+    assert oracle.analyze(spec).params == HEADLESS[("bn_inception", bias)]
+    with_top = oracle.analyze(S.get_spec("bn_inception", bias=bias)).params
+    assert with_top - HEADLESS[("bn_inception", bias)] == 1024 * 1000 + 1000
+
+
+def test_bn_inception_sizes_that_misalign_say_which_fit(bk):
+    """A stride-2 conv and a ceil-mode pool side by side (3c, 4e) agree on even maps only: 75 does not
+    fit, and the error names the sizes near it that do."""
+    with pytest.raises(oracle.BranchesMisaligned, match="Sizes near it that fit: 69, 70, 95, 96"):
+        bk.build("bn_inception", input_size=75, seed=None)
+
+
 @pytest.mark.parametrize("preset, aux", sorted(k for k in PUBLISHED if k[0] not in ("d2l", "paper")))
 def test_every_backend_counts_them(bk, preset, aux):
     """The framework's own count of the built net (trainable parameters), plus the BN statistics
@@ -140,14 +160,16 @@ def test_every_backend_counts_them(bk, preset, aux):
     assert counts(net.spec, bk.count_params(net))[0] == PUBLISHED[(preset, aux)]
 
 
-@pytest.mark.parametrize("preset, flag, total", [("keras_inception_v3", "--no-aux", "23,851,784"),
-                                                 ("tv_googlenet", "--aux", "13,004,888")])
-def test_summary_prints_the_anchors_count(bk, capsys, preset, flag, total):
+@pytest.mark.parametrize("preset, flags, total", [("keras_inception_v3", ["--no-aux"], "23,851,784"),
+                                                  ("tv_googlenet", ["--aux"], "13,004,888"),
+                                                  ("bn_inception", ["--no-top"], "10,270,240")])
+def test_summary_prints_the_anchors_count(bk, capsys, preset, flags, total):
     from cli.summary import main
-    assert main(["--backend", bk.NAME, "--preset", preset, flag]) == 0
+    assert main(["--backend", bk.NAME, "--preset", preset] + flags) == 0
     out = capsys.readouterr().out
     assert f"Total params: {total}" in out
-    smallest = oracle.min_input_size(S.get_spec(preset, aux_logits=flag == "--aux"))
+    smallest = oracle.min_input_size(S.get_spec(preset, **({} if preset.startswith("bn_") else
+                                                          dict(aux_logits="--aux" in flags))))
     assert f"Smallest input: {smallest} x {smallest}" in out
 
 
@@ -217,5 +239,7 @@ def test_depth_of_the_members():
     """The longest conv / dense path: 22 for every GoogLeNet (the paper's "22 layers deep"), 48 for
     Inception v3 (the depth its authors and Keras's documentation give)."""
     from common.train.trainer import weighted_depth
+    depth = {"googlenet": 22, "inception_v3": 48}
     for name, preset in S.PRESETS.items():
-        assert weighted_depth(S.get_spec(name)) == (22 if preset.family == "googlenet" else 48), name
+        if preset.family in depth:
+            assert weighted_depth(S.get_spec(name)) == depth[preset.family], name

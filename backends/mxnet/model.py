@@ -251,6 +251,7 @@ api = M.NetAPI(
 build, count_params, forward, stage_outputs, features, layer_table = (
     api.build, api.count_params, api.forward, api.stage_outputs, api.features, api.layer_table)
 get_weights, set_weights, init_weights = api.get_weights, api.set_weights, api.init_weights
+aux_outputs = api.aux_outputs
 
 NATIVE_SUFFIX = ".params"
 

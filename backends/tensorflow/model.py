@@ -110,10 +110,10 @@ class AvgPool(layers.Layer):
             return tf.nn.avg_pool2d(X, self.k, self.s, "VALID")
         if not self.count_pad and _same(self.k, self.s, self.p):
             return tf.nn.avg_pool2d(X, self.k, 1, "SAME")       # TensorFlow's SAME excludes the padding
+        ones = tf.pad(tf.ones_like(X[:1, :, :, :1]), _pads(self.p))      # before X is pooled
         X = tf.nn.avg_pool2d(tf.pad(X, _pads(self.p)), self.k, self.s, "VALID")
         if self.count_pad:
             return X
-        ones = tf.pad(tf.ones_like(X[:1, :, :, :1]), _pads(self.p))
         return X / tf.nn.avg_pool2d(ones, self.k, self.s, "VALID")
 
 
@@ -311,6 +311,7 @@ api = M.NetAPI(
 build, count_params, forward, stage_outputs, features, layer_table = (
     api.build, api.count_params, api.forward, api.stage_outputs, api.features, api.layer_table)
 get_weights, set_weights, init_weights = api.get_weights, api.set_weights, api.init_weights
+aux_outputs = api.aux_outputs
 
 NATIVE_SUFFIX = ".weights.h5"
 

@@ -21,7 +21,8 @@ from .spec import (AdaptiveAvgPool, Affine, AuxHead, AvgPool, Concat, Conv, Dens
                    Flatten, GlobalAvgPool, GlobalMaxPool, Inception, LRN, MaxPool, Residual, Spec,
                    SpecError, Stage, _named, branch, stage, validate)
 
-__all__ = ["PRESETS", "Preset", "get_spec", "googlenet", "inception_v3", "scale_channels",
+__all__ = ["PRESETS", "Preset", "get_spec", "googlenet", "inception_v3", "bn_inception", "inception_v4",
+           "inception_resnet_v2", "scale_channels",
            "preset_names", "INCEPTION_TABLE"]
 
 #: ImageNet's mean and standard deviation (torchvision's, Paddle's and Gluon's preprocessing)
@@ -259,6 +260,221 @@ def inception_v3(preset: str = "tv_inception_v3", *, include_top: bool = True,  
     return validate(spec)
 
 
+# --------------------------------------------------------------------------- BN-Inception
+_BN_INCEPTION = dict(in_channels=3, num_classes=1000, input_size=224, dropout=0.0,
+                     dropout_mode="upscale_in_train", eps=1e-5, bias=True, transform_input=False,
+                     aux_logits=False)
+
+#: BN-Inception's blocks (Ioffe & Szegedy 2015, Figure 5; Cadene's layout): name, 1x1, (3x3 reduce,
+#: 3x3), (double 3x3 reduce, double 3x3), pool ('avg' / 'max') and its projection; a block without
+#: a 1x1 branch strides 2 in its 3x3 convs and max-pools 3/2 without projection (3c, 4e).
+BN_INCEPTION_TABLE = (
+    ("3a", 64, (64, 64), (64, 96), "avg", 32), ("3b", 64, (64, 96), (64, 96), "avg", 64),
+    ("3c", 0, (128, 160), (64, 96), "max", 0),
+    ("4a", 224, (64, 96), (96, 128), "avg", 128), ("4b", 192, (96, 128), (96, 128), "avg", 128),
+    ("4c", 160, (128, 160), (128, 160), "avg", 128), ("4d", 96, (128, 192), (160, 192), "avg", 128),
+    ("4e", 0, (128, 192), (192, 256), "max", 0),
+    ("5a", 352, (192, 320), (160, 224), "avg", 128), ("5b", 352, (192, 320), (192, 224), "max", 128),
+)
+
+
+def bn_inception(preset: str = "bn_inception", *, include_top: bool = True,
+                 pooling: Optional[str] = "avg", **options) -> Spec:
+    """BN-Inception (Ioffe & Szegedy 2015; "Inception v2" of the BN paper): GoogLeNet with batch
+    norm after every conv, the 5x5 branch as two 3x3 convs, average pools in the pool branches,
+    and grid reduction by stride-2 blocks (3c, 4e) instead of separate pools.
+
+    Built in Cadene's layout (``pretrainedmodels.bninception``, the one ImageNet weights exist
+    for): the convs keep their biases (``bias=True``: 10,270,240 parameters; ``bias=False``
+    drops the 10,016 biases that batch norm makes redundant), BN eps 1e-5, ceil-mode max pools.
+    """
+    preset_ = _preset(preset, "bn_inception")
+    o = _options(preset_, options)
+    _common_checks(o, include_top, pooling)
+
+    def cv(out, k, s=1, p=0):
+        return Conv(out, k, s, p, bias=o["bias"], norm="bn", eps=o["eps"])
+
+    def block(c1, c3, d3, pool, proj):
+        s = 1 if c1 else 2                   # no 1x1 branch: a grid-reducing block
+        branches = [branch(("branch1x1", cv(c1, 1)))] if c1 else []
+        branches += [branch(("branch3x3_reduce", cv(c3[0], 1)), ("branch3x3", cv(c3[1], 3, s, 1))),
+                     branch(("double3x3_reduce", cv(d3[0], 1)), ("double3x3_1", cv(d3[1], 3, 1, 1)),
+                            ("double3x3_2", cv(d3[1], 3, s, 1)))]
+        if s == 2:
+            branches.append(branch(("pool", MaxPool(3, 2, ceil=True))))
+        else:
+            p = AvgPool(3, 1, 1, count_pad=True) if pool == "avg" else MaxPool(3, 1, 1)
+            branches.append(branch(("pool", p), ("pool_proj", cv(proj, 1))))
+        return Concat(tuple(branches))
+
+    inc = {n: (f"inception_{n}", block(c1, c3, d3, pool, proj)) for n, c1, c3, d3, pool, proj in BN_INCEPTION_TABLE}
+    stages = [
+        stage("stem", *_transform(o), ("conv1", cv(64, 7, 2, 3)), ("pool1", MaxPool(3, 2, ceil=True)),
+              ("conv2_reduce", cv(64, 1)), ("conv2", cv(192, 3, 1, 1)), ("pool2", MaxPool(3, 2, ceil=True))),
+        stage("i3", inc["3a"], inc["3b"], inc["3c"]),
+        stage("i4", inc["4a"], inc["4b"], inc["4c"], inc["4d"], inc["4e"]),
+        stage("i5", inc["5a"], inc["5b"]),
+    ]
+    stages += _top(o, include_top, pooling)
+    spec = Spec(_name(preset, options, include_top), o["in_channels"], o["input_size"], tuple(stages),
+                features=("i3.inception_3b", "i4.inception_4d", "i5.inception_5b"), cfg=_cfg(preset_, o))
+    return validate(spec)
+
+
+def _top(o, include_top, pooling):
+    """The classifier stage (global average pool, flatten, dropout, fc), or the pooling of a
+    headless net."""
+    if include_top:
+        drop = [("dropout", Dropout(o["dropout"], o["dropout_mode"]))] if o["dropout"] > 0 else []
+        return [stage("head", ("avgpool", GlobalAvgPool()), ("flatten", Flatten()), *drop,
+                      ("fc", Dense(o["num_classes"])))]
+    return [stage("pool", *_tail(pooling))] if _tail(pooling) else []
+
+
+# --------------------------------------------------------------------------- Inception-v4
+_INCEPTION_V4 = dict(in_channels=3, num_classes=1000, input_size=299, dropout=0.0,
+                     dropout_mode="upscale_in_train", eps=1e-3, bn_scale=True, count_pad=False,
+                     transform_input=False, aux_logits=False)
+
+
+# Over the complexity limit on purpose: the stem and the six block shapes of Inception-v4.
+def inception_v4(preset: str = "inception_v4", *, include_top: bool = True,  # noqa: C901
+                 pooling: Optional[str] = "avg", **options) -> Spec:
+    """Inception-v4 (Szegedy et al. 2017), as Cadene's ``inceptionv4`` and timm's ``inception_v4``
+    build it (42,679,816 parameters): the v3-like stem with three two-branch mixing blocks,
+    4 x A (35x35), reduction A, 7 x B (17x17), reduction B, 3 x C (8x8); BN eps 1e-3, average
+    pools that do not count the padding."""
+    preset_ = _preset(preset, "inception_v4")
+    o = _options(preset_, options)
+    _common_checks(o, include_top, pooling)
+
+    def cv(out, k, s=1, p=0):
+        return Conv(out, k, s, p, bias=False, norm="bn", eps=o["eps"], scale=o["bn_scale"])
+
+    r7, c7 = ((1, 7), (0, 3)), ((7, 1), (3, 0))            # 1x7 and 7x1 with their paddings
+
+    def pool_proj(out):
+        return branch(("pool", AvgPool(3, 1, 1, count_pad=o["count_pad"])), ("branch3", cv(out, 1)))
+
+    def a():
+        return Concat((branch(("branch0", cv(96, 1))),
+                       branch(("branch1_0", cv(64, 1)), ("branch1_1", cv(96, 3, 1, 1))),
+                       branch(("branch2_0", cv(64, 1)), ("branch2_1", cv(96, 3, 1, 1)),
+                              ("branch2_2", cv(96, 3, 1, 1))),
+                       pool_proj(96)))
+
+    def b():
+        return Concat((branch(("branch0", cv(384, 1))),
+                       branch(("branch1_0", cv(192, 1)), ("branch1_1", cv(224, *r7[:1], 1, r7[1])),
+                              ("branch1_2", cv(256, c7[0], 1, c7[1]))),
+                       branch(("branch2_0", cv(192, 1)), ("branch2_1", cv(192, c7[0], 1, c7[1])),
+                              ("branch2_2", cv(224, r7[0], 1, r7[1])), ("branch2_3", cv(224, c7[0], 1, c7[1])),
+                              ("branch2_4", cv(256, r7[0], 1, r7[1]))),
+                       pool_proj(128)))
+
+    def c():
+        def split(name, k1, k2):
+            return Concat((branch((f"{name}a", cv(256, (1, 3), 1, (0, 1)))),
+                           branch((f"{name}b", cv(256, (3, 1), 1, (1, 0))))))
+        return Concat((branch(("branch0", cv(256, 1))),
+                       branch(("branch1_0", cv(384, 1)), ("branch1_1", split("branch1_1", 0, 0))),
+                       branch(("branch2_0", cv(384, 1)), ("branch2_1", cv(448, (3, 1), 1, (1, 0))),
+                              ("branch2_2", cv(512, (1, 3), 1, (0, 1))), ("branch2_3", split("branch2_3", 0, 0))),
+                       pool_proj(256)))
+
+    reduction_a = Concat((branch(("branch0", cv(384, 3, 2))),
+                          branch(("branch1_0", cv(192, 1)), ("branch1_1", cv(224, 3, 1, 1)),
+                                 ("branch1_2", cv(256, 3, 2))),
+                          branch(("pool", MaxPool(3, 2)))))
+    reduction_b = Concat((branch(("branch0_0", cv(192, 1)), ("branch0_1", cv(192, 3, 2))),
+                          branch(("branch1_0", cv(256, 1)), ("branch1_1", cv(256, r7[0], 1, r7[1])),
+                                 ("branch1_2", cv(320, c7[0], 1, c7[1])), ("branch1_3", cv(320, 3, 2))),
+                          branch(("pool", MaxPool(3, 2)))))
+    stages = [
+        stage("stem", *_transform(o), ("conv1", cv(32, 3, 2)), ("conv2", cv(32, 3)), ("conv3", cv(64, 3, 1, 1)),
+              ("mixed_3a", Concat((branch(("pool", MaxPool(3, 2))), branch(("conv", cv(96, 3, 2)))))),
+              ("mixed_4a", Concat((branch(("branch0_0", cv(64, 1)), ("branch0_1", cv(96, 3))),
+                                   branch(("branch1_0", cv(64, 1)), ("branch1_1", cv(64, r7[0], 1, r7[1])),
+                                          ("branch1_2", cv(64, c7[0], 1, c7[1])), ("branch1_3", cv(96, 3)))))),
+              ("mixed_5a", Concat((branch(("conv", cv(192, 3, 2))), branch(("pool", MaxPool(3, 2))))))),
+        stage("a", *[(f"inception_a{i + 1}", a()) for i in range(4)], ("reduction_a", reduction_a)),
+        stage("b", *[(f"inception_b{i + 1}", b()) for i in range(7)], ("reduction_b", reduction_b)),
+        stage("c", *[(f"inception_c{i + 1}", c()) for i in range(3)]),
+    ]
+    stages += _top(o, include_top, pooling)
+    spec = Spec(_name(preset, options, include_top), o["in_channels"], o["input_size"], tuple(stages),
+                features=("stem.mixed_5a", "a.inception_a4", "b.inception_b7", "c.inception_c3"),
+                cfg=_cfg(preset_, o))
+    return validate(spec)
+
+
+# --------------------------------------------------------------------------- Inception-ResNet-v2
+_INCEPTION_RESNET_V2 = dict(in_channels=3, num_classes=1000, input_size=299, dropout=0.0,
+                            dropout_mode="upscale_in_train", eps=1e-3, bn_scale=False, count_pad=False,
+                            transform_input=False, aux_logits=False, scales=(0.17, 0.1, 0.2))
+
+
+# Over the complexity limit on purpose: the stem and the three residual block shapes.
+def inception_resnet_v2(preset: str = "keras_inception_resnet_v2", *, include_top: bool = True,  # noqa: C901
+                        pooling: Optional[str] = "avg", **options) -> Spec:
+    """Inception-ResNet-v2 (Szegedy et al. 2017) as Keras's ``InceptionResNetV2`` builds it
+    (55,873,736 parameters as Keras counts): the v3 stem, mixed_5b, 10 x block35 (scaled 0.17),
+    mixed_6a, 20 x block17 (0.1), mixed_7a, 9 x block8 (0.2) and a last block8 scaled 1 without
+    activation, conv_7b.  Each residual block is ``relu(x + scale * up(concat(branches)))``,
+    ``up`` a linear 1x1 conv with bias and no batch norm.  BN without scale, eps 1e-3 (Keras)."""
+    preset_ = _preset(preset, "inception_resnet_v2")
+    o = _options(preset_, options)
+    _common_checks(o, include_top, pooling)
+
+    def cv(out, k, s=1, p=0):
+        return Conv(out, k, s, p, bias=False, norm="bn", eps=o["eps"], scale=o["bn_scale"])
+
+    def residual(width, scale, act, *branches):
+        mixed = Concat(tuple(branch(*b) for b in branches))
+        return Residual((("mixed", mixed), ("conv", Conv(width, 1, bias=True, act=None))), scale, act)
+
+    s35, s17, s8 = o["scales"]
+    block35 = lambda: residual(320, s35, "relu", [("branch_0", cv(32, 1))],
+                               [("branch_1_0", cv(32, 1)), ("branch_1_1", cv(32, 3, 1, 1))],
+                               [("branch_2_0", cv(32, 1)), ("branch_2_1", cv(48, 3, 1, 1)),
+                                ("branch_2_2", cv(64, 3, 1, 1))])
+    block17 = lambda: residual(1088, s17, "relu", [("branch_0", cv(192, 1))],
+                               [("branch_1_0", cv(128, 1)), ("branch_1_1", cv(160, (1, 7), 1, (0, 3))),
+                                ("branch_1_2", cv(192, (7, 1), 1, (3, 0)))])
+    block8 = lambda scale=s8, act="relu": residual(
+        2080, scale, act, [("branch_0", cv(192, 1))],
+        [("branch_1_0", cv(192, 1)), ("branch_1_1", cv(224, (1, 3), 1, (0, 1))),
+         ("branch_1_2", cv(256, (3, 1), 1, (1, 0)))])
+    mixed_5b = Concat((branch(("branch_0", cv(96, 1))),
+                       branch(("branch_1_0", cv(48, 1)), ("branch_1_1", cv(64, 5, 1, 2))),
+                       branch(("branch_2_0", cv(64, 1)), ("branch_2_1", cv(96, 3, 1, 1)),
+                              ("branch_2_2", cv(96, 3, 1, 1))),
+                       branch(("pool", AvgPool(3, 1, 1, count_pad=o["count_pad"])), ("branch_pool", cv(64, 1)))))
+    mixed_6a = Concat((branch(("branch_0", cv(384, 3, 2))),
+                       branch(("branch_1_0", cv(256, 1)), ("branch_1_1", cv(256, 3, 1, 1)),
+                              ("branch_1_2", cv(384, 3, 2))),
+                       branch(("pool", MaxPool(3, 2)))))
+    mixed_7a = Concat((branch(("branch_0_0", cv(256, 1)), ("branch_0_1", cv(384, 3, 2))),
+                       branch(("branch_1_0", cv(256, 1)), ("branch_1_1", cv(288, 3, 2))),
+                       branch(("branch_2_0", cv(256, 1)), ("branch_2_1", cv(288, 3, 1, 1)),
+                              ("branch_2_2", cv(320, 3, 2))),
+                       branch(("pool", MaxPool(3, 2)))))
+    stages = [
+        stage("stem", *_transform(o), ("conv_1a", cv(32, 3, 2)), ("conv_2a", cv(32, 3)), ("conv_2b", cv(64, 3, 1, 1)),
+              ("pool_3a", MaxPool(3, 2)), ("conv_3b", cv(80, 1)), ("conv_4a", cv(192, 3)),
+              ("pool_5a", MaxPool(3, 2)), ("mixed_5b", mixed_5b)),
+        stage("b35", *[(f"block35_{i + 1}", block35()) for i in range(10)], ("mixed_6a", mixed_6a)),
+        stage("b17", *[(f"block17_{i + 1}", block17()) for i in range(20)], ("mixed_7a", mixed_7a)),
+        stage("b8", *[(f"block8_{i + 1}", block8()) for i in range(9)], ("block8_10", block8(1.0, None)),
+              ("conv_7b", cv(1536, 1))),
+    ]
+    stages += _top(o, include_top, pooling)
+    spec = Spec(_name(preset, options, include_top), o["in_channels"], o["input_size"], tuple(stages),
+                features=("stem.mixed_5b", "b35.mixed_6a", "b17.mixed_7a", "b8.conv_7b"), cfg=_cfg(preset_, o))
+    return validate(spec)
+
+
 # --------------------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Preset:
@@ -266,8 +482,8 @@ class Preset:
     and its metadata (``cfg``, timm's ``pretrained_cfg``).  ``cfg`` keys: ``anchor`` (the
     model it reproduces), ``params`` / ``params_aux`` (the anchor's published counts without
     / with aux heads, as the anchor counts them), ``macs`` (published multiply-adds at
-    ``input_size``), ``counts_bn_statistics`` (the anchor counts batch-norm moving statistics
-    as parameters: Keras's, Paddle's and Gluon's counts), ``mean`` / ``std`` (the anchor's
+    ``input_size``), ``counts_bn_statistics`` (who counts batch-norm moving statistics as
+    parameters, for the anchors that do: ``'Keras'``, ``'Paddle'``, ``'Gluon'``), ``mean`` / ``std`` (the anchor's
     preprocessing of [0, 1] RGB), ``notes``."""
     family: str
     defaults: dict
@@ -275,7 +491,8 @@ class Preset:
 
     @property
     def builder(self) -> Callable[..., Spec]:
-        return {"googlenet": googlenet, "inception_v3": inception_v3}[self.family]
+        return {"googlenet": googlenet, "inception_v3": inception_v3, "bn_inception": bn_inception,
+                "inception_v4": inception_v4, "inception_resnet_v2": inception_resnet_v2}[self.family]
 
 
 def _g(**kw):
@@ -326,24 +543,43 @@ PRESETS = {
     # padding; no dropout; no aux head.  Keras counts BN moving statistics (23,851,784).
     "keras_inception_v3": Preset("inception_v3", _v3(aux_logits=False, dropout=0.0, bn_scale=False,
                                                      count_pad=False), dict(
-        anchor="tf.keras.applications.InceptionV3", params=23_851_784, counts_bn_statistics=True,
+        anchor="tf.keras.applications.InceptionV3", params=23_851_784, counts_bn_statistics="Keras",
         trainable=23_817_352, mean=INCEPTION_MEAN, std=INCEPTION_STD)),
     # Paddle's inception_v3: BN eps 1e-5 (Paddle's default), dropout 0.2 'downscale_in_infer',
     # no aux head.  Paddle counts BN statistics among its parameters (23,869,000).
     "paddle_inception_v3": Preset("inception_v3", _v3(aux_logits=False, dropout=0.2, eps=1e-5,
                                                       dropout_mode="downscale_in_infer"), dict(
-        anchor="paddle.vision.models.inception_v3", params=23_869_000, counts_bn_statistics=True,
+        anchor="paddle.vision.models.inception_v3", params=23_869_000, counts_bn_statistics="Paddle",
         mean=IMAGENET_MEAN, std=IMAGENET_STD)),
     # Gluon's inception_v3: torchvision's without the aux head (its head's 8x8 average pool is
     # the global pool at 299, the size it is built for).  Gluon counts BN statistics.
     "gluon_inception_v3": Preset("inception_v3", _v3(aux_logits=False), dict(
         anchor="mxnet.gluon.model_zoo.vision.inception_v3", params=23_869_000,
-        counts_bn_statistics=True, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        counts_bn_statistics="Gluon", mean=IMAGENET_MEAN, std=IMAGENET_STD,
         notes="Gluon's head pools with a fixed 8x8 window, the global pool at 299 only")),
 }
 
+PRESETS.update({
+    # BN-Inception (Ioffe & Szegedy 2015) in Cadene's layout: conv biases kept (bias=False drops
+    # the 10,016 that BN makes redundant: 10,260,224), eps 1e-5, ceil-mode pools.  Cadene's
+    # weights expect BGR in 0-255 minus [104, 117, 128] (mean/std below are those, over 255).
+    "bn_inception": Preset("bn_inception", dict(_BN_INCEPTION), dict(
+        anchor="pretrainedmodels.bninception (Cadene)", params=10_270_240,
+        mean=(104 / 255, 117 / 255, 128 / 255), std=(1 / 255,) * 3,
+        notes="Cadene's weights take BGR input; the head's 7x7 average pool is the global pool at 224")),
+    # Inception-v4 (Szegedy et al. 2017) as Cadene and timm build it.
+    "inception_v4": Preset("inception_v4", dict(_INCEPTION_V4), dict(
+        anchor="timm.inception_v4 / pretrainedmodels.inceptionv4 (Cadene)", params=42_679_816,
+        mean=INCEPTION_MEAN, std=INCEPTION_STD)),
+    # Keras's InceptionResNetV2: BN without scale; counts BN moving statistics (55,873,736).
+    "keras_inception_resnet_v2": Preset("inception_resnet_v2", dict(_INCEPTION_RESNET_V2), dict(
+        anchor="tf.keras.applications.InceptionResNetV2", params=55_873_736, counts_bn_statistics="Keras",
+        trainable=55_813_192, mean=INCEPTION_MEAN, std=INCEPTION_STD)),
+})
+
 #: Other names of the members.
-ALIASES = {"inception_v3": "tv_inception_v3", "googlenet": "tv_googlenet"}
+ALIASES = {"inception_v3": "tv_inception_v3", "googlenet": "tv_googlenet",
+           "inception_resnet_v2": "keras_inception_resnet_v2"}
 
 
 def preset_names():

@@ -358,6 +358,8 @@ class NetAPI:
         return self._numpy(self._call(net, self._to_tensor(X), training))
 
     def _collect(self, net, X, names):
+        if not names:
+            return OrderedDict()
         with self._evaluating(net):
             outs = run(net.spec, net.call_block, net.call_aux, self._to_tensor(X), collect=names)
         return OrderedDict((k, self._to_canonical(v)) for k, v in outs.items())
@@ -369,6 +371,18 @@ class NetAPI:
     def features(self, net, X):
         """The named taps of the table (3b, 4a, 4d, 5b for GoogLeNet) as NumPy NCHW."""
         return self._collect(net, X, net.spec.features)
+
+    def aux_outputs(self, net, X):
+        """The auxiliary heads' logits in evaluation mode (each head on its tapped block), as an
+        ordered dict of NumPy arrays by head name (``{}`` for a table without aux heads): what
+        Paddle's zoo models return beside the logits in every mode."""
+        if not net.spec.aux:
+            return OrderedDict()
+        with self._evaluating(net):
+            taps = run(net.spec, net.call_block, net.call_aux, self._to_tensor(X),
+                       collect=[h.tap for h in net.spec.aux])
+            return OrderedDict((h.name, self._to_canonical(net.call_aux(h.name, taps[h.tap])))
+                               for h in net.spec.aux)
 
     def layer_table(self, net, input_size=None):
         """Per-block rows (name, kind, out_shape, params, macs) measured on the built network

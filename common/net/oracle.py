@@ -24,13 +24,23 @@ from typing import List, Tuple, Union
 from . import spec as S
 
 __all__ = ["LayerInfo", "Analysis", "analyze", "layer_info", "min_input_size",
-           "InputTooSmall", "param_shapes", "bn_statistics"]
+           "InputTooSmall", "InputSizeError", "BranchesMisaligned", "sizes_that_fit", "param_shapes",
+           "bn_statistics"]
 
 Shape = Tuple[int, ...]
 
 
-class InputTooSmall(S.SpecError):
+class InputSizeError(S.SpecError):
+    """The table cannot take an input of this size."""
+
+
+class InputTooSmall(InputSizeError):
     """The input is too small for the table: some feature map would vanish."""
+
+
+class BranchesMisaligned(InputSizeError):
+    """At this input size the branches of a block give maps of different sizes (a stride-2
+    conv and a ceil-mode pool side by side agree on even sizes only, as in BN-Inception)."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +115,12 @@ def _composite_info(name, layer, in_shape):
                               f"it gives {outs[0]}")
         out = in_shape
     else:
-        if len({o[1:] for o in outs}) != 1 or any(len(o) != 3 for o in outs):
-            raise S.SpecError(f"{name}: branch outputs {outs} do not line up")
+        if any(len(o) != 3 for o in outs):
+            raise S.SpecError(f"{name}: branch outputs {outs} are not all feature maps")
+        if len({o[1:] for o in outs}) != 1:
+            raise BranchesMisaligned(f"{name}: its branches give maps of sizes "
+                                     f"{', '.join('x'.join(map(str, o[1:])) for o in outs)} on a "
+                                     f"{'x'.join(map(str, in_shape[1:]))} input")
         out = (sum(o[0] for o in outs),) + outs[0][1:]
     prims = [r for r in rows if r.kind not in S.COMPOSITES]
     return rows + [LayerInfo(name, layer.kind, in_shape, out, sum(r.params for r in prims),
@@ -224,9 +238,24 @@ def min_input_size(spec: Union[S.Spec, str, None] = None, limit: int = 1024) -> 
         try:
             analyze(spec, n)
             return n
-        except InputTooSmall:
+        except InputSizeError:
             continue
     raise InputTooSmall(f"no input up to {limit}x{limit} fits the table {spec.name!r}")
+
+
+def sizes_that_fit(spec: S.Spec, near: int, count: int = 2):
+    """The input sizes nearest ``near`` (below, then above) that the table takes."""
+    below = [n for n in range(near - 1, 0, -1) if _fits(spec, n)][:count]
+    above = [n for n in range(near + 1, near + 256) if _fits(spec, n)][:count]
+    return sorted(below + above)
+
+
+def _fits(spec, n):
+    try:
+        analyze(spec, n)
+        return True
+    except InputSizeError:
+        return False
 
 
 def check_input(spec: S.Spec, input_size) -> Analysis:
@@ -235,6 +264,12 @@ def check_input(spec: S.Spec, input_size) -> Analysis:
     layer after a 5x5 pooling needs a bigger map than the main path), with the way out."""
     try:
         return analyze(spec, input_size)
+    except BranchesMisaligned as e:
+        size = input_size if isinstance(input_size, int) else spec.input_size
+        fits = sizes_that_fit(spec, size) if isinstance(size, int) else []
+        raise BranchesMisaligned(f"input size {input_size} does not fit the table {spec.name!r}: {e}. "
+                                 f"Sizes near it that fit: {', '.join(map(str, fits)) or 'none'} "
+                                 f"(use --resize)") from None
     except InputTooSmall as e:
         smallest = min_input_size(spec)
         main = dataclasses.replace(spec, aux=()) if spec.aux else None
