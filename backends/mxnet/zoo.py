@@ -7,12 +7,17 @@ evaluation-mode logits; ``randomize(model, seed)`` non-trivial batch-norm tensor
 ``count(model)`` the parameters as Gluon counts them (``collect_params``: running statistics
 included).
 
-Gluon facts: a block registers its children in creation order; shapes are deferred until the
+Gluon facts: the model zoo is written for MXNet's legacy arrays, and the backend switches the
+NumPy interface on (``npx.set_np()``, per thread): every function here runs the zoo in legacy
+mode (:func:`legacy`).  A block registers its children in creation order; shapes are deferred until the
 first forward (``make`` runs one); conv weights are OIHW, dense weights (out, in); a batch
 norm with ``scale=False`` runs with ``fix_gamma`` (its gamma is read as 1).  The zoo's
 preprocessing, as Gluon's documentation writes it: ``transforms.ToTensor`` then
 ``transforms.Normalize`` by ImageNet's mean and standard deviation.
 """
+import contextlib
+import functools
+
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
@@ -24,13 +29,31 @@ from common.net.spec import get_spec
 NAME = "mxnet"
 
 
-def _made(model, size):
+@contextlib.contextmanager
+def _legacy_scope():
+    with mx.util.np_array(False), mx.util.np_shape(False):
+        yield
+
+
+def legacy(func):
+    """Run ``func`` with MXNet's legacy arrays and shapes, whatever ``npx.set_np()`` said."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with _legacy_scope():
+            return func(*args, **kwargs)
+    return wrapper
+
+
+@legacy
+def _made(constructor, size):
     """A zoo model with its parameters created: initialised, shapes resolved by one forward."""
+    model = constructor()
     model.initialize()
     model(mx.nd.zeros((1, 3, size, size)))
     return model
 
 
+@legacy
 def _imagenet_preprocess(images):
     """``gluon.data.vision.transforms``: ``ToTensor()`` then ``Normalize(ImageNet mean, std)``, NCHW."""
     T = mx.gluon.data.vision.transforms
@@ -41,7 +64,7 @@ def _imagenet_preprocess(images):
 #: zoo name -> the model, its preset, its own preprocessing of 0-255 RGB (N, H, W, 3)
 MODELS = {
     "inception_v3": Z.ZooModel("inception_v3", "gluon_inception_v3",
-                               lambda: _made(mx.gluon.model_zoo.vision.inception_v3(), 299),
+                               lambda: _made(mx.gluon.model_zoo.vision.inception_v3, 299),
                                _imagenet_preprocess, 299),
 }
 
@@ -74,17 +97,20 @@ def _tensors(block, kind):
                 mean=_np(block.running_mean), var=_np(block.running_var))
 
 
+@legacy
 def layers(model):
     """The model's conv / dense layers (each with its batch norm) in creation order, canonical."""
     return Z.attach_bn((kind, block.name, _tensors(block, kind)) for block, kind in _param_layers(model))
 
 
+@legacy
 def read(model, spec):
     """The canonical weight dict of table ``spec`` (a preset name or a Spec) from a Gluon model."""
     spec = get_spec(spec)
     return Z.canonical(spec, layers(model), zoo=f"Gluon {model.name}")
 
 
+@legacy
 def outputs(model, batch):
     """``{'logits': ...}``: the model's evaluation-mode output (outside ``autograd.record``:
     dropout off, batch norm from its running statistics) for a preprocessed NCHW batch."""
@@ -107,6 +133,7 @@ def _measure(model, batch, bns):
             bn._kwargs["momentum"] = m
 
 
+@legacy
 def randomize(model, seed=0, batch=None):
     """Give every batch norm random scale, shift, mean and variance (:func:`common.net.zoo.bn_draw`)
     and every bias random values, in creation order, so that a swapped tensor shows; with a
@@ -130,6 +157,7 @@ def randomize(model, seed=0, batch=None):
     return model
 
 
+@legacy
 def count(model):
     """Parameters as Gluon counts them (``collect_params``: running statistics included)."""
     return int(sum(p.data().size for p in model.collect_params().values()))
