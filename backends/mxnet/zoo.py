@@ -45,8 +45,10 @@ def legacy(func):
 
 
 @legacy
-def _made(constructor, size):
-    """A zoo model with its parameters created: initialised, shapes resolved by one forward."""
+def _made(constructor, size, seed=0):
+    """A zoo model with its parameters created: initialised from ``seed``, shapes resolved by
+    one forward."""
+    mx.random.seed(int(seed))
     model = constructor()
     model.initialize()
     model(mx.nd.zeros((1, 3, size, size)))
@@ -64,7 +66,7 @@ def _imagenet_preprocess(images):
 #: zoo name -> the model, its preset, its own preprocessing of 0-255 RGB (N, H, W, 3)
 MODELS = {
     "inception_v3": Z.ZooModel("inception_v3", "gluon_inception_v3",
-                               lambda: _made(mx.gluon.model_zoo.vision.inception_v3, 299),
+                               lambda seed=0: _made(mx.gluon.model_zoo.vision.inception_v3, 299, seed),
                                _imagenet_preprocess, 299),
 }
 

@@ -24,6 +24,13 @@ from common.net.spec import get_spec
 NAME = "paddle"
 
 
+def _seeded(constructor):
+    def make(seed=0):
+        paddle.seed(int(seed))
+        return constructor()
+    return make
+
+
 def _imagenet_preprocess(images):
     """``paddle.vision.transforms``: ``ToTensor()`` then ``Normalize(ImageNet mean, std)``, NCHW."""
     T = paddle.vision.transforms
@@ -35,10 +42,10 @@ def _imagenet_preprocess(images):
 GOOGLENET_OUTPUTS = ("logits", "aux1", "aux2")
 #: zoo name -> the model, its preset, its own preprocessing of 0-255 RGB (N, H, W, 3), its outputs
 MODELS = {
-    "googlenet": Z.ZooModel("googlenet", "paddle_googlenet", lambda: paddle.vision.models.googlenet(),
+    "googlenet": Z.ZooModel("googlenet", "paddle_googlenet", _seeded(paddle.vision.models.googlenet),
                             _imagenet_preprocess, 224, GOOGLENET_OUTPUTS),
     "inception_v3": Z.ZooModel("inception_v3", "paddle_inception_v3",
-                               lambda: paddle.vision.models.inception_v3(), _imagenet_preprocess, 299),
+                               _seeded(paddle.vision.models.inception_v3), _imagenet_preprocess, 299),
 }
 
 

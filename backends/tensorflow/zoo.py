@@ -22,7 +22,8 @@ from common.net.spec import get_spec
 NAME = "tensorflow"
 
 
-def _inception_v3():
+def _inception_v3(seed=0):
+    tf.keras.utils.set_random_seed(int(seed))   # Keras's unseeded initialisers draw from Python's, NumPy's and TF's
     return tf.keras.applications.InceptionV3(weights=None, classifier_activation=None)
 
 

@@ -38,7 +38,8 @@ class ZooMismatch(WeightsMismatch):
 
 @dataclass(frozen=True)
 class ZooModel:
-    """One model of a framework's zoo: ``make()`` builds it with random weights (no download),
+    """One model of a framework's zoo: ``make(seed)`` builds it with the zoo's own random
+    initialisation drawn from ``seed`` (no download),
     ``preset`` names the table that reproduces it, ``preprocess(images)`` is the zoo's own
     preprocessing of raw 0-255 RGB images ``(N, H, W, 3)`` into the zoo model's input;
     ``outputs`` names what the model returns in evaluation mode, in the table's terms
