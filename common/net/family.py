@@ -491,8 +491,12 @@ class Preset:
 
     @property
     def builder(self) -> Callable[..., Spec]:
-        return {"googlenet": googlenet, "inception_v3": inception_v3, "bn_inception": bn_inception,
-                "inception_v4": inception_v4, "inception_resnet_v2": inception_resnet_v2}[self.family]
+        return BUILDERS[self.family]
+
+
+#: family -> the function that builds its tables (``builder(preset, **options)``)
+BUILDERS = {"googlenet": googlenet, "inception_v3": inception_v3, "bn_inception": bn_inception,
+            "inception_v4": inception_v4, "inception_resnet_v2": inception_resnet_v2}
 
 
 def _g(**kw):
