@@ -1,7 +1,7 @@
 """Proof against each framework's own model zoo (#26).
 
-Each zoo model a framework ships (``backends/<framework>/zoo.py``: Keras's InceptionV3,
-Paddle's googlenet and inception_v3, Gluon's inception_v3) is built with random weights, its
+Each zoo model a framework ships (``backends/<framework>/zoo.py``: Keras's InceptionV3 and
+InceptionResNetV2, Paddle's googlenet and inception_v3, Gluon's inception_v3) is built with random weights, its
 batch norms given non-trivial statistics, scale and shift (drawn around the statistics of the
 test batch, so that the images reach the logits), and run on two random 0-255 images with the
 zoo's own preprocessing.  Its weights, read into the table's canonical names
@@ -13,7 +13,7 @@ own parameter count, as its framework counts it, is the oracle's (plus batch-nor
 where the preset's config says the framework counts them) and the anchor's published count.
 
 Each zoo model is built, run and read once per session (``_case``), then reused by every
-backend: about 80 seconds for the whole file on a 2-core CPU.
+backend: about 75 seconds for the whole file on a 2-core CPU.
 """
 import importlib
 import importlib.util
@@ -30,7 +30,7 @@ from tests.numerics import U, Reference, check
 
 #: every zoo model of every framework: (framework, zoo name)
 ZOOS = [("paddle", "googlenet"), ("tensorflow", "inception_v3"), ("paddle", "inception_v3"),
-        ("mxnet", "inception_v3")]
+        ("mxnet", "inception_v3"), ("tensorflow", "inception_resnet_v2")]
 SEED = 26
 _CACHE = {}
 

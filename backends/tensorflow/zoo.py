@@ -1,4 +1,5 @@
-"""Keras's own model zoo (``tf.keras.applications``), read into the table's canonical weights.
+"""Keras's own model zoo (``tf.keras.applications``: InceptionV3, InceptionResNetV2), read into
+the table's canonical weights.
 
 ``MODELS``: the zoo models and the presets that reproduce them; ``layers(model)`` their conv /
 dense layers in creation order and canonical layout (:class:`common.net.zoo.ZooLayer`);
@@ -27,15 +28,27 @@ def _inception_v3(seed=0):
     return tf.keras.applications.InceptionV3(weights=None, classifier_activation=None)
 
 
+def _inception_resnet_v2(seed=0):
+    tf.keras.utils.set_random_seed(int(seed))
+    return tf.keras.applications.InceptionResNetV2(weights=None, classifier_activation=None)
+
+
 def _inception_preprocess(images):
     """``tf.keras.applications.inception_v3.preprocess_input`` (mode 'tf': x / 127.5 - 1), NHWC."""
     return tf.keras.applications.inception_v3.preprocess_input(np.array(images, np.float32))
+
+
+def _inception_resnet_preprocess(images):
+    """``tf.keras.applications.inception_resnet_v2.preprocess_input`` (mode 'tf'), NHWC."""
+    return tf.keras.applications.inception_resnet_v2.preprocess_input(np.array(images, np.float32))
 
 
 #: zoo name -> the model, its preset, its own preprocessing of 0-255 RGB (N, H, W, 3)
 MODELS = {
     "inception_v3": Z.ZooModel("inception_v3", "keras_inception_v3", _inception_v3,
                                _inception_preprocess, 299),
+    "inception_resnet_v2": Z.ZooModel("inception_resnet_v2", "keras_inception_resnet_v2",
+                                      _inception_resnet_v2, _inception_resnet_preprocess, 299),
 }
 
 _KINDS = ((tf.keras.layers.Conv2D, "conv"), (tf.keras.layers.Dense, "dense"),
