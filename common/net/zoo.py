@@ -11,7 +11,9 @@ table's network on every backend.  A zoo whose layers do not line up with the ta
 :class:`ZooMismatch`, one line naming the first pair that differs: the zoo's layer and ours.
 
 Where the order of a zoo's layers is not its creation order (a Keras functional model lists
-its layers by depth), its reader restores that order before calling :func:`canonical`.
+its layers by depth), its reader restores that order before calling :func:`canonical`; the
+table lists aux heads last, so a zoo that creates its heads among the blocks (torchvision)
+moves them last too.
 A dense layer after a flatten of a map larger than 1x1 takes the features in channels-first
 order here; the reader of a channels-last zoo permutes its columns first.
 """
@@ -39,8 +41,8 @@ class ZooMismatch(WeightsMismatch):
 @dataclass(frozen=True)
 class ZooModel:
     """One model of a framework's zoo: ``make(seed)`` builds it with the zoo's own random
-    initialisation drawn from ``seed`` (no download),
-    ``preset`` names the table that reproduces it, ``preprocess(images)`` is the zoo's own
+    initialisation drawn from ``seed`` (no download), ``preset`` names the table that
+    reproduces it, ``input_size`` the size it is built for, ``preprocess(images)`` the zoo's own
     preprocessing of raw 0-255 RGB images ``(N, H, W, 3)`` into the zoo model's input;
     ``outputs`` names what the model returns in evaluation mode, in the table's terms
     (``'logits'``, then the aux heads' names where it returns them too)."""
