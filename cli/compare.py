@@ -67,7 +67,7 @@ def write_init(recipe, model, path):
 
 
 def train_command(args, backend, run_dir, init):
-    cmd = command("train") + ["--backend", backend, "--run-dir", run_dir, "--init-from", init]
+    cmd = command("train") + ["--backend", backend, "--run-dir", run_dir] + (["--init-from", init] if init else [])
     for name in PASSED + ("preset", "norm", "branch3_kernel", "dropout"):
         value = getattr(args, name, None)
         if value is None or name in SWITCHES:

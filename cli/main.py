@@ -32,6 +32,7 @@ COMMANDS = {
                            ".weights.h5, .params, .pdparams)", True),
     "summary": ("summary", "the layer table of the net as one backend builds it", False),
     "compare": ("compare", "the backends side by side: one command, one report", False),
+    "family": ("family", "the family's members trained on one backend and compared", False),
     "bench": ("bench", "benchmark our GoogLeNet against the book's own code", False),
     "fidelity": ("fidelity", "how closely the installed backends agree, given the same weights", True),
     "export": ("export", "a trained model in a framework's serving format or ONNX", False),

@@ -1,5 +1,6 @@
 """The whole family from the table, on every backend: the paper's net with auxiliary heads,
 the batch-norm variant, and the constructor options."""
+import json
 import os
 
 import numpy as np
@@ -243,3 +244,25 @@ def test_depth_of_the_members():
     for name, preset in S.PRESETS.items():
         if preset.family in depth:
             assert weighted_depth(S.get_spec(name)) == depth[preset.family], name
+
+
+def test_family_script_trains_each_member_and_reports(small_fashion, tmp_path, capsys):
+    """scripts/family.py: every member in its own process, at the smallest size it takes from
+    --resize up (Inception v3: 75), one report with the run records' numbers and the figure;
+    --from-runs reports again without training; an unknown member is one error line."""
+    from cli.family import main
+    out = tmp_path / "family"
+    assert main(["--backend", "pytorch", "--presets", "tv_googlenet,keras_inception_v3", "--epochs", "1",
+                 "--batch-size", "8", "--data-dir", small_fashion, "--out", str(out), "--recipe", "fast"]) == 0
+    table = json.loads((out / "family.json").read_text())["members"]
+    assert [(r["preset"], r["size"]) for r in table] == [("tv_googlenet", 64), ("keras_inception_v3", 75)]
+    for r in table:
+        spec = S.get_spec(r["preset"], in_channels=1, num_classes=10, aux_logits=False)
+        a = oracle.analyze(spec, r["size"])
+        assert (r["params"], r["macs"]) == (a.params, a.macs)
+    assert (out / "family-acc-vs-macs.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["--from-runs", str(out)]) == 0
+    assert "| `keras_inception_v3` | 75 | 21,788,266 |" in capsys.readouterr().out
+    assert main(["--presets", "inception_v9", "--out", str(tmp_path / "x")]) == 1
+    assert "error: unknown member(s) ['inception_v9']" in capsys.readouterr().err
