@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 #: room -> the modules it holds
 ROOMS = {
-    "net": ("spec", "oracle", "model", "weights", "safepickle", "family", "zoo"),
+    "net": ("spec", "oracle", "model", "weights", "safepickle", "family", "zoo", "classic"),
     "train": ("trainer", "train_config", "schedules", "augment", "loop", "checkpoint", "interrupt",
               "runlock", "distributed"),
     "inputs": ("data", "datasets"),
@@ -33,7 +33,7 @@ ROOMS = {
 }
 
 #: modules written after the rooms were built: they never had an old path
-NEW = ("family", "zoo")
+NEW = ("family", "zoo", "classic")
 
 #: old path -> new path: ``common.spec`` -> ``common.net.spec`` ...
 MOVED = {f"{__name__}.{module}": f"{__name__}.{room}.{module}"

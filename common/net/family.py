@@ -691,3 +691,6 @@ def get_spec(spec: Union[str, Spec, None] = None, **options) -> Spec:
     if not isinstance(spec, str):
         raise SpecError(f"spec must be a preset name or a Spec, not {type(spec).__name__}")
     return _preset(spec).builder(spec, **options)
+
+
+from . import classic  # noqa: E402,F401  (registers the book's earlier nets)
