@@ -144,3 +144,91 @@ def make_book_step(net, lr=0.1):
         return float(l.sum()), d2l.accuracy(y_hat, y)
 
     return step
+
+
+# ----------------------------------------------------------------- the book's earlier nets
+# Chapter 8's exercise 3 compares GoogLeNet's parameters with AlexNet's, VGG's and NiN's:
+# their d2l 1.0.3 MXNet code (chapters 8.1 to 8.3), each class's ``self.net`` as the book
+# writes it (initialised with ``init.Xavier()``), returned by a function.  Gluon defers the
+# parameters' shapes to the first forward pass (the book's ``layer_summary((1, 1, 224, 224))``).
+# tests/test_classic.py counts them against the presets ``d2l_alexnet``, ``d2l_vgg11`` and
+# ``d2l_nin``.
+def alexnet(num_classes=10):
+    """d2l 8.1 ``AlexNet().net`` (its first conv is unpadded here, padded by 1 in the PyTorch
+    tab: the same 54x54 map at 224; Gluon's ``Dense`` flattens its input itself)."""
+    net = nn.Sequential()
+    net.add(
+        nn.Conv2D(96, kernel_size=11, strides=4, activation='relu'),
+        nn.MaxPool2D(pool_size=3, strides=2),
+        nn.Conv2D(256, kernel_size=5, padding=2, activation='relu'),
+        nn.MaxPool2D(pool_size=3, strides=2),
+        nn.Conv2D(384, kernel_size=3, padding=1, activation='relu'),
+        nn.Conv2D(384, kernel_size=3, padding=1, activation='relu'),
+        nn.Conv2D(256, kernel_size=3, padding=1, activation='relu'),
+        nn.MaxPool2D(pool_size=3, strides=2),
+        nn.Dense(4096, activation='relu'), nn.Dropout(0.5),
+        nn.Dense(4096, activation='relu'), nn.Dropout(0.5),
+        nn.Dense(num_classes))
+    net.initialize(init.Xavier())
+    return net
+
+
+def vgg_block(num_convs, num_channels):
+    blk = nn.Sequential()
+    for _ in range(num_convs):
+        blk.add(nn.Conv2D(num_channels, kernel_size=3,
+                          padding=1, activation='relu'))
+    blk.add(nn.MaxPool2D(pool_size=2, strides=2))
+    return blk
+
+
+def vgg(arch, num_classes=10):
+    """d2l 8.2 ``VGG(arch).net``; the chapter's VGG-11 is
+    ``arch=((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))``."""
+    net = nn.Sequential()
+    for (num_convs, num_channels) in arch:
+        net.add(vgg_block(num_convs, num_channels))
+    net.add(nn.Dense(4096, activation='relu'), nn.Dropout(0.5),
+            nn.Dense(4096, activation='relu'), nn.Dropout(0.5),
+            nn.Dense(num_classes))
+    net.initialize(init.Xavier())
+    return net
+
+
+def nin_block(num_channels, kernel_size, strides, padding):
+    blk = nn.Sequential()
+    blk.add(nn.Conv2D(num_channels, kernel_size, strides, padding,
+                      activation='relu'),
+            nn.Conv2D(num_channels, kernel_size=1, activation='relu'),
+            nn.Conv2D(num_channels, kernel_size=1, activation='relu'))
+    return blk
+
+
+def nin(num_classes=10):
+    """d2l 8.3 ``NiN().net``."""
+    net = nn.Sequential()
+    net.add(
+        nin_block(96, kernel_size=11, strides=4, padding=0),
+        nn.MaxPool2D(pool_size=3, strides=2),
+        nin_block(256, kernel_size=5, strides=1, padding=2),
+        nn.MaxPool2D(pool_size=3, strides=2),
+        nin_block(384, kernel_size=3, strides=1, padding=1),
+        nn.MaxPool2D(pool_size=3, strides=2),
+        nn.Dropout(0.5),
+        nin_block(num_classes, kernel_size=3, strides=1, padding=1),
+        nn.GlobalAvgPool2D(),
+        nn.Flatten())
+    net.initialize(init.Xavier())
+    return net
+
+
+def layer_summary(net, X_shape=(1, 1, 224, 224)):
+    """``d2l.Classifier.layer_summary`` as a function: one forward pass, layer by layer (which
+    gives the deferred parameters their shapes); each top-level layer's class name and output
+    shape, returned instead of printed."""
+    X = np.random.normal(size=X_shape)
+    rows = []
+    for layer in net:
+        X = layer(X)
+        rows.append((layer.__class__.__name__, tuple(X.shape)))
+    return rows

@@ -173,3 +173,101 @@ def make_book_step(net, lr=0.1):
             return float(l * X.shape[0]), d2l.accuracy(y_hat, y)
 
     return step
+
+
+# ----------------------------------------------------------------- the book's earlier nets
+# Chapter 8's exercise 3 compares GoogLeNet's parameters with AlexNet's, VGG's and NiN's:
+# their d2l Paddle code (d2l-zh chapters 7.1 to 7.3, the Paddle tab; d2l 1.0.3's chapters
+# 8.1 to 8.3 have no Paddle tab), each ``net`` as the book writes it, returned by a function.
+# The layers take their input widths as arguments (``nn.Linear(6400, 4096)``: the 224x224
+# input is written into the code), so the parameters exist at once.  tests/test_classic.py
+# counts them against the presets ``d2l_alexnet``, ``d2l_vgg11`` and ``d2l_nin``.
+def alexnet():
+    """d2l-zh 7.1's AlexNet ``net`` (the book's comments in English)."""
+    net = nn.Sequential(
+        # Here, we use a larger 11 x 11 window to capture objects. At the same
+        # time, we use a stride of 4 to greatly reduce the height and width of
+        # the output. Here, the number of output channels is much larger than
+        # that in LeNet
+        nn.Conv2D(1, 96, kernel_size=11, stride=4, padding=1), nn.ReLU(),
+        nn.MaxPool2D(kernel_size=3, stride=2),
+        # Make the convolution window smaller, set padding to 2 for consistent
+        # height and width across the input and output, and increase the
+        # number of output channels
+        nn.Conv2D(96, 256, kernel_size=5, padding=2), nn.ReLU(),
+        nn.MaxPool2D(kernel_size=3, stride=2),
+        # Use three successive convolutional layers and a smaller convolution
+        # window. Except for the final convolutional layer, the number of
+        # output channels is further increased. Pooling layers are not used to
+        # reduce the height and width of input after the first two
+        # convolutional layers
+        nn.Conv2D(256, 384, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2D(384, 384, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2D(384, 256, kernel_size=3, padding=1), nn.ReLU(),
+        nn.MaxPool2D(kernel_size=3, stride=2), nn.Flatten(),
+        # Here, the number of outputs of the fully-connected layer is several
+        # times larger than that in LeNet. Use the dropout layer to mitigate
+        # overfitting
+        nn.Linear(6400, 4096), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(p=0.5),
+        # Output layer. Since we are using Fashion-MNIST, the number of classes
+        # is 10, instead of 1000 as in the paper
+        nn.Linear(4096, 10)
+    )
+    return net
+
+
+def vgg_block(num_convs, in_channels, out_channels):
+    layers = []
+    for _ in range(num_convs):
+        layers.append(
+            nn.Conv2D(in_channels, out_channels, kernel_size=3, padding=1))
+        layers.append(nn.ReLU())
+        in_channels = out_channels
+    layers.append(nn.MaxPool2D(kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
+
+
+def vgg(conv_arch):
+    """d2l-zh 7.2's ``vgg(conv_arch)``; the chapter's VGG-11 is
+    ``conv_arch = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))``."""
+    conv_blks = []
+    in_channels = 1
+    # The convolutional part
+    for (num_convs, out_channels) in conv_arch:
+        conv_blks.append(vgg_block(num_convs, in_channels, out_channels))
+        in_channels = out_channels
+
+    return nn.Sequential(*conv_blks, nn.Flatten(),
+                         # The fully-connected part
+                         nn.Linear(out_channels * 7 * 7, 4096), nn.ReLU(),
+                         nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(),
+                         nn.Dropout(0.5), nn.Linear(4096, 10))
+
+
+def nin_block(in_channels, out_channels, kernel_size, strides, padding):
+    return nn.Sequential(
+        nn.Conv2D(in_channels, out_channels, kernel_size, strides, padding),
+        nn.ReLU(),
+        nn.Conv2D(out_channels, out_channels, kernel_size=1),
+        nn.ReLU(),
+        nn.Conv2D(out_channels, out_channels, kernel_size=1),
+        nn.ReLU())
+
+
+def nin():
+    """d2l-zh 7.3's NiN ``net``."""
+    net = nn.Sequential(
+        nin_block(1, 96, kernel_size=11, strides=4, padding=0),
+        nn.MaxPool2D(3, stride=2),
+        nin_block(96, 256, kernel_size=5, strides=1, padding=2),
+        nn.MaxPool2D(3, stride=2),
+        nin_block(256, 384, kernel_size=3, strides=1, padding=1),
+        nn.MaxPool2D(3, stride=2), nn.Dropout(0.5),
+        # There are 10 label classes
+        nin_block(384, 10, kernel_size=3, strides=1, padding=1),
+        nn.AdaptiveAvgPool2D((1, 1)),
+        # Transform the four-dimensional output into two-dimensional output
+        # with a shape of (batch size, 10)
+        nn.Flatten())
+    return net

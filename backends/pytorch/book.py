@@ -156,3 +156,98 @@ def make_book_step(net, lr=0.1):
             return float(l * X.shape[0]), float(d2l.accuracy(y_hat, y))
 
     return step
+
+
+# ----------------------------------------------------------------- the book's earlier nets
+# Chapter 8's exercise 3 compares GoogLeNet's parameters with AlexNet's, VGG's and NiN's:
+# their d2l 1.0.3 PyTorch code (chapters 8.1 to 8.3), each class's ``self.net`` as the book
+# writes it, returned by a function (``d2l.Classifier`` needs ``d2l.torch``, see above).
+# The layers are lazy: one forward pass (the book's ``layer_summary((1, 1, 224, 224))``)
+# creates their parameters.  tests/test_classic.py counts them against the presets
+# ``d2l_alexnet``, ``d2l_vgg11`` and ``d2l_nin``.
+def init_cnn(module):
+    """``d2l.init_cnn``, verbatim from d2l 1.0.3's torch module."""
+    if type(module) == nn.Linear or type(module) == nn.Conv2d:
+        nn.init.xavier_uniform_(module.weight)
+
+
+d2l.init_cnn = staticmethod(init_cnn)
+
+
+def alexnet(num_classes=10):
+    """d2l 8.1 ``AlexNet().net``."""
+    net = nn.Sequential(
+        nn.LazyConv2d(96, kernel_size=11, stride=4, padding=1),
+        nn.ReLU(), nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.LazyConv2d(256, kernel_size=5, padding=2), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.LazyConv2d(384, kernel_size=3, padding=1), nn.ReLU(),
+        nn.LazyConv2d(384, kernel_size=3, padding=1), nn.ReLU(),
+        nn.LazyConv2d(256, kernel_size=3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2), nn.Flatten(),
+        nn.LazyLinear(4096), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.LazyLinear(4096), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.LazyLinear(num_classes))
+    net.apply(d2l.init_cnn)
+    return net
+
+
+def vgg_block(num_convs, out_channels):
+    layers = []
+    for _ in range(num_convs):
+        layers.append(nn.LazyConv2d(out_channels, kernel_size=3, padding=1))
+        layers.append(nn.ReLU())
+    layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
+
+
+def vgg(arch, num_classes=10):
+    """d2l 8.2 ``VGG(arch).net``; the chapter's VGG-11 is
+    ``arch=((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))``."""
+    conv_blks = []
+    for (num_convs, out_channels) in arch:
+        conv_blks.append(vgg_block(num_convs, out_channels))
+    net = nn.Sequential(
+        *conv_blks, nn.Flatten(),
+        nn.LazyLinear(4096), nn.ReLU(), nn.Dropout(0.5),
+        nn.LazyLinear(4096), nn.ReLU(), nn.Dropout(0.5),
+        nn.LazyLinear(num_classes))
+    net.apply(d2l.init_cnn)
+    return net
+
+
+def nin_block(out_channels, kernel_size, strides, padding):
+    return nn.Sequential(
+        nn.LazyConv2d(out_channels, kernel_size, strides, padding), nn.ReLU(),
+        nn.LazyConv2d(out_channels, kernel_size=1), nn.ReLU(),
+        nn.LazyConv2d(out_channels, kernel_size=1), nn.ReLU())
+
+
+def nin(num_classes=10):
+    """d2l 8.3 ``NiN().net``."""
+    net = nn.Sequential(
+        nin_block(96, kernel_size=11, strides=4, padding=0),
+        nn.MaxPool2d(3, stride=2),
+        nin_block(256, kernel_size=5, strides=1, padding=2),
+        nn.MaxPool2d(3, stride=2),
+        nin_block(384, kernel_size=3, strides=1, padding=1),
+        nn.MaxPool2d(3, stride=2),
+        nn.Dropout(0.5),
+        nin_block(num_classes, kernel_size=3, strides=1, padding=1),
+        nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten())
+    net.apply(d2l.init_cnn)
+    return net
+
+
+def layer_summary(net, X_shape=(1, 1, 224, 224), device="meta"):
+    """``d2l.Classifier.layer_summary`` as a function: each top-level layer's class name and
+    output shape for one input of ``X_shape``, returned instead of printed.  On the ``'meta'``
+    device (the default) the lazy layers get their shapes and no number is computed: build the
+    net inside ``with torch.device('meta'):``."""
+    X = torch.randn(*X_shape, device=device)
+    rows = []
+    for layer in net:
+        X = layer(X)
+        rows.append((layer.__class__.__name__, tuple(X.shape)))
+    return rows

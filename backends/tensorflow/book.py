@@ -176,3 +176,100 @@ def make_book_step(model, lr=0.1):
         X = np.asarray(X, np.float32).transpose(0, 2, 3, 1)
         return model.train_on_batch(X, np.asarray(y, np.int32), return_dict=True)["loss"]
     return step
+
+
+# --------------------------------------------------------------------------- the book's earlier nets
+# Chapter 8's exercise 3 compares GoogLeNet's parameters with AlexNet's, VGG's and NiN's:
+# their d2l 1.0.3 TensorFlow code (chapters 8.1 to 8.3), each class's ``self.net`` as the
+# book writes it, returned by a function.  Keras creates the weights when the model is built
+# for an input shape (the book's ``layer_summary((1, 224, 224, 1))``).  tests/test_classic.py
+# counts them against the presets ``d2l_alexnet``, ``d2l_vgg11`` and ``d2l_nin``.
+def alexnet(num_classes=10):
+    """d2l 8.1 ``AlexNet().net`` (its first conv is unpadded here, padded by 1 in the PyTorch
+    tab: the same 54x54 map at 224)."""
+    return tf.keras.models.Sequential([
+        tf.keras.layers.Conv2D(filters=96, kernel_size=11, strides=4,
+                               activation='relu'),
+        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+        tf.keras.layers.Conv2D(filters=256, kernel_size=5, padding='same',
+                               activation='relu'),
+        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+        tf.keras.layers.Conv2D(filters=384, kernel_size=3, padding='same',
+                               activation='relu'),
+        tf.keras.layers.Conv2D(filters=384, kernel_size=3, padding='same',
+                               activation='relu'),
+        tf.keras.layers.Conv2D(filters=256, kernel_size=3, padding='same',
+                               activation='relu'),
+        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(4096, activation='relu'),
+        tf.keras.layers.Dropout(0.5),
+        tf.keras.layers.Dense(4096, activation='relu'),
+        tf.keras.layers.Dropout(0.5),
+        tf.keras.layers.Dense(num_classes)])
+
+
+def vgg_block(num_convs, num_channels):
+    blk = tf.keras.models.Sequential()
+    for _ in range(num_convs):
+        blk.add(
+            tf.keras.layers.Conv2D(num_channels, kernel_size=3,
+                                   padding='same', activation='relu'))
+    blk.add(tf.keras.layers.MaxPool2D(pool_size=2, strides=2))
+    return blk
+
+
+def vgg(arch, num_classes=10):
+    """d2l 8.2 ``VGG(arch).net``; the chapter's VGG-11 is
+    ``arch=((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))``."""
+    net = tf.keras.models.Sequential()
+    for (num_convs, num_channels) in arch:
+        net.add(vgg_block(num_convs, num_channels))
+    net.add(
+        tf.keras.models.Sequential([
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(4096, activation='relu'),
+            tf.keras.layers.Dropout(0.5),
+            tf.keras.layers.Dense(4096, activation='relu'),
+            tf.keras.layers.Dropout(0.5),
+            tf.keras.layers.Dense(num_classes)]))
+    return net
+
+
+def nin_block(out_channels, kernel_size, strides, padding):
+    return tf.keras.models.Sequential([
+        tf.keras.layers.Conv2D(out_channels, kernel_size, strides=strides,
+                               padding=padding),
+        tf.keras.layers.Activation('relu'),
+        tf.keras.layers.Conv2D(out_channels, 1),
+        tf.keras.layers.Activation('relu'),
+        tf.keras.layers.Conv2D(out_channels, 1),
+        tf.keras.layers.Activation('relu')])
+
+
+def nin(num_classes=10):
+    """d2l 8.3 ``NiN().net``."""
+    return tf.keras.models.Sequential([
+        nin_block(96, kernel_size=11, strides=4, padding='valid'),
+        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+        nin_block(256, kernel_size=5, strides=1, padding='same'),
+        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+        nin_block(384, kernel_size=3, strides=1, padding='same'),
+        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+        tf.keras.layers.Dropout(0.5),
+        nin_block(num_classes, kernel_size=3, strides=1, padding='same'),
+        tf.keras.layers.GlobalAvgPool2D(),
+        tf.keras.layers.Flatten()])
+
+
+def layer_summary(net, X_shape=(1, 224, 224, 1)):
+    """``d2l.Classifier.layer_summary`` as a function, without computing: each top-level
+    layer's class name and output shape (NHWC) for an input of ``X_shape``, from Keras's shape
+    inference; the layers are built (their weights created) on the way, as by a forward pass."""
+    net.build(X_shape)
+    shape = tf.TensorShape(X_shape)
+    rows = []
+    for layer in net.layers:
+        shape = layer.compute_output_shape(shape)
+        rows.append((layer.__class__.__name__, tuple(shape)))
+    return rows

@@ -30,7 +30,7 @@ from .family import Preset, _cfg, _name, _options, _preset
 from .spec import (Conv, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool, Spec, SpecError, stage,
                    validate)
 
-__all__ = ["alexnet", "vgg", "nin", "VGG11"]
+__all__ = ["alexnet", "vgg", "nin", "VGG11", "EXERCISE3", "exercise3", "exercise3_table"]
 
 #: The book's VGG-11 (d2l 8.2): (number of 3x3 convs, channels) per block, each block ending
 #: in a 2x2/2 max pool.
@@ -145,6 +145,32 @@ def nin(preset: str = "d2l_nin", *, include_top: Optional[bool] = True,
         stage("head", ("avgpool", GlobalAvgPool()), ("flatten", Flatten())),
     ]
     return _spec(preset, options, include_top, preset_, o, stages, ("nin1.pool", "nin2.pool", "nin3.pool"))
+
+
+# --------------------------------------------------------------------------- exercise 3
+#: the book's nets of chapter 8 in the exercise's table, GoogLeNet (the book's, ``d2l``) last
+EXERCISE3 = ("d2l_alexnet", "d2l_vgg11", "d2l_nin", "d2l")
+
+
+def exercise3(presets=EXERCISE3, input_size: int = 224):
+    """Chapter 8's exercise 3 from the oracle, no framework: ``(preset, parameters,
+    multiply-adds of one 1 x input_size x input_size example, parameters in dense layers)``
+    for each preset (GoogLeNet's count does not depend on the input size: it pools globally)."""
+    from . import oracle
+    rows = []
+    for name in presets:
+        a = oracle.analyze(family.get_spec(name), input_size)
+        rows.append((name, a.params, a.macs, sum(r.params for r in a.layers if r.kind == "dense")))
+    return rows
+
+
+def exercise3_table(presets=EXERCISE3, input_size: int = 224) -> str:
+    """:func:`exercise3` as the Markdown table of docs/family.md."""
+    lines = [f"| preset | parameters | multiply-adds at 1×{input_size}×{input_size} | in dense layers |",
+             "| --- | ---: | ---: | ---: |"]
+    for name, params, macs, dense in exercise3(presets, input_size):
+        lines.append(f"| `{name}` | {params:,} | {macs / 1e9:.3f} G | {dense:,} ({100 * dense / params:.1f} %) |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- registration
