@@ -7,7 +7,7 @@
   Inference (``paddle.inference.Config(model.json, model.pdiparams)``), whose output is
   called ``fetch_name_0``, or load them with ``paddle.jit.load(folder/model)``.
 * ONNX: paddle2onnx on a second inference model traced for it (opset 17).  paddle2onnx
-  2.1.0 (the newest release) mis-converts two of the network's operators when they are
+  2.1.0 (the newest release) mis-converts some of the network's operators when they are
   written in Paddle 3's PIR format, so that second trace swaps them for equivalents
   (:func:`onnx_friendly`); the ``paddle`` artifact keeps the network's own layers.
 """
@@ -85,44 +85,91 @@ class BandLRN(paddle.nn.Layer):
         return x / paddle.pow(self.k + (self.alpha / self.size) * s, self.beta)
 
 
-def _lrn_layers(net):
-    """[(parent layer, child name, LocalResponseNorm, its channel count)] of the network."""
+def _bins(n, out):
+    """The adaptive-pooling matrix ``(out, n)``: row i averages cells floor(i*n/out) ..
+    ceil((i+1)*n/out) - 1 (Paddle's bins, as PyTorch's)."""
+    m = np.zeros((out, n), "float32")
+    for i in range(out):
+        lo, hi = (i * n) // out, -(-((i + 1) * n) // out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+class BinnedAvgPool(paddle.nn.Layer):
+    """``nn.AdaptiveAvgPool2D`` for one input size as two matrix products (rows of the map,
+    then its columns); used only while tracing for paddle2onnx."""
+
+    def __init__(self, h, w, ho, wo):
+        super().__init__()
+        self.register_buffer("rows", paddle.to_tensor(_bins(h, ho)))
+        self.register_buffer("cols", paddle.to_tensor(_bins(w, wo).T.copy()))
+
+    def forward(self, x):
+        return paddle.matmul(self.rows, paddle.matmul(x, self.cols))
+
+
+def _input_shapes(net, kinds):
+    """[(parent layer, child name, layer, its input's shape)] of the network's sublayers of
+    the given classes that the evaluation forward runs (measured with one forward pass)."""
     found = [(parent, name, child) for parent in net.sublayers(include_self=True)
-             for name, child in parent.named_children() if isinstance(child, paddle.nn.LocalResponseNorm)]
+             for name, child in parent.named_children() if isinstance(child, kinds)]
     if not found:
         return []
-    channels, hooks = {}, []
+    shapes, hooks = {}, []
     for _, _, layer in found:
         hooks.append(layer.register_forward_pre_hook(
-            lambda l, inputs: channels.__setitem__(id(l), inputs[0].shape[1])))
+            lambda l, inputs: shapes.__setitem__(id(l), list(inputs[0].shape))))
     try:
         with paddle.no_grad():
             net(paddle.zeros([1, net.spec.in_channels, net.input_size, net.input_size]))
     finally:
         for h in hooks:
             h.remove()
-    return [(parent, name, layer, channels[id(layer)]) for parent, name, layer in found]
+    return [(parent, name, layer, shapes[id(layer)]) for parent, name, layer in found if id(layer) in shapes]
+
+
+def _swaps(net):
+    """[(parent, child name, layer, its stand-in)]: every LRN, and every adaptive average pool
+    whose output size does not divide its input's."""
+    out = []
+    for parent, name, layer, shape in _input_shapes(net, (paddle.nn.LocalResponseNorm, paddle.nn.AdaptiveAvgPool2D)):
+        if isinstance(layer, paddle.nn.LocalResponseNorm):
+            out.append((parent, name, layer, BandLRN(layer, shape[1])))
+            continue
+        size = layer._output_size
+        ho, wo = (size, size) if isinstance(size, int) else size
+        (h, w) = shape[2:]
+        ho, wo = ho or h, wo or w
+        if h % ho or w % wo:
+            out.append((parent, name, layer, BinnedAvgPool(h, w, ho, wo)))
+    return out
 
 
 @contextlib.contextmanager
 def onnx_friendly(net):
-    """While tracing for paddle2onnx 2.1.0, swap the two operators it converts wrongly from
+    """While tracing for paddle2onnx 2.1.0, swap the operators it converts wrongly from
     Paddle 3's PIR program for equivalents it converts right; everything is restored after.
 
     * **ReLU**: the backend's ReLU is ``hardtanh(x, 0, inf)`` (it keeps NaN, see
       ``backends/paddle/model.py``).  paddle2onnx's hardtanh mapper reads the attributes
       ``min``/``max`` but PIR calls them ``t_min``/``t_max``: it silently keeps its defaults
       and writes ``Clip(x, -1, 1)`` (logits off by 28-50).  ``F.relu`` is the same function
-      on every number that is not NaN; ``ConvBlock`` and ``DenseBlock`` look ``relu`` up in
-      ``backends.paddle.model`` when called, so it is swapped there.
+      on every number that is not NaN; ``ConvBlock``, ``DenseBlock``, ``Concat`` and
+      ``Residual`` look ``relu`` up in ``backends.paddle.model`` when called, so it is
+      swapped there.
     * **LRN**: ``nn.LocalResponseNorm`` pads x^2 with ``pad3d``, whose PIR attribute
       ``pad_value`` the mapper reads as ``value``: the ONNX ``Pad`` gets an uninitialised
       constant (NaN or 1e30 logits, changing from run to run).  :class:`BandLRN` needs no pad.
+    * **Adaptive average pooling** to a size that does not divide the input's (a 4x4 pool
+      of a 14x14 map): paddle2onnx writes an ``AveragePool`` of one fixed window, silently
+      wrong (logits off by 5e-2 in a test).  :class:`BinnedAvgPool` computes it as two
+      matrix products.  Torchvision's GoogLeNet has such pools only in its aux heads, which
+      evaluation leaves out.
     """
-    saved, swapped = M.relu, _lrn_layers(net)
+    saved, swapped = M.relu, _swaps(net)
     M.relu = F.relu
-    for parent, name, layer, channels in swapped:
-        setattr(parent, name, BandLRN(layer, channels))
+    for parent, name, _, stand_in in swapped:
+        setattr(parent, name, stand_in)
     try:
         yield
     finally:

@@ -14,8 +14,11 @@ of the trained size with a dynamic batch, on the CPU; its metadata is written be
   favour of ``torch.export``, which is why that format comes first.
 * ONNX: the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``, opset
   17).  The default dynamo exporter needs ``onnxscript`` >= 0.6, whose ``onnx_ir`` needs
-  ``ml_dtypes`` >= 0.5, which TensorFlow 2.15 refuses (docs/export.md).
+  ``ml_dtypes`` >= 0.5, which TensorFlow 2.15 refuses (docs/export.md).  It has no
+  adaptive average pooling whose output size does not divide the input's: such a pool is
+  traced as two matrix products while exporting (:func:`onnx_friendly`).
 """
+import contextlib
 import copy
 import json
 import warnings
@@ -77,6 +80,74 @@ def export(net, path, format=None, meta=None):
     return X.write_meta(path, meta)
 
 
+def bins(n, out):
+    """PyTorch's adaptive-pooling matrix ``(out, n)``: row i averages cells floor(i*n/out)
+    .. ceil((i+1)*n/out) - 1."""
+    m = torch.zeros(out, n)
+    for i in range(out):
+        lo, hi = (i * n) // out, -(-((i + 1) * n) // out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+class BinnedAvgPool(torch.nn.Module):
+    """``nn.AdaptiveAvgPool2d`` for one input size as two matrix products (rows of the map,
+    then its columns): the same averages, in ONNX ``MatMul`` s."""
+
+    def __init__(self, rows, cols):
+        super().__init__()
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols.t().contiguous(), persistent=False)
+
+    def forward(self, X):
+        return torch.matmul(self.rows, torch.matmul(X, self.cols))
+
+
+def _uneven_pools(net):
+    """[(parent, child name, pool, BinnedAvgPool)] for the network's adaptive average pools
+    whose output size does not divide their input size (their input sizes measured with one
+    forward pass)."""
+    found = [(parent, name, child) for parent in net.modules() for name, child in parent.named_children()
+             if isinstance(child, torch.nn.AdaptiveAvgPool2d)]
+    shapes, hooks = {}, [pool.register_forward_pre_hook(lambda m, i: shapes.__setitem__(id(m), i[0].shape[-2:]))
+                         for _, _, pool in found]
+    try:
+        with torch.no_grad():
+            net(_example(net, 1))
+    finally:
+        for h in hooks:
+            h.remove()
+    out = []
+    for parent, name, pool in found:
+        if id(pool) not in shapes:
+            continue                                        # an aux head's: not in the evaluation graph
+        (h, w), (ho, wo) = shapes[id(pool)], [v or n for v, n in zip(_pair(pool.output_size), shapes[id(pool)])]
+        if h % ho or w % wo:
+            out.append((parent, name, pool, BinnedAvgPool(bins(h, ho), bins(w, wo))))
+    return out
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) or v is None else tuple(v)
+
+
+@contextlib.contextmanager
+def onnx_friendly(net):
+    """While ``torch.onnx.export`` traces the network, swap every adaptive average pool whose
+    output size does not divide its input's (torch.onnx: "Unsupported: ONNX export of
+    operator adaptive_avg_pool2d, output size that are not factor of input size") for
+    :class:`BinnedAvgPool`; restored afterwards.  Torchvision's GoogLeNet's 4x4 pools sit in
+    its aux heads, which evaluation leaves out: only user tables reach this."""
+    swapped = _uneven_pools(net)
+    for parent, name, _, binned in swapped:
+        setattr(parent, name, binned)
+    try:
+        yield
+    finally:
+        for parent, name, pool, _ in swapped:
+            setattr(parent, name, pool)
+
+
 def export_onnx(net, path, meta=None):
     """Write the network as ONNX with PyTorch's own exporter (the TorchScript-based one,
     opset :data:`ONNX_OPSET`), in the project's I/O contract (:func:`common.serve.export.tidy_onnx`),
@@ -85,7 +156,7 @@ def export_onnx(net, path, meta=None):
     net = _eval_cpu(net)
     meta = _meta(net, path, "onnx", meta, f"torch.onnx.export, TorchScript-based (dynamo=False), "
                                           f"opset {ONNX_OPSET} (torch {torch.__version__})")
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), onnx_friendly(net):
         warnings.simplefilter("ignore")                      # the exporter's deprecation notice
         torch.onnx.export(net, (_example(net),), path, dynamo=False, opset_version=ONNX_OPSET,
                           input_names=[X.INPUT], output_names=[X.OUTPUT],

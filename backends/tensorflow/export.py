@@ -13,8 +13,10 @@ removes the transposes again (its ONNX graph is NCHW throughout).
   ``tf.saved_model.load(path).signatures['serving_default']`` or serve with TF Serving.
 * ``tflite``: the same signature converted by ``tf.lite.TFLiteConverter``; the batch
   stays dynamic (``shape_signature`` ``[-1, C, H, W]``: call ``resize_tensor_input``).
-* ONNX: ``tf2onnx.convert.from_function`` on the serving function, opset 17.
+* ONNX: ``tf2onnx.convert.from_function`` on the serving function, opset 17, traced with
+  the layers' constant tensors written into the graph (:func:`constants_inlined`).
 """
+import contextlib
 import os
 import tempfile
 
@@ -74,17 +76,43 @@ def export(net, path, format=None, meta=None):
     return X.write_meta(path, meta)
 
 
+@contextlib.contextmanager
+def constants_inlined(net):
+    """While tf2onnx traces the serving function, hold the layers' constant tensors as NumPy
+    arrays; everything is restored after.
+
+    A tensor made eagerly when a layer is built (the :class:`~common.net.spec.Affine` layer's
+    scale and shift, the adaptive pool's averaging matrices) is *captured* by a
+    ``tf.function``: the traced graph gets a placeholder for it, which ``tf.saved_model``
+    saves with its value but which ``tf2onnx.convert.from_function`` lists as one more graph
+    input (3 inputs instead of 1 for torchvision's GoogLeNet with ``transform_input``).
+    A NumPy array is written into the graph as a ``Const`` instead: the same numbers."""
+    swapped = []
+    for layer in [net, *net.submodules]:
+        for name, value in list(vars(layer).items()):
+            if isinstance(value, tf.Tensor) and not isinstance(value, tf.Variable):
+                swapped.append((layer, name, value))
+    for layer, name, value in swapped:
+        object.__setattr__(layer, name, value.numpy())
+    try:
+        yield
+    finally:
+        for layer, name, value in swapped:
+            object.__setattr__(layer, name, value)
+
+
 def export_onnx(net, path, meta=None):
     """Write the network as ONNX with tf2onnx (``from_function`` on the serving function,
-    opset :data:`ONNX_OPSET`), in the project's I/O contract, and its metadata beside it.
-    Returns the metadata."""
+    opset :data:`ONNX_OPSET`, the layers' constants inlined: :func:`constants_inlined`), in
+    the project's I/O contract, and its metadata beside it.  Returns the metadata."""
     X.require("onnx", "ONNX export")
     tf2onnx = X.require("tf2onnx", "ONNX export from TensorFlow")
-    module = serving_module(net)
     meta = _meta(net, path, "onnx", meta, f"tf2onnx.convert.from_function {tf2onnx.__version__}, "
                                           f"opset {ONNX_OPSET} (TensorFlow {tf.__version__})")
-    model, _ = tf2onnx.convert.from_function(module.serve, input_signature=module.serve.input_signature,
-                                             opset=ONNX_OPSET)
+    with constants_inlined(net):
+        module = serving_module(net)
+        model, _ = tf2onnx.convert.from_function(module.serve, input_signature=module.serve.input_signature,
+                                                 opset=ONNX_OPSET)
     return X.save_onnx(model, path, net.spec.num_classes, meta)
 
 
