@@ -7,6 +7,7 @@ import os
 from common.train import checkpoint
 from common.inputs import data as D
 from common.net import weights as W
+from common.net.family import ALIASES, PRESETS
 from common.train.loop import evaluate
 from backends.config import ENV_VAR, resolve
 
@@ -48,6 +49,14 @@ def locate(source):
     return source, None
 
 
+def preset_of(name) -> str:
+    """The family's member a weight file records (``W.save(..., spec=net.spec.name)``): its
+    table's name, ``*`` marking a preset built with options (``tv_googlenet*``); ``d2l`` for
+    a file that names none (or a user's table)."""
+    name = str(name or "").rstrip("*")
+    return name if name in PRESETS or name in ALIASES else "d2l"
+
+
 @guard
 def main(argv=None):
     args = parser().parse_args(argv)
@@ -61,7 +70,7 @@ def main(argv=None):
         ds = load_dataset(data, data_dir, size)
         model = model_options(args, input_size=size, **ds.model_options())
         if args.preset is None:
-            model["preset"] = meta.get("spec") if meta.get("spec") in ("d2l", "paper", "bn") else "d2l"
+            model["preset"] = preset_of(meta.get("spec"))
     elif any(getattr(args, k) is not None for k in ("preset", "aux_logits", "norm", "branch3_kernel",
                                                     "dropout")):
         m = run["model"]

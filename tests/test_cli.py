@@ -7,6 +7,7 @@ evaluate.py, and a user error in every script (exit code 1, one line, no traceba
 """
 import ast
 import errno
+import importlib.util
 import io
 import json
 import os
@@ -168,6 +169,49 @@ def test_evaluate_refuses_weights_of_another_preset_or_size(data, tmp_path, caps
                  "--data-dir", data]) == 1
     line = only_error_line(capsys.readouterr().err)
     assert "at 112x112" in line and "aux" in line and "shape" in line
+
+
+# --------------------------------------------------------------------------- the family's members
+def test_a_new_members_run_and_its_bare_weight_file_evaluate(data, tmp_path, capsys):
+    """A run of torchvision's GoogLeNet (ceil-mode pools, aux heads with adaptive pooling)
+    evaluates with another backend, and its checkpoint's weight file alone with no
+    ``--preset``: the file's recorded table (``tv_googlenet*``) names the member."""
+    from cli.evaluate import main, preset_of
+    run = str(tmp_path / "run")
+    code, out, err = train(["--preset", "tv_googlenet", "--data-dir", data, "--resize", "32", "--batch-size", "32",
+                            "--epochs", "1", "--run-dir", run], capsys)
+    assert code == 0 and "tv_googlenet net" in out, err
+    backend = "mxnet" if importlib.util.find_spec("mxnet") else "pytorch"
+    assert main([run, "--backend", backend]) == 0
+    assert f"{backend} on cpu: test loss" in capsys.readouterr().out
+    bare = str(tmp_path / "weights.npz")
+    with open(os.path.join(run, "checkpoint", "weights.npz"), "rb") as f, open(bare, "wb") as g:
+        g.write(f.read())
+    assert W.meta(bare)["spec"] == "tv_googlenet*"
+    assert main([bare, "--backend", "pytorch", "--data-dir", data, "--resize", "32"]) == 0, capsys.readouterr().err
+    with open(os.path.join(run, "run.json")) as f:
+        acc = json.load(f)["test_acc"]
+    assert f"test acc {acc:.4f}" in capsys.readouterr().out                # the run's own number
+    assert [preset_of(n) for n in ("keras_inception_v3", "inception_v3*", "halved", None, "bn")] == \
+        ["keras_inception_v3", "inception_v3", "d2l", "d2l", "bn"]
+
+
+def test_compare_trains_a_new_member(data, tmp_path):
+    """scripts/compare.py with --preset paddle_googlenet: the shared initial weights are the
+    member's, the backend trains it, the report names it."""
+    from common.results import report as R
+    out = str(tmp_path / "report")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "compare.py"), "--backends", "pytorch",
+                        "--preset", "paddle_googlenet", "--no-aux", "--data-dir", data, "--resize", "61",
+                        "--batch-size", "32", "--epochs", "1", "--limit", "32", "--out", out],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rec = json.load(open(os.path.join(out, "runs", "pytorch", "run.json")))
+    assert rec["model"]["preset"] == "paddle_googlenet" and rec["model"]["aux_logits"] is False
+    assert W.meta(os.path.join(out, "init-weights.npz"))["spec"] == "paddle_googlenet*"
+    with open(os.path.join(out, "report.md")) as f:
+        assert '"preset": "paddle_googlenet"' in f.read()
+    assert R.load_run(os.path.join(out, "runs", "pytorch"))["record"]["complete"]
 
 
 # --------------------------------------------------------------------------- every script
