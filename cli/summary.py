@@ -29,7 +29,8 @@ def table(rows, title):
 
 
 FAMILY_TITLES = {"googlenet": "GoogLeNet", "inception_v3": "Inception v3", "bn_inception": "BN-Inception",
-                 "inception_v4": "Inception-v4", "inception_resnet_v2": "Inception-ResNet-v2"}
+                 "inception_v4": "Inception-v4", "inception_resnet_v2": "Inception-ResNet-v2",
+                 "alexnet": "AlexNet", "vgg": "VGG", "nin": "NiN"}
 
 
 def counts(spec, trainable: int, input_size=None):

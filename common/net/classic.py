@@ -23,6 +23,8 @@ this module, which registers its builders and presets there (``BUILDERS``, ``PRE
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Optional
 
 from . import family
@@ -144,7 +146,9 @@ def nin(preset: str = "d2l_nin", *, include_top: Optional[bool] = True,
         stage("nin4", *_drop(o, "dropout"), *block(o["num_classes"], 3, 1, 1)),
         stage("head", ("avgpool", GlobalAvgPool()), ("flatten", Flatten())),
     ]
-    return _spec(preset, options, include_top, preset_, o, stages, ("nin1.pool", "nin2.pool", "nin3.pool"))
+    spec = _spec(preset, options, include_top, preset_, o, stages, ("nin1.pool", "nin2.pool", "nin3.pool"))
+    # its classes are the last conv's channels, pooled (no dense layer to read them from)
+    return dataclasses.replace(spec, cfg=spec.cfg + (("num_classes", o["num_classes"]),))
 
 
 # --------------------------------------------------------------------------- exercise 3

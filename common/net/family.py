@@ -100,7 +100,7 @@ def googlenet(preset: str = "d2l", *, include_top: bool = True,  # noqa: C901
             (Keras-applications conventions); ignored with the top.
     """
     preset_ = _preset(preset, "googlenet")
-    o = _options(preset_, options)
+    o = _options(preset_, options, include_top)
     if options.get("norm") is not None and options.get("bias") is None:
         o["bias"] = o["norm"] != "bn"
     if o["norm"] not in ("none", "bn", "lrn"):
@@ -183,7 +183,7 @@ def inception_v3(preset: str = "tv_inception_v3", *, include_top: bool = True,  
         include_top, pooling: as for :func:`googlenet`.
     """
     preset_ = _preset(preset, "inception_v3")
-    o = _options(preset_, options)
+    o = _options(preset_, options, include_top)
     _common_checks(o, include_top, pooling)
 
     def cv(out, k, s=1, p=0):
@@ -289,7 +289,7 @@ def bn_inception(preset: str = "bn_inception", *, include_top: bool = True,
     drops the 10,016 biases that batch norm makes redundant), BN eps 1e-5, ceil-mode max pools.
     """
     preset_ = _preset(preset, "bn_inception")
-    o = _options(preset_, options)
+    o = _options(preset_, options, include_top)
     _common_checks(o, include_top, pooling)
 
     def cv(out, k, s=1, p=0):
@@ -346,7 +346,7 @@ def inception_v4(preset: str = "inception_v4", *, include_top: bool = True,  # n
     4 x A (35x35), reduction A, 7 x B (17x17), reduction B, 3 x C (8x8); BN eps 1e-3, average
     pools that do not count the padding."""
     preset_ = _preset(preset, "inception_v4")
-    o = _options(preset_, options)
+    o = _options(preset_, options, include_top)
     _common_checks(o, include_top, pooling)
 
     def cv(out, k, s=1, p=0):
@@ -424,7 +424,7 @@ def inception_resnet_v2(preset: str = "keras_inception_resnet_v2", *, include_to
     activation, conv_7b.  Each residual block is ``relu(x + scale * up(concat(branches)))``,
     ``up`` a linear 1x1 conv with bias and no batch norm.  BN without scale, eps 1e-3 (Keras)."""
     preset_ = _preset(preset, "inception_resnet_v2")
-    o = _options(preset_, options)
+    o = _options(preset_, options, include_top)
     _common_checks(o, include_top, pooling)
 
     def cv(out, k, s=1, p=0):
@@ -601,8 +601,12 @@ def _preset(name, family=None) -> Preset:
     return p
 
 
-def _options(preset: Preset, options: dict) -> dict:
+def _options(preset: Preset, options: dict, include_top: bool = True) -> dict:
+    """The preset's defaults with the options given; a headless net drops the aux heads (they
+    are classifiers) unless they are asked for."""
     options = {k: v for k, v in options.items() if v is not None}
+    if not include_top and "aux_logits" in preset.defaults and "aux_logits" not in options:
+        options["aux_logits"] = False
     unknown = set(options) - set(preset.defaults)
     if unknown:
         raise SpecError(f"unknown option(s) {sorted(unknown)} for a {preset.family} table; "

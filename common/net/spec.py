@@ -306,10 +306,12 @@ class Spec:
 
     @property
     def num_classes(self) -> Optional[int]:
+        """The classes of the last stage's dense layer; a table whose classes come from a conv
+        (NiN) says so in its ``cfg``; ``None`` for a headless net."""
         for _, layer in reversed(self.stages[-1].layers):
             if isinstance(layer, Dense):
                 return layer.out
-        return None
+        return dict(self.cfg).get("num_classes")
 
     @property
     def config(self) -> dict:
