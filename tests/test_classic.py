@@ -185,7 +185,8 @@ def test_the_presets():
         assert spec.name == preset and spec.in_channels == 1 and spec.input_size == 224
         assert spec.config["anchor"].startswith("d2l 1.0.3") and spec.config["family"] in ("alexnet", "vgg", "nin")
         assert oracle.analyze(spec).output_shape == (10,)
-    assert S.get_spec("d2l_nin").num_classes is None        # its classifier is a 1x1 conv, not a dense layer
+    assert S.get_spec("d2l_nin").num_classes == 10          # its classifier is a conv: the table says so in its cfg
+    assert S.get_spec("d2l_nin", num_classes=7).num_classes == 7
     assert S.get_spec("d2l_alexnet", num_classes=7).name == "d2l_alexnet*"
 
 
