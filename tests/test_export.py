@@ -407,11 +407,13 @@ MEMBER_ARTIFACTS = [(m, b, f) for m in MEMBERS for b, f in ARTIFACTS]
 #: what CI exports of them (about 20 s here): each conversion that needed a fix for the new
 #: records (tf2onnx: the Affine layer's captured constants; mxnet.onnx: the scalar
 #: arithmetic of Affine and of the downscaling dropout; paddle2onnx: the ReLU after the
-#: concatenation), and one Inception v3 through a fast exporter; GOOGLENET_LONG=1 exports
-#: every member through every exporter (docs/export.md's table)
+#: concatenation), Keras's Inception v3 (average pools that leave their padding out) through
+#: three exporters and torchvision's ceil-mode pools in Paddle Inference; GOOGLENET_LONG=1
+#: exports every member through every exporter (docs/export.md's table)
 CI_MEMBER_ARTIFACTS = {("tv_googlenet", "tensorflow", "onnx"), ("tv_googlenet", "mxnet", "onnx"),
                        ("paddle_googlenet", "mxnet", "onnx"), ("paddle_googlenet", "paddle", "onnx"),
-                       ("keras_inception_v3", "pytorch", "onnx"), ("keras_inception_v3", "mxnet", "onnx")}
+                       ("keras_inception_v3", "pytorch", "onnx"), ("keras_inception_v3", "mxnet", "onnx"),
+                       ("keras_inception_v3", "tensorflow", "tflite"), ("tv_googlenet", "paddle", "paddle")}
 _member_nets = {}
 
 

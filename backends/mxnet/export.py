@@ -222,13 +222,15 @@ def _convert(net, sym, params, c, s):
             sym, params, [(1, c, s, s)], [onnx.TensorProto.FLOAT], opset_version=ONNX_OPSET,
             dynamic=True, dynamic_input_shapes=[(None, c, s, s)])
     except (AttributeError, NotImplementedError, KeyError, ValueError, AssertionError) as e:
-        node = failed[0] if failed else dict(op="?", name="?")
-        layer = layer_of(net, node["name"]) if node["name"] in {n["name"] for n in nodes} else None
-        what = f"the layer {layer}" if layer else f"the graph node {node['name']}"
         why = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else type(e).__name__
-        raise X.ExportError(f"mxnet.onnx cannot convert {what} (MXNet operator {node['op']}): {why}; "
-                            f"export it with another backend (--backend pytorch) or in MXNet's own "
-                            f"format (--format mxnet)") from None
+        what = "the network"
+        if failed:
+            node = failed[0]
+            layer = layer_of(net, node["name"]) if node["name"] in {n["name"] for n in nodes} else None
+            where = f"the layer {layer}" if layer else f"the graph node {node['name']}"
+            what = f"{where} (MXNet operator {node['op']})"
+        raise X.ExportError(f"mxnet.onnx cannot convert {what}: {why}; export it with another backend "
+                            f"(--backend pytorch) or in MXNet's own format (--format mxnet)") from None
     finally:
         MXNetGraph.convert_layer = staticmethod(convert)
         _SHAPES.clear()
