@@ -22,11 +22,12 @@ from common.train import checkpoint
 from common.inputs import data as D
 from common.serve import export as X
 from common.net import weights as W
+from common.net.spec import SpecError
 from backends.config import BACKENDS, FORMATS, FRAMEWORK_MODULE, format_of, is_installed, resolve
 
 from .errors import UserError, guard
 from .main import command
-from .options import ArgumentParser, build_from_options, get_backend
+from .options import ArgumentParser, build_from_options, get_backend, spec_of
 
 MARK = "EXPORT-RESULT "
 #: an artifact whose logits differ from the eager model's by more than this (relative to
@@ -86,8 +87,23 @@ def locate_run(source: str):
     except (OSError, ValueError):
         pass
     model.setdefault("input_size", run.get("recipe", {}).get("resize", 96))
-    run["model"] = model
+    run["model"] = complete_model(model, run_dir)
     return run_dir, ckpt, run, state
+
+
+def complete_model(model: dict, where: str) -> dict:
+    """The run's model options with the input channels and classes its table has where the
+    record leaves them out (a member's own: 3 and 1000 for ``tv_googlenet``, not the book's
+    1 and 10), so that the metadata and the probe batches fit the network."""
+    if model.get("in_channels") is None or model.get("num_classes") is None:
+        try:
+            spec = spec_of(model)
+        except SpecError as e:
+            raise UserError(f"{os.path.join(where, 'run.json')}: its model is not a table ({e})") from None
+        for key, value in (("in_channels", spec.in_channels), ("num_classes", spec.num_classes)):
+            if model.get(key) is None:
+                model[key] = value
+    return model
 
 
 def run_meta(run_dir, ckpt, run, state) -> dict:

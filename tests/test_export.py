@@ -654,6 +654,22 @@ def test_predict_with_a_new_members_run_and_its_artifact(tmp_path, capsys):
     assert all(t == tops[names[0]] for t in tops.values()), tops
 
 
+def test_a_members_run_that_records_no_channels_or_classes_exports_its_own(tmp_path, capsys):
+    """A run record without ``in_channels`` / ``num_classes`` means the member's own (3 and
+    1000 for torchvision's GoogLeNet), not the book's 1 and 10: the metadata and the check's
+    probe batch follow the table."""
+    if not (is_installed("pytorch") and has("onnx") and has("onnxruntime")):
+        pytest.skip("needs torch, onnx and onnxruntime")
+    from cli.export import main
+    model = dict(preset="tv_googlenet", aux_logits=False, input_size=32)
+    run = X.make_run(str(tmp_path / "run"), trained_looking(model), model, dict(name="folder", normalize=False))
+    path = str(tmp_path / "m.onnx")
+    assert main([run, path, "--backend", "pytorch"]) == 0, capsys.readouterr().err
+    meta = X.read_meta(path)
+    assert meta["input"]["shape"] == [None, 3, 32, 32] and meta["output"]["shape"] == [None, 1000]
+    assert meta["model"]["in_channels"] == 3 and len(meta["classes"]) == 1000
+
+
 def test_predict_bad_inputs_are_one_error_line(colour_run, tmp_path, capsys):
     from cli.predict import main
     (tmp_path / "empty.png").write_bytes(b"")
