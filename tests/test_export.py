@@ -400,6 +400,11 @@ MEMBERS = {
     "paddle_inception_v3": dict(in_channels=1, input_size=75),
     "gluon_inception_v3": dict(in_channels=1, input_size=75),
 }
+#: #27's members where the table has them, under GOOGLENET_LONG=1 only (MXNet builds
+#: BN-Inception from 63 on; Inception-ResNet-v2's Residual blocks cannot be narrowed by
+#: scale_channels, so it is left to docs/export.md's hand check)
+LONG_MEMBERS = {"bn_inception": dict(in_channels=1, input_size=64), "inception_v4": dict(in_channels=1, input_size=75)}
+MEMBERS.update({k: v for k, v in LONG_MEMBERS.items() if LONG and k in PRESETS})
 #: the members are exported in process at a quarter of their widths: an exporter gets
 #: layers wrong, not widths
 WIDTH = 0.25
