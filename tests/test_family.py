@@ -268,3 +268,19 @@ def test_family_script_trains_each_member_and_reports(small_fashion, tmp_path, c
     assert "| `keras_inception_v3` | 75 | 21,788,266 |" in capsys.readouterr().out
     assert main(["--presets", "inception_v9", "--out", str(tmp_path / "x")]) == 1
     assert "error: unknown member(s) ['inception_v9']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["tv_googlenet", "bn_inception"])
+def test_every_backend_takes_the_smallest_input(bk, preset):
+    """At the oracle's smallest input a ceil-mode pool's window overhangs a 2x2 map (MXNet's own
+    pooling refuses that; the backend pads with -inf first): the logits equal the float64
+    reference's within its bound."""
+    from tests import numerics as N
+    spec = S.get_spec(preset, in_channels=1, num_classes=10, aux_logits=False, input_size=None)
+    size = oracle.min_input_size(spec)
+    spec = S.get_spec(preset, in_channels=1, num_classes=10, aux_logits=False, input_size=size)
+    from common.net import weights as W
+    weights = W.xavier_init(spec, 3, size)
+    X = np.random.default_rng(0).random((2, 1, size, size), dtype=np.float32)
+    want, bound = N.Reference(spec, weights).forward(X)
+    N.check(bk.forward(bk.build(spec, weights=weights), X), want, bound, f"{preset} at {size}")

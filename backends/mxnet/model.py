@@ -145,7 +145,25 @@ def _maxpool(l, shape):
             raise SpecError(f"a ceil-mode max pool of {pair(l.kernel)}/{pair(l.stride)} padding "
                             f"{pair(l.padding)} on {shape[1:]}: MXNet's 'full' convention gives {full}, "
                             f"PyTorch's ceil mode fewer; MXNet cannot build it")
-    return nn.MaxPool2D(pair(l.kernel), pair(l.stride), pair(l.padding), ceil_mode=l.ceil)
+    extra = tuple(max(0, k - (n + 2 * p)) for n, k, p in zip(shape[1:], pair(l.kernel), pair(l.padding)))
+    pool = nn.MaxPool2D(pair(l.kernel), pair(l.stride), pair(l.padding), ceil_mode=l.ceil)
+    return WidePool(pool, extra) if any(extra) else pool
+
+
+class WidePool(nn.HybridBlock):
+    """A max pool whose window is wider than its (padded) input map, which MXNet's ``Pooling``
+    refuses and PyTorch, TensorFlow and Paddle take (a ceil-mode window that overhangs a small
+    map): the map is padded on the bottom and right with -inf up to the window first, which
+    never wins, so the result is theirs."""
+
+    def __init__(self, pool, extra, **kwargs):
+        super().__init__(**kwargs)
+        self.pool, self.extra = pool, extra
+
+    def hybrid_forward(self, F, X):
+        eh, ew = self.extra
+        X = F.np.pad(X, ((0, 0), (0, 0), (0, eh), (0, ew)), mode="constant", constant_values=float("-inf"))
+        return self.pool(X)
 
 
 #: the table's records -> Gluon blocks: ``make(layer, in_shape, name)``
