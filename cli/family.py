@@ -87,7 +87,7 @@ def rows(root, target):
                         params=rec["params"], macs=rec["macs_per_example"], epochs=rec["epochs_done"],
                         examples_per_sec=rec.get("examples_per_sec_compute"), test_acc=rec["test_acc"],
                         train_time=rec["train_time"], reached=reached, cpu=rec.get("cpu")))
-    order = {p: i for i, p in enumerate(PRESETS)}
+    order = {p: i for i, p in enumerate(list(DEFAULT) + [p for p in PRESETS if p not in DEFAULT])}
     return sorted(out, key=lambda r: (order.get(r["preset"], 99), r["preset"]))
 
 
@@ -108,11 +108,15 @@ def figure(table, path):
     from common.results.plots import _pyplot
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for r in table:
+    for i, r in enumerate(table):
         ax.scatter(r["macs"] / 1e6, r["test_acc"], s=20 + r["params"] / 1e6 * 3, alpha=0.7)
-        ax.annotate(r["preset"], (r["macs"] / 1e6, r["test_acc"]), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")
+        ax.annotate(r["preset"], (r["macs"] / 1e6, r["test_acc"]), fontsize=7,
+                    xytext=(4, 3 if i % 2 else -10), textcoords="offset points")
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks([100, 150, 200, 300, 450])
     ax.set_xlabel("multiply-adds per example (M, at the size each trained at; log scale)")
     ax.set_ylabel("test accuracy")
     ax.grid(True, alpha=0.3)
