@@ -137,25 +137,24 @@ def _measure(model, batch, bns):
 
 @legacy
 def randomize(model, seed=0, batch=None):
-    """Give every batch norm random scale, shift, mean and variance (:func:`common.net.zoo.bn_draw`)
-    and every bias random values, in creation order, so that a swapped tensor shows; with a
-    preprocessed ``batch``, the statistics are drawn around the ones it gives (the signal then
-    reaches the logits)."""
-    rng = np.random.default_rng(seed)
+    """Random biases and batch-norm tensors around ``batch``'s statistics
+    (:func:`common.net.zoo.randomize`), so that a swapped tensor shows."""
     found = _param_layers(model)
-    for block, kind in found:
-        if kind != "bn" and block.bias is not None:
-            block.bias.set_data(mx.nd.array(Z.bias_draw(rng, block.bias.shape[0])))
     bns = [block for block, kind in found if kind == "bn"]
-    if batch is not None and bns:
-        _measure(model, batch, bns)
-    for block in bns:
-        d = Z.bn_draw(rng, _np(block.running_mean), _np(block.running_var),
-                      not block._kwargs.get("fix_gamma", False))
-        for p, key in ((block.gamma, "scale"), (block.beta, "shift"), (block.running_mean, "mean"),
-                       (block.running_var, "var")):
-            if d[key] is not None:
-                p.set_data(mx.nd.array(d[key]))
+
+    def write_bn(block):
+        def write(d):
+            for p, key in ((block.gamma, "scale"), (block.beta, "shift"), (block.running_mean, "mean"),
+                           (block.running_var, "var")):
+                if d[key] is not None:
+                    p.set_data(mx.nd.array(d[key]))
+        return write
+
+    Z.randomize(seed, [(block.bias.shape[0], lambda a, b=block: b.bias.set_data(mx.nd.array(a)))
+                       for block, kind in found if kind != "bn" and block.bias is not None],
+                [(lambda b=b: (_np(b.running_mean), _np(b.running_var)), not b._kwargs.get("fix_gamma", False),
+                  write_bn(b)) for b in bns],
+                (lambda: _measure(model, batch, bns)) if batch is not None else None)
     return model
 
 

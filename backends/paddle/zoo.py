@@ -107,24 +107,24 @@ def _measure(model, batch, bns):
 
 
 def randomize(model, seed=0, batch=None):
-    """Give every batch norm random scale, shift, mean and variance (:func:`common.net.zoo.bn_draw`)
-    and every bias random values, in creation order, so that a swapped tensor shows; with a
-    preprocessed ``batch``, the statistics are drawn around the ones it gives (the signal then
-    reaches the logits)."""
-    rng = np.random.default_rng(seed)
+    """Random biases and batch-norm tensors around ``batch``'s statistics
+    (:func:`common.net.zoo.randomize`), so that a swapped tensor shows."""
     found = _param_layers(model)
-    for _, layer, kind in found:
-        if kind != "bn" and layer.bias is not None:
-            layer.bias.set_value(Z.bias_draw(rng, layer.bias.shape[0]))
     bns = [layer for _, layer, kind in found if kind == "bn"]
-    if batch is not None and bns:
-        _measure(model, batch, bns)
-    for layer in bns:
-        d = Z.bn_draw(rng, layer._mean.numpy(), layer._variance.numpy(), layer.weight is not None)
-        for p, key in ((layer.weight, "scale"), (layer.bias, "shift"), (layer._mean, "mean"),
-                       (layer._variance, "var")):
-            if p is not None:
-                p.set_value(d[key])
+
+    def write_bn(layer):
+        def write(d):
+            for p, key in ((layer.weight, "scale"), (layer.bias, "shift"), (layer._mean, "mean"),
+                           (layer._variance, "var")):
+                if p is not None:
+                    p.set_value(d[key])
+        return write
+
+    Z.randomize(seed, [(layer.bias.shape[0], layer.bias.set_value) for _, layer, kind in found
+                       if kind != "bn" and layer.bias is not None],
+                [(lambda b=b: (b._mean.numpy(), b._variance.numpy()), b.weight is not None, write_bn(b))
+                 for b in bns],
+                (lambda: _measure(model, batch, bns)) if batch is not None else None)
     return model
 
 

@@ -100,22 +100,30 @@ def _measure(model, batch, bns):
 
 
 def randomize(model, seed=0, batch=None):
-    rng = np.random.default_rng(seed)
+    """Random biases and batch-norm tensors around ``batch``'s statistics
+    (:func:`common.net.zoo.randomize`), so that a swapped tensor shows."""
     found = _param_layers(model)
-    with torch.no_grad():
-        for _, m, kind in found:
-            if kind != "bn" and m.bias is not None:
-                m.bias.copy_(torch.from_numpy(Z.bias_draw(rng, m.bias.shape[0])))
     bns = [m for _, m, kind in found if kind == "bn"]
-    if batch is not None and bns:
-        _measure(model, batch, bns)
-    with torch.no_grad():
-        for m in bns:
-            d = Z.bn_draw(rng, _np(m.running_mean), _np(m.running_var), m.weight is not None)
+
+    def copy(t):
+        def write(a):
+            with torch.no_grad():
+                t.copy_(torch.from_numpy(a))
+        return write
+
+    def write_bn(m):
+        def write(d):
             for t, key in ((m.weight, "scale"), (m.bias, "shift"), (m.running_mean, "mean"),
                            (m.running_var, "var")):
                 if t is not None:
-                    t.copy_(torch.from_numpy(d[key]))
+                    copy(t)(d[key])
+        return write
+
+    Z.randomize(seed, [(m.bias.shape[0], copy(m.bias)) for _, m, kind in found
+                       if kind != "bn" and m.bias is not None],
+                [(lambda b=b: (_np(b.running_mean), _np(b.running_var)), b.weight is not None, write_bn(b))
+                 for b in bns],
+                (lambda: _measure(model, batch, bns)) if batch is not None else None)
     return model
 
 

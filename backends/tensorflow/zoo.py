@@ -115,26 +115,25 @@ def _measure(model, batch, bns):
 
 
 def randomize(model, seed=0, batch=None):
-    """Give every batch norm random scale, shift, mean and variance (:func:`common.net.zoo.bn_draw`)
-    and every bias random values, in creation order, so that a swapped tensor shows; with a
-    preprocessed ``batch``, the statistics are drawn around the ones it gives (the signal then
-    reaches the logits)."""
-    rng = np.random.default_rng(seed)
+    """Random biases and batch-norm tensors around ``batch``'s statistics
+    (:func:`common.net.zoo.randomize`), so that a swapped tensor shows."""
     found = _param_layers(model)
-    for layer, kind in found:
-        if kind != "bn" and layer.use_bias:
-            layer.bias.assign(Z.bias_draw(rng, layer.bias.shape[0]))
-    if batch is not None:
-        _measure(model, batch, [layer for layer, kind in found if kind == "bn"])
-    for layer, kind in found:
-        if kind == "bn":
-            d = Z.bn_draw(rng, layer.moving_mean.numpy(), layer.moving_variance.numpy(), layer.scale)
-            if layer.scale:
-                layer.gamma.assign(d["scale"])
-            if layer.center:
-                layer.beta.assign(d["shift"])
-            layer.moving_mean.assign(d["mean"])
-            layer.moving_variance.assign(d["var"])
+    bns = [layer for layer, kind in found if kind == "bn"]
+
+    def write_bn(layer):
+        def write(d):
+            for v, key in ((layer.gamma if layer.scale else None, "scale"),
+                           (layer.beta if layer.center else None, "shift"),
+                           (layer.moving_mean, "mean"), (layer.moving_variance, "var")):
+                if v is not None:
+                    v.assign(d[key])
+        return write
+
+    Z.randomize(seed, [(layer.bias.shape[0], layer.bias.assign) for layer, kind in found
+                       if kind != "bn" and layer.use_bias],
+                [(lambda b=b: (b.moving_mean.numpy(), b.moving_variance.numpy()), b.scale, write_bn(b))
+                 for b in bns],
+                (lambda: _measure(model, batch, bns)) if batch is not None else None)
     return model
 
 

@@ -30,8 +30,8 @@ from .model import places
 from .spec import Spec, iter_param_layers
 from .weights import WeightsMismatch, check
 
-__all__ = ["ZooModel", "ZooLayer", "ZooMismatch", "canonical", "attach_bn", "zoo_count", "bn_draw",
-           "bias_draw", "preprocess"]
+__all__ = ["ZooModel", "ZooLayer", "ZooMismatch", "canonical", "attach_bn", "zoo_count", "randomize",
+           "bn_draw", "bias_draw", "preprocess"]
 
 
 class ZooMismatch(WeightsMismatch):
@@ -184,6 +184,22 @@ def bn_draw(rng: np.random.Generator, mean, var, scale: bool = True) -> Mapping[
                 shift=rng.normal(0, 0.2, n).astype(f),
                 mean=(mean + rng.normal(0, 0.2, n) * np.sqrt(var)).astype(f),
                 var=(var * rng.uniform(0.5, 2.0, n)).astype(f))
+
+
+def randomize(seed, biases, bns, measure=None):
+    """Non-trivial tensors for a zoo model in a test, the same draws for every framework: every
+    bias (``biases``: ``(size, write)`` pairs, in creation order) from :func:`bias_draw`; then,
+    after ``measure()`` (the running statistics set to a batch's, so that the signal reaches
+    the logits), every batch norm (``bns``: ``(read, has_scale, write)``, ``read()`` giving its
+    running mean and variance, ``write(tensors)`` taking :func:`bn_draw`'s dict) from
+    :func:`bn_draw`.  A framework's ``randomize`` says only how to read and write its tensors."""
+    rng = np.random.default_rng(seed)
+    for n, write in biases:
+        write(bias_draw(rng, n))
+    if measure is not None and bns:
+        measure()
+    for read, has_scale, write in bns:
+        write(bn_draw(rng, *read(), has_scale))
 
 
 def bias_draw(rng: np.random.Generator, n: int) -> np.ndarray:
