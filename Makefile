@@ -30,7 +30,11 @@ test: $(STAMP)
 # The numerical tests with the CPU libraries capped at AVX2 (common.runtime.AVX2_CAPS): on an
 # AVX-512 machine, the numbers an AVX2 machine computes (docs/fidelity.md).
 AVX2_CAPS := ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell
-NUMERIC_TESTS := tests/test_equivalence.py tests/test_recipes.py tests/test_fast_paths.py tests/test_distributed.py tests/test_isa.py
+# (of tests/test_distributed.py only the checks of numbers: its launcher and resume tests are
+# the same on both instruction sets)
+NUMERIC_TESTS := tests/test_equivalence.py tests/test_recipes.py tests/test_fast_paths.py tests/test_isa.py \
+	tests/test_numerics_family.py tests/test_distributed.py::test_two_workers_equal_one_process \
+	tests/test_distributed.py::test_the_check_would_see_summed_gradients
 test-avx2: $(STAMP)
 	@env $(AVX2_CAPS) $(CPU)
 	env $(AVX2_CAPS) $(PY) -m pytest -q $(NUMERIC_TESTS) $(ARGS)

@@ -284,3 +284,55 @@ def test_every_backend_takes_the_smallest_input(bk, preset):
     X = np.random.default_rng(0).random((2, 1, size, size), dtype=np.float32)
     want, bound = N.Reference(spec, weights).forward(X)
     N.check(bk.forward(bk.build(spec, weights=weights), X), want, bound, f"{preset} at {size}")
+
+
+# --------------------------------------------------------------------------- #27: the rest of the line
+#: the stage outputs the papers give (C, H, W) at their input sizes: Inception-v4 (Szegedy et al.
+#: 2017, Figures 3, 7, 8: 35x35x384 after the stem, 17x17x1024 after reduction A, 8x8x1536 after
+#: reduction B); Inception-ResNet-v2 (ibid., Figure 18 with Keras's widths: 35x35x320, 17x17x1088,
+#: 8x8x2080, then conv_7b 1536); BN-Inception (Ioffe & Szegedy 2015, Figure 5: 28x28x192 before 3a,
+#: 3c 14x14x576, 4e 7x7x1056, 5b 7x7x1024)
+PAPER_STAGES = {
+    "inception_v4": {"stem": (384, 35, 35), "a": (1024, 17, 17), "b": (1536, 8, 8), "c": (1536, 8, 8)},
+    "keras_inception_resnet_v2": {"stem": (320, 35, 35), "b35": (1088, 17, 17), "b17": (2080, 8, 8),
+                                  "b8": (1536, 8, 8)},
+    "bn_inception": {"stem": (192, 28, 28), "i3": (576, 14, 14), "i4": (1056, 7, 7), "i5": (1024, 7, 7)},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_STAGES))
+def test_stage_shapes_are_the_papers(preset):
+    a = oracle.analyze(S.get_spec(preset))
+    assert {k: v.out_shape for k, v in a.stages.items() if k in PAPER_STAGES[preset]} == PAPER_STAGES[preset]
+
+
+#: the #27 members the four backends compute alike: narrowed where the table allows (a residual
+#: block keeps its width, so Inception-ResNet-v2 is checked whole, at its smallest input)
+NARROW = {"bn_inception": (0.25, 64), "inception_v4": (0.125, 75), "keras_inception_resnet_v2": (1.0, 75)}
+
+
+@pytest.mark.parametrize("preset", sorted(NARROW))
+def test_the_rest_of_the_line_on_every_backend(bk, preset):
+    """Stage outputs and logits of each #27 member, with non-trivial BN statistics, against the
+    float64 reference within its bound: the four frameworks against each other."""
+    from common.net import weights as W
+    from tests import numerics as N
+    factor, size = NARROW[preset]
+    spec = S.get_spec(preset, in_channels=1, num_classes=10, input_size=size)
+    spec = S.scale_channels(spec, factor) if factor != 1 else spec
+    weights = W.xavier_init(spec, 5, size)
+    rng = np.random.default_rng(5)
+    for k, v in weights.items():
+        if k.endswith(("bn.bias", "running_mean")):
+            weights[k] = rng.normal(0, 0.1, v.shape).astype(np.float32)
+        elif k.endswith(("bn.weight", "running_var")):
+            weights[k] = rng.uniform(0.5, 1.5, v.shape).astype(np.float32)
+    X = rng.random((2, 1, size, size), dtype=np.float32)
+    ref = N.Reference(spec, weights)
+    want, bound = ref.forward(X)
+    net = bk.build(spec, weights=weights)
+    N.check(bk.forward(net, X), want, bound, f"{preset} logits")
+    stages, stage_bounds = ref.outputs(spec.stage_names())
+    got = bk.stage_outputs(net, X)
+    for name in spec.stage_names():
+        N.check(got[name], stages[name], stage_bounds[name], f"{preset} {name}")

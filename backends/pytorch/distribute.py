@@ -45,8 +45,15 @@ def init(timeout: float = 600.0) -> World:
         dist.all_reduce(t)
         return t.cpu().numpy()
 
+    def shutdown():
+        # every rank done with its collectives before any tears the group down: a gloo peer that
+        # closes while another still talks to it can abort that process at exit (seen once in CI:
+        # "terminate called without an active exception", SIGABRT)
+        dist.barrier()
+        dist.destroy_process_group()
+
     return World(rank=dist.get_rank(), size=dist.get_world_size(), engine=f"torch.distributed/{backend}",
-                 local_rank=local, all_sum=all_sum, barrier=dist.barrier, shutdown=dist.destroy_process_group)
+                 local_rank=local, all_sum=all_sum, barrier=dist.barrier, shutdown=shutdown)
 
 
 def wrap(net, world):
