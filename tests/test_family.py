@@ -315,19 +315,13 @@ NARROW = {"bn_inception": (0.25, 64), "inception_v4": (0.125, 75), "keras_incept
 def test_the_rest_of_the_line_on_every_backend(bk, preset):
     """Stage outputs and logits of each #27 member, with non-trivial BN statistics, against the
     float64 reference within its bound: the four frameworks against each other."""
-    from common.net import weights as W
     from tests import numerics as N
+    from tests.test_equivalence import perturbed
     factor, size = NARROW[preset]
     spec = S.get_spec(preset, in_channels=1, num_classes=10, input_size=size)
     spec = S.scale_channels(spec, factor) if factor != 1 else spec
-    weights = W.xavier_init(spec, 5, size)
-    rng = np.random.default_rng(5)
-    for k, v in weights.items():
-        if k.endswith(("bn.bias", "running_mean")):
-            weights[k] = rng.normal(0, 0.1, v.shape).astype(np.float32)
-        elif k.endswith(("bn.weight", "running_var")):
-            weights[k] = rng.uniform(0.5, 1.5, v.shape).astype(np.float32)
-    X = rng.random((2, 1, size, size), dtype=np.float32)
+    weights = perturbed(spec, 5)
+    X = np.random.default_rng(5).random((2, 1, size, size), dtype=np.float32)
     ref = N.Reference(spec, weights)
     want, bound = ref.forward(X)
     net = bk.build(spec, weights=weights)
