@@ -38,12 +38,9 @@ FIGURE = "family-acc-vs-macs.png"
 def training_size(preset, at_least):
     """The smallest square input from ``at_least`` up that the member takes without aux heads."""
     spec = dataclasses.replace(PRESETS[preset].builder(preset, in_channels=1, num_classes=10), aux=())
-    for n in range(at_least, at_least + 256):
-        try:
-            oracle.analyze(spec, n)
-            return n
-        except oracle.InputSizeError:
-            continue
+    found = oracle.fitting_sizes(spec, range(at_least, at_least + 256), 1)
+    if found:
+        return found[0]
     raise UserError(f"no input from {at_least} to {at_least + 255} fits {preset!r}")
 
 

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from common.net import oracle, spec as S
+from common.net import spec as S
 from common.net.spec import BN_MOMENTUM, pair
 
 U = 2.0 ** -24          # float32 unit roundoff
@@ -387,11 +387,11 @@ class Reference:
     def _block(self, qname, layer, v, var):
         """A layer of the table: a primitive, or a composite (Concat, Inception, Residual)
         whose sequences run on ``v`` (layers inside are named flat: ``<block>.<layer>``,
-        :func:`common.net.oracle._block`), then its activation."""
+        :func:`common.net.spec.block_of`), then its activation."""
         c = S.composite(layer)
         if c is None:
             return self._primitive(qname, layer, v, var)
-        block = oracle._block(qname)
+        block = S.block_of(qname)
         outs = []
         for seq in S.sequences(c):
             bv, bvar = v, var

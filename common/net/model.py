@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Mapping, Optional, Tuple
 import numpy as np
 
 from . import oracle, weights as W
-from .spec import (Spec, SpecError, composite, get_spec, iter_blocks, iter_param_layers, outputs_type,
+from .spec import (Spec, SpecError, block_of, composite, get_spec, iter_blocks, iter_param_layers, outputs_type,
                    sequences, walk)
 
 
@@ -112,7 +112,7 @@ def construct(spec: Spec, input_size, layers: Mapping[str, Callable], concat: Ca
     def make(qname, layer):
         c = composite(layer)
         if c is not None:
-            block = oracle._block(qname)
+            block = block_of(qname)
             seqs = [chain(f"{qname}.branch{i + 1}", [make(f"{block}.{name}", sub) for name, sub in seq])
                     for i, seq in enumerate(sequences(c))]
             if c.kind == "concat":

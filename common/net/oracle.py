@@ -24,7 +24,7 @@ from typing import List, Tuple, Union
 from . import spec as S
 
 __all__ = ["LayerInfo", "Analysis", "analyze", "layer_info", "min_input_size",
-           "InputTooSmall", "InputSizeError", "BranchesMisaligned", "sizes_that_fit", "param_shapes",
+           "InputTooSmall", "InputSizeError", "BranchesMisaligned", "sizes_that_fit", "fitting_sizes", "param_shapes",
            "bn_statistics"]
 
 Shape = Tuple[int, ...]
@@ -104,7 +104,7 @@ def _composite_info(name, layer, in_shape):
     for seq in S.sequences(layer):
         shape = in_shape
         for sub_name, sub in seq:
-            sub_rows = layer_info(f"{_block(name)}.{sub_name}", sub, shape)
+            sub_rows = layer_info(f"{S.block_of(name)}.{sub_name}", sub, shape)
             rows.extend(sub_rows)
             shape = sub_rows[-1].out_shape
         outs.append(shape)
@@ -125,13 +125,6 @@ def _composite_info(name, layer, in_shape):
     prims = [r for r in rows if r.kind not in S.COMPOSITES]
     return rows + [LayerInfo(name, layer.kind, in_shape, out, sum(r.params for r in prims),
                              sum(r.macs for r in prims))]
-
-
-def _block(name):
-    """Layers inside a block are named flat, ``<stage>.<block>.<layer>`` (three parts; an aux
-    head's ``<head>.<layer>`` two), whatever their depth."""
-    parts = name.split(".")
-    return ".".join(parts[:2])
 
 
 # Over the complexity limit on purpose: one branch per record kind of the table.
@@ -234,20 +227,21 @@ def analyze(spec: Union[S.Spec, str, None] = None, input_size=None) -> Analysis:
 def min_input_size(spec: Union[S.Spec, str, None] = None, limit: int = 1024) -> int:
     """The smallest square input size the table accepts (aux heads included)."""
     spec = S.get_spec(spec) if not isinstance(spec, S.Spec) else spec
-    for n in range(1, limit + 1):
-        try:
-            analyze(spec, n)
-            return n
-        except InputSizeError:
-            continue
-    raise InputTooSmall(f"no input up to {limit}x{limit} fits the table {spec.name!r}")
+    found = fitting_sizes(spec, range(1, limit + 1), 1)
+    if not found:
+        raise InputTooSmall(f"no input up to {limit}x{limit} fits the table {spec.name!r}")
+    return found[0]
+
+
+def fitting_sizes(spec: S.Spec, sizes, count: int):
+    """The first ``count`` of ``sizes`` (in their order) that the table takes."""
+    return [n for n in sizes if _fits(spec, n)][:count] if count else []
 
 
 def sizes_that_fit(spec: S.Spec, near: int, count: int = 2):
     """The input sizes nearest ``near`` (below, then above) that the table takes."""
-    below = [n for n in range(near - 1, 0, -1) if _fits(spec, n)][:count]
-    above = [n for n in range(near + 1, near + 256) if _fits(spec, n)][:count]
-    return sorted(below + above)
+    return sorted(fitting_sizes(spec, range(near - 1, 0, -1), count)
+                  + fitting_sizes(spec, range(near + 1, near + 256), count))
 
 
 def _fits(spec, n):
@@ -298,10 +292,11 @@ def param_shapes(spec: S.Spec, input_size=None) -> "OrderedDict[str, Shape]":
     (all (O,)); dense: ``NAME.weight`` (out, in) and ``NAME.bias`` (out,).
     """
     a = analyze(spec, input_size)
+    records = dict(S.iter_param_layers(spec))
     shapes = OrderedDict()
     for row in a.layers:
         if row.kind == "conv":
-            layer = _layer_by_name(spec, row.name)
+            layer = records[row.name]
             shapes[f"{row.name}.weight"] = (row.out_shape[0], row.in_shape[0]) + S.pair(layer.kernel)
             if layer.bias:
                 shapes[f"{row.name}.bias"] = (row.out_shape[0],)
@@ -309,7 +304,7 @@ def param_shapes(spec: S.Spec, input_size=None) -> "OrderedDict[str, Shape]":
                 for t in bn_tensors(layer):
                     shapes[f"{row.name}.bn.{t}"] = (row.out_shape[0],)
         elif row.kind == "dense":
-            layer = _layer_by_name(spec, row.name)
+            layer = records[row.name]
             shapes[f"{row.name}.weight"] = (row.out_shape[0], row.in_shape[0])
             if layer.bias:
                 shapes[f"{row.name}.bias"] = (row.out_shape[0],)
@@ -328,9 +323,3 @@ def bn_tensors(layer):
     ``scale=False``: fixed at 1, not stored), shift, running mean, running variance."""
     return ("weight",) * bool(layer.scale) + ("bias", "running_mean", "running_var")
 
-
-def _layer_by_name(spec, qname):
-    for name, layer in S.iter_param_layers(spec):
-        if name == qname:
-            return layer
-    raise KeyError(qname)

@@ -38,7 +38,7 @@ from typing import Iterator, Optional, Tuple, Union
 __all__ = [
     "Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "LRN", "Affine", "Inception", "Concat",
     "Residual", "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Dropout", "Dense", "Stage", "AuxHead",
-    "Spec", "stage", "branch", "pair", "iter_blocks", "iter_param_layers", "walk", "composite",
+    "Spec", "stage", "branch", "pair", "iter_blocks", "iter_param_layers", "walk", "composite", "block_of",
     "SpecError",
 ]   # and, from common.net.family: PRESETS, get_spec, googlenet, inception_v3, scale_channels
 
@@ -374,6 +374,13 @@ def walk(prefix: str, layer):
     to a layer through the composites (``((1, 0),)`` for a block's second branch's first
     layer)."""
     yield from _walk_inner(prefix, None, layer, ())
+
+
+def block_of(qname: str) -> str:
+    """The block a qualified name belongs to: layers inside a block are named flat,
+    ``<stage>.<block>.<layer>`` (an aux head's ``<head>.<layer>``), whatever their depth, so
+    the block is the first two parts (the rule :func:`walk` names by)."""
+    return ".".join(qname.split(".")[:2])
 
 
 def _walk_inner(block, name, layer, path):

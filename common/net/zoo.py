@@ -163,12 +163,8 @@ def zoo_count(spec: Spec, input_size=None) -> int:
     """The parameter count of the zoo model that ``spec`` reproduces, as its framework counts
     it: the oracle's trainable parameters, aux heads included, plus the batch-norm running
     statistics where the preset's config says ``counts_bn_statistics``."""
-    a = oracle.analyze(spec, input_size)
-    n = a.params_with_aux
-    if spec.config.get("counts_bn_statistics"):
-        n += sum(2 * shape[0] for name, shape in oracle.param_shapes(spec, input_size).items()
-                 if name.endswith(".bn.running_mean"))
-    return n
+    n = oracle.analyze(spec, input_size).params_with_aux
+    return n + (oracle.bn_statistics(spec, input_size) if spec.config.get("counts_bn_statistics") else 0)
 
 
 def bn_draw(rng: np.random.Generator, mean, var, scale: bool = True) -> Mapping[str, np.ndarray]:
