@@ -29,11 +29,11 @@ ROOMS = {
               "runlock", "distributed"),
     "inputs": ("data", "datasets"),
     "serve": ("export", "predict"),
-    "results": ("report", "plots", "bench"),
+    "results": ("report", "plots", "bench", "tensorboard"),
 }
 
 #: modules written after the rooms were built: they never had an old path
-NEW = ("family", "zoo", "classic")
+NEW = ("family", "zoo", "classic", "tensorboard")
 
 #: old path -> new path: ``common.spec`` -> ``common.net.spec`` ...
 MOVED = {f"{__name__}.{module}": f"{__name__}.{room}.{module}"

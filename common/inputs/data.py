@@ -32,6 +32,9 @@ import numpy as np
 
 ENV_DATA = "GOOGLENET_DATA"
 ENV_CACHE = "GOOGLENET_CACHE"
+#: comma-separated base addresses to download Fashion-MNIST from instead of :data:`MIRRORS`
+#: (a local mirror; the tests point it at a closed port on 127.0.0.1 to be offline)
+ENV_MIRRORS = "GOOGLENET_MIRRORS"
 MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
 #: file name -> (MD5 of the official file, IDX dimensions)
@@ -45,8 +48,29 @@ CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
            "bag", "ankle boot")
 
 
+#: the small real sample shipped in the package (common/inputs/sample/README.md): what training
+#: falls back to when the full dataset is neither in its folder nor downloadable
+SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample")
+SAMPLE_SHA256 = {
+    "train-images-idx3-ubyte.gz": "cb5e51a566f2aca42eeb3c302b4cd5568d9fc4668ce325bc06f513eb6e5b3eec",
+    "train-labels-idx1-ubyte.gz": "c7753bcc1c5b772b1445314782d2cdcb4ead8885025bcd54ef8e59ad3feba0f8",
+    "t10k-images-idx3-ubyte.gz": "6a95173fbad9ae2f5a5da8a0bbe458be56bd27fa19ee2d74b3bcc808e1651c49",
+    "t10k-labels-idx1-ubyte.gz": "01ce94eac2cc954e8137f9443c00a8847b04bff776f1c00b8af721fa8468e518",
+}
+
+
 class DataError(RuntimeError):
     """Missing, corrupt, truncated or mismatched data files."""
+
+
+class Unavailable(DataError):
+    """The files are not in their folder and could not be downloaded (offline, or downloads
+    disabled): the one case where Fashion-MNIST falls back to the shipped sample.  ``reason``:
+    why the download failed, in a few words."""
+
+    def __init__(self, message: str, reason=None):
+        super().__init__(message)
+        self.reason = str(reason) if reason is not None else None
 
 
 def default_dir() -> str:
@@ -92,7 +116,7 @@ def _offline_message(directory: str, error) -> str:
     names = "\n".join(f"    {n}  (md5 {m})" for n, (m, _) in FILES.items())
     return (f"Fashion-MNIST is not in {directory} and could not be downloaded ({error}).\n"
             f"Put these four files there (gzipped or not):\n{names}\n"
-            f"from {' or '.join(MIRRORS)}\n"
+            f"from {' or '.join(mirrors())}\n"
             f"or point --data-dir / ${ENV_DATA} at a folder that has them "
             f"(offline here: ../shared/data/fashion-mnist-subset).")
 
@@ -126,12 +150,19 @@ def fetch(directory: str, name: str, expected_md5: str, mirrors, offline_message
     if isinstance(last, DataError):
         raise DataError(f"{last}: the download is corrupt (or the mirror changed); nothing was "
                         f"kept. Try again, or fetch the file by hand.")
-    raise DataError(offline_message(last))
+    raise Unavailable(offline_message(last), last)
+
+
+def mirrors() -> tuple:
+    """Where Fashion-MNIST is downloaded from: ``$GOOGLENET_MIRRORS`` (comma-separated base
+    addresses, each ending in ``/``), else :data:`MIRRORS`."""
+    given = tuple(m.strip() for m in os.environ.get(ENV_MIRRORS, "").split(",") if m.strip())
+    return tuple(m if m.endswith("/") else m + "/" for m in given) or MIRRORS
 
 
 def download(directory: str, name: str, timeout: float = 30.0) -> str:
     """Fetch one official Fashion-MNIST file into ``directory``, checking its MD5; atomic."""
-    return fetch(directory, name, FILES[name][0], MIRRORS,
+    return fetch(directory, name, FILES[name][0], mirrors(),
                  lambda error: _offline_message(directory, error), timeout)
 
 
@@ -144,7 +175,7 @@ def locate(directory: Optional[str] = None, download_missing: bool = True) -> di
         path = _find(directory, name)
         if path is None:
             if not download_missing:
-                raise DataError(_offline_message(directory, "downloads disabled"))
+                raise Unavailable(_offline_message(directory, "downloads disabled"), "downloads disabled")
             path = download(directory, name)
         paths[name] = path
     return paths
@@ -306,10 +337,48 @@ def _load_split(paths: dict, prefix: str, size: int, use_cache: bool) -> Split:
     return Split(images, labels)
 
 
+def is_sample(directory: Optional[str]) -> bool:
+    """Whether ``directory`` is the package's shipped sample (:data:`SAMPLE_DIR`)."""
+    try:
+        return bool(directory) and os.path.samefile(directory, SAMPLE_DIR)
+    except OSError:
+        return False
+
+
+def check_sample() -> dict:
+    """The sample's four paths, each checked against :data:`SAMPLE_SHA256` (a damaged or
+    edited install is refused, naming the file)."""
+    paths = {}
+    for name, digest in SAMPLE_SHA256.items():
+        path = os.path.join(SAMPLE_DIR, name)
+        try:
+            with open(path, "rb") as f:
+                got = hashlib.sha256(f.read()).hexdigest()
+        except OSError as e:
+            raise DataError(f"the shipped Fashion-MNIST sample is incomplete ({e}); reinstall the "
+                            f"package") from None
+        if got != digest:
+            raise DataError(f"{path}: SHA-256 {got} != {digest}: the shipped sample is damaged; "
+                            f"reinstall the package")
+        paths[name] = path
+    return paths
+
+
+def sample_notice(directory: str, error: Exception) -> str:
+    """The one line training prints when it falls back to the sample."""
+    why = getattr(error, "reason", None)
+    return (f"note: Fashion-MNIST is not in {directory} and could not be downloaded"
+            + (f" ({why})" if why else "") + f": training on the sample shipped with the package "
+            f"(1,000 train / 200 held-out pictures, {SAMPLE_DIR}), whose accuracy is not Fashion-MNIST's. "
+            f"For the full dataset put its four files in {directory} or give --data-dir DIR; --no-sample "
+            f"stops instead.")
+
+
 def load_fashion_mnist(directory: Optional[str] = None, resize_to: int = 96,
                        download_missing: bool = True, use_cache: bool = True) -> Tuple[Split, Split]:
-    """(train, test) splits, resized to ``resize_to``; see the module docstring."""
-    paths = locate(directory, download_missing)
+    """(train, test) splits, resized to ``resize_to``; see the module docstring.  The shipped
+    sample (``directory`` = :data:`SAMPLE_DIR`) is checked against its SHA-256 first."""
+    paths = check_sample() if is_sample(directory) else locate(directory, download_missing)
     return (_load_split(paths, "train", resize_to, use_cache),
             _load_split(paths, "t10k", resize_to, use_cache))
 

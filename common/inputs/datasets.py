@@ -194,7 +194,7 @@ class Dataset:
         return out
 
     def summary(self) -> str:
-        """One line for a terminal."""
+        """One line for a terminal (two when the shipped sample stands in for Fashion-MNIST)."""
         names = ", ".join(self.classes[:8]) + (", ..." if self.num_classes > 8 else "")
         line = (f"{self.name} ({self.info.get('dir')}): {self.num_classes} classes ({names}), "
                 f"{self.in_channels} channel{'s' if self.in_channels > 1 else ''}, "
@@ -209,7 +209,9 @@ class Dataset:
             first = self.info["skipped"][0]
             line += (f"; {n} unreadable file{'s' if n > 1 else ''} skipped (first: "
                      f"{first['file']}: {first['reason']})")
-        return line
+        if self.info.get("sample"):
+            line = line.replace(f"{self.name} (", f"{self.name} SAMPLE (", 1)
+        return f"{self.info['notice']}\n{line}" if self.info.get("notice") else line
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -879,12 +881,27 @@ def hold_out(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
 
 # ----------------------------------------------------------------------------- the interface
 
+def _fashion_mnist_dir(data_dir, download_missing, sample):
+    """(Fashion-MNIST's folder, the notice to print or None): the folder asked for, with its
+    files found or downloaded; or, when none was asked for (neither ``data_dir`` nor
+    ``$GOOGLENET_DATA``) and the default folder can be neither filled nor reached, the
+    shipped sample (unless ``sample`` is False)."""
+    directory = D.data_dir(data_dir)
+    if data_dir or os.environ.get(D.ENV_DATA) or not sample or D.is_sample(directory):
+        return directory, None
+    try:
+        D.locate(directory, download_missing)
+    except D.Unavailable as e:
+        return D.SAMPLE_DIR, D.sample_notice(directory, e)
+    return directory, None
+
+
 # Over the complexity limit on purpose: one branch per dataset kind and its options.
 def load_dataset(name: str = "fashion-mnist", data_dir: Optional[str] = None, size: int = 96, *,  # noqa: C901
                  channels: Optional[int] = None, val_fraction: Optional[float] = None,
                  seed: int = 0, strict: bool = False, limit: Optional[int] = None,
                  download_missing: bool = True, normalize: Optional[bool] = None,
-                 use_cache: bool = True, workers: Optional[int] = None) -> Dataset:
+                 use_cache: bool = True, workers: Optional[int] = None, sample: bool = True) -> Dataset:
     """Load a dataset by name, resized to ``size x size``.
 
     Args:
@@ -910,6 +927,10 @@ def load_dataset(name: str = "fashion-mnist", data_dir: Optional[str] = None, si
             except for Fashion-MNIST, where the book's recipe does not).
         use_cache: read and write the resized arrays in ``$GOOGLENET_CACHE``.
         workers: threads decoding a folder (default: the cores, at most 8).
+        sample: Fashion-MNIST in its default folder (no ``data_dir``, no ``$GOOGLENET_DATA``)
+            that is neither there nor downloadable falls back to the small sample shipped
+            in the package (``common/inputs/sample``), saying so in ``info["notice"]`` and
+            ``info["sample"]``; ``False`` raises the error instead.
     """
     name = resolve_name(name)
     if channels not in (None, 1, 3):
@@ -922,7 +943,7 @@ def load_dataset(name: str = "fashion-mnist", data_dir: Optional[str] = None, si
     info = dict(name=name, val_fraction=val_fraction, limit=limit, strict=strict)
 
     if name == "fashion-mnist":
-        directory = D.data_dir(data_dir)
+        directory, notice = _fashion_mnist_dir(data_dir, download_missing, sample)
         train, test = D.load_fashion_mnist(directory, size, download_missing, use_cache)
         n = min(limit, len(train)) if limit else len(train)
         totals = _fashion_totals(directory, train.images, n, size, use_cache)
@@ -934,10 +955,10 @@ def load_dataset(name: str = "fashion-mnist", data_dir: Optional[str] = None, si
             test = Split(ImageView(test.images, channels=3), test.labels)
             totals, in_channels = np.repeat(totals[None], 3, 0).reshape(3, 2), 3
         mean, std = mean_std(totals, n * size * size)
-        info.update(dir=directory, layout="idx", cache=D.cache_dir(),
+        info.update(dir=directory, layout="idx", cache=D.cache_dir(), sample=D.is_sample(directory),
                     channels_rule=f"{in_channels}: " + ("requested" if channels else
                                                         "Fashion-MNIST is grey"),
-                    skipped=[], skipped_count=0, ignored=0)
+                    skipped=[], skipped_count=0, ignored=0, **({"notice": notice} if notice else {}))
         ds = Dataset(name, train, test, classes, in_channels, size, mean, std, bool(normalize), info)
         return hold_out(ds, val_fraction, seed) if val_fraction else ds
 

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import checkpoint
-from ..results import plots
+from ..results import plots, tensorboard as tb_log
 from .checkpoint import CheckpointError  # noqa: F401  (raised by fit)
 from .distributed import SINGLE, World
 from .interrupt import Interrupted, StopRequest
@@ -120,7 +120,8 @@ def evaluate_scales(bk, net, loader, world: World = SINGLE):
 def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, resume: bool = False,
         record: Optional[dict] = None, progress: bool = True, log: Callable = print,
         fast: bool = True, stop_after: Optional[int] = None, world: World = SINGLE,
-        checkpoint_every: Optional[int] = None, stop: Optional[StopRequest] = None):
+        checkpoint_every: Optional[int] = None, stop: Optional[StopRequest] = None,
+        tensorboard: bool = True, log_histograms: Optional[int] = None):
     """Train ``net`` with ``recipe``; write checkpoints and the run record into ``run_dir``.
 
     The book's ``train_ch6`` (for each epoch: for each batch, one step; then evaluate) with
@@ -134,19 +135,27 @@ def fit(bk, net, train_loader, test_loader, recipe: Recipe, run_dir: str, *, res
     raises :class:`common.train.interrupt.Interrupted`.  ``world``: this worker's place in a
     data-parallel run (``common.train.distributed``): the loaders give this worker's rows of every
     batch, the numbers are summed over the workers (the stop request too, so that every
-    worker stops at the same step), and only rank 0 writes files and logs.  Returns the run
-    record (a dict).
+    worker stops at the same step), and only rank 0 writes files and logs.  ``tensorboard``:
+    write TensorBoard event files into ``run_dir`` (``common.results.tensorboard``; with
+    ``log_histograms`` N, the weights' histograms every N steps).  Returns the run record (a dict).
     """
     if world.distributed and not world.main:
         progress, log = False, (lambda *a, **k: None)
     run = Run(bk, net, train_loader, test_loader, recipe, run_dir, resume=resume, record=record,
               log=log, fast=fast, world=world, checkpoint_every=checkpoint_every, stop=stop)
-    with run.stop.armed():
-        run.write_record(run.mid["step"])
-        for epoch in run.epochs(stop_after):
-            totals = run.train_epoch(epoch, progress)
-            run.end_epoch(epoch, totals)
-        return run.finish()
+    run.open_log(tensorboard, log_histograms, resume)
+    try:
+        with run.stop.armed():
+            rec = run.write_record(run.mid["step"])
+            if run.tb:
+                run.tb.settings(rec)
+            for epoch in run.epochs(stop_after):
+                totals = run.train_epoch(epoch, progress)
+                run.end_epoch(epoch, totals)
+            return run.finish()
+    finally:
+        if run.tb:
+            run.tb.close()
 
 
 class Run:
@@ -176,7 +185,14 @@ class Run:
         self.base = dict(record or {}, recipe=recipe.to_dict(), world_size=world.size, engine=world.engine,
                          settings=bk.settings(),        # after the Trainer, which may set some (cuDNN autotuning)
                          checkpoint_every=checkpoint_every)
-        self.done_now = 0
+        self.done_now, self.tb = 0, None
+
+    def open_log(self, tensorboard, histograms, resume):
+        """The TensorBoard event file (rank 0), after the resumed checkpoint's step (its
+        folder's events past that step, of a run that trained on after it, are dropped)."""
+        if tensorboard and self.world.main:
+            done = self.state["epoch"] * self.per_epoch + (self.mid["step"] or 0)
+            self.tb = tb_log.EventLog(self.run_dir, done if resume else None, histograms)
 
     def _resume(self):
         loaded = checkpoint.load(self.bk, self.net, self.trainer, self.run_dir, log=self.log)
@@ -236,7 +252,8 @@ class Run:
         t0 = time.perf_counter()
         l, c = (self.trainer.train_step(X, y_t, global_batch=rows) if world.distributed
                 else self.trainer.train_step(X, y_t))
-        tot["compute"] += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        tot["compute"] += dt
         tot["local"] += len(y)
         votes = float(bool(self.stop))
         if world.distributed:               # the stop request rides on the step's sum
@@ -250,6 +267,8 @@ class Run:
                 f"nothing was written after the divergence.")
         tot["loss"], tot["correct"], tot["n"] = tot["loss"] + l, tot["correct"] + c, tot["n"] + rows
         self.state["steps"].append([round(l / rows, 5), round(c / rows, 4), float(f"{lr:.6g}")])
+        if self.tb:
+            self._log_step(epoch * self.per_epoch + step, l / rows, lr, rows / dt if dt > 0 else None)
         bar.set_postfix(loss=f"{tot['loss'] / tot['n']:.3f}", acc=f"{tot['correct'] / tot['n']:.3f}", refresh=False)
         every = self.checkpoint_every and (epoch * self.per_epoch + step) % self.checkpoint_every == 0
         if votes or (every and step < self.per_epoch):
@@ -257,6 +276,12 @@ class Run:
             if votes:
                 raise Interrupted(self.stop.signum or signal.SIGTERM, path,   # other workers: SIGTERM's
                                   f"epoch {epoch + 1}, step {step}")
+
+    def _log_step(self, t, loss, lr, rate):
+        """Step ``t``'s scalars (and the weights' histograms when due) in the event file."""
+        self.tb.step(t, loss, lr, rate)
+        if self.tb.due(t):
+            self.tb.weights(t, self.bk.get_weights(self.net))
 
     def _set_lr(self, t):
         """The schedule's learning rate for step ``t`` of the run, given to the Trainer when it changes."""
@@ -283,6 +308,9 @@ class Run:
                           examples=self.state["examples"] + n)
         self.log(f"epoch {epoch + 1}: loss {loss / n:.3f}, train acc {correct / n:.3f}, "
                  f"test acc {test_acc:.3f}, {n / compute:.1f} examples/sec (compute)")
+        if self.tb:                           # before the checkpoint: it never covers lost events
+            self.tb.epoch((epoch + 1) * self.per_epoch, self.state["history"][-1])
+            self.tb.flush()
         if self.world.main:
             checkpoint.save(self.bk, self.net, self.trainer, self.run_dir, self.state)
         self.write_record()
@@ -297,8 +325,9 @@ class Run:
         rec = self.write_record()
         if self.state["history"] and self.world.main:
             name = rec.get("backend", self.bk.NAME)
+            sample = " - on the shipped Fashion-MNIST SAMPLE" if (rec.get("dataset") or {}).get("sample") else ""
             plots.epoch_curves({name: self.state["history"]}, os.path.join(self.run_dir, "curves.png"),
-                               title=f"{name} on {rec.get('device', '')}")
+                               title=f"{name} on {rec.get('device', '')}{sample}")
         return rec
 
     # ----------------------------------------------------------------- the hooks' files
@@ -325,6 +354,8 @@ class Run:
         sums = dict(loss=float(tot["loss"]), correct=float(tot["correct"]), n=int(tot["n"]),
                     compute=tot["compute"], local=int(tot["local"]), train_time=time.perf_counter() - tot["t0"])
         inside = dict(self.state, step=step, partial=sums, rng=self.bk.rng_state())
+        if self.tb:
+            self.tb.flush()
         path = checkpoint.save(self.bk, self.net, self.trainer, self.run_dir, inside) if self.world.main else None
         self.write_record(step)
         return path
