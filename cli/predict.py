@@ -13,9 +13,11 @@ import os
 
 import numpy as np
 
+from common.net import pretrained as PT
 from common.serve import export as X, predict as P
 from backends.config import ENV_VAR, FORMATS, resolve
 
+from . import zoo as Z
 from .errors import UserError, guard
 from .export import load_net, locate_run, run_meta
 from .options import ArgumentParser, get_backend
@@ -28,8 +30,10 @@ def parser():
     p = ArgumentParser(description="Print the most probable classes of pictures (PNG, JPEG, ...) with a "
                                    "trained model: a run folder or an exported artifact.")
     p.add_argument("model", metavar="RUN_OR_ARTIFACT",
-                   help="a run folder (or its checkpoint folder), or an artifact written by scripts/export.py "
-                        "(model.onnx, model.pt2, saved_model/, ...)")
+                   help="a run folder (or its checkpoint folder), an artifact written by scripts/export.py "
+                        "(model.onnx, model.pt2, saved_model/, ...), a zoo's ImageNet weight file "
+                        "(torchvision .pth, Keras .h5, Paddle .pdparams, Gluon .params, or its .npz from "
+                        "scripts/convert.py) or imagenet:SOURCE (docs/pretrained.md)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="picture files")
     p.add_argument("--top", type=int, default=3, help="how many classes to print per picture (3)")
     p.add_argument("--backend", help=f"for a run: the framework of the eager model (default: ${ENV_VAR}, "
@@ -60,13 +64,33 @@ def eager_model(run, ckpt, backend=None):
     return f"{name} (eager, on {bk.device()})", lambda batch: bk.forward(net, batch)
 
 
+def zoo_meta(src) -> dict:
+    """The metadata of a zoo's ImageNet weights: the zoo's preprocessing, ImageNet's class names."""
+    return dict(preprocessing=src.preprocessing, classes=list(PT.imagenet_classes()), model=dict(src.model),
+                input=dict(shape=[None, 3, src.input_size, src.input_size]))
+
+
+def zoo_model(src, weights, backend=None):
+    """(description, predict function) of a zoo's ImageNet weights on an eager backend
+    (``--backend`` > ``$GOOGLENET_BACKEND`` > the default)."""
+    name = resolve(backend or os.environ.get(ENV_VAR) or None)
+    bk = get_backend(name)
+    net = bk.build(src.spec(), weights=weights, seed=None)
+    return f"{name} (eager, on {bk.device()}; {PT.TOKEN}{src.name})", lambda batch: bk.forward(net, batch)
+
+
 @guard
 def main(argv=None):
     args = parser().parse_intermixed_args(argv)
     if args.top < 1:
         raise UserError(f"--top must be at least 1, not {args.top}")
-    found = X.find_artifact(args.model) if os.path.exists(args.model) else None
-    if found:
+    zoo = Z.load(args.model)
+    found = X.find_artifact(args.model) if zoo is None and os.path.exists(args.model) else None
+    if zoo is not None:
+        src, weights, _ = zoo
+        meta = zoo_meta(src)
+        load = lambda: zoo_model(src, weights, args.backend)             # noqa: E731
+    elif found:
         path, meta = found
         load = lambda: artifact_model(path, meta, args.backend)          # noqa: E731
     else:

@@ -24,10 +24,11 @@ __version__ = "0.1.0"
 
 #: room -> the modules it holds
 ROOMS = {
-    "net": ("spec", "oracle", "model", "weights", "safepickle", "family", "zoo", "classic"),
+    "net": ("spec", "oracle", "model", "weights", "safepickle", "family", "zoo", "classic", "zoofiles",
+            "pretrained"),
     "train": ("trainer", "train_config", "schedules", "augment", "loop", "checkpoint", "interrupt",
               "runlock", "distributed"),
-    "inputs": ("data", "datasets"),
+    "inputs": ("data", "datasets", "download"),
     "serve": ("export", "predict"),
     "results": ("report", "plots", "bench", "tensorboard"),
 }

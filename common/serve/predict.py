@@ -51,10 +51,48 @@ def prepare(paths: Sequence[str], preprocessing: dict) -> np.ndarray:
     :func:`common.serve.export.base_meta`).  Every file is read before any is predicted, so a bad
     one stops the command with its name."""
     p = preprocessing
+    if p.get("resize"):                       # a zoo's ImageNet weights: the zoo's own steps
+        return zoo_batch(np.stack([read_zoo_picture(path, p) for path in paths]), p)
     images = np.stack([read_picture(path, int(p["channels"]), int(p["size"])) for path in paths])
     if p.get("normalize"):
         return batch(images, p["mean"], p["std"])
     return batch(images)
+
+
+#: Pillow's filters by the names the zoos' transforms use
+FILTERS = {"nearest": 0, "bilinear": 2, "bicubic": 3}      # Image.NEAREST, BILINEAR, BICUBIC
+
+
+def read_zoo_picture(path: str, p: dict) -> np.ndarray:
+    """One picture as the zoo whose ImageNet weights predict expects it, uint8 ``(H, W, 3)``:
+    RGB; ``resize='shorter'``: the shorter side scaled to ``resize_to`` (the longer side
+    ``int(resize_to * long / short)``) then the centre ``size`` x ``size`` crop (torchvision's
+    ``Resize`` + ``CenterCrop``, as Paddle's and Gluon's evaluation transforms); ``'squash'``:
+    the whole picture scaled to ``size`` x ``size`` (Keras's ``load_img(target_size=...)``)."""
+    from PIL import Image
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        read_picture(path, 3, 1)                       # its one line: missing, a folder, empty
+    try:
+        im = Image.open(path)
+        im = im.convert("RGB")
+    except Exception as e:                  # Pillow's UnidentifiedImageError, OSError of a damaged file
+        raise DataError(f"{path}: not a picture Pillow reads ({type(e).__name__})") from None
+    size, f = int(p["size"]), FILTERS[p.get("interpolation", "bilinear")]
+    if p["resize"] == "squash":
+        return np.asarray(im.resize((size, size), f), np.uint8)
+    w, h = im.size
+    target = int(p.get("resize_to") or size)
+    ow, oh = (target, int(target * h / w)) if w <= h else (int(target * w / h), target)
+    im = im.resize((ow, oh), f)
+    top, left = int(round((oh - size) / 2.0)), int(round((ow - size) / 2.0))
+    return np.asarray(im.crop((left, top, left + size, top + size)), np.uint8)
+
+
+def zoo_batch(images: np.ndarray, p: dict) -> np.ndarray:
+    """uint8 ``(N, H, W, 3)`` pictures as the float32 NCHW batch: ``(x / 255 - mean) / std``."""
+    x = np.asarray(images, np.float64) / 255.0
+    x = (x - np.asarray(p["mean"], np.float64)) / np.asarray(p["std"], np.float64)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
