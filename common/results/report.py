@@ -282,6 +282,23 @@ def epochs_markdown(combined, target=None) -> List[str]:
     return lines + [""]
 
 
+def tensorboard_command(logdir) -> str:
+    """The command that shows every run under ``logdir`` in one TensorBoard (each run folder
+    holds its own event files, so the runs are named by their folders: ``runs/<backend>``)."""
+    return f"tensorboard --logdir {shlex.quote(str(logdir))} --host 127.0.0.1"
+
+
+def tensorboard_markdown(combined) -> List[str]:
+    if not combined.get("logdir"):
+        return []
+    return ["## In TensorBoard", "",
+            "Every run folder holds its TensorBoard event files (per step: `step/train_loss`, `step/lr`, "
+            "`step/examples_per_sec`; per epoch: `epoch/train_loss`, `epoch/train_acc`, `epoch/test_loss`, "
+            "`epoch/test_acc`; the settings as text and hparams), so one command overlays the backends, "
+            "each run named by its folder:", "", "```", tensorboard_command(combined["logdir"]), "```",
+            "", "then open <http://127.0.0.1:6006> (docs/compare.md).", ""]
+
+
 def markdown(combined) -> str:
     """The text of report.md."""
     out = ["# GoogLeNet on four frameworks: side by side", "",
@@ -301,6 +318,7 @@ def markdown(combined) -> str:
             "preparation and host-to-device copies included. Peak memory is the training "
             "process's maximum resident set size (host memory); wall time is the whole process, "
             "start-up and evaluation included. See docs/compare.md.", ""]
+    out += tensorboard_markdown(combined)
     if combined.get("seeds"):
         out += seeds_markdown(combined["seeds"])
     failed = [e for e in combined["backends"] if not has_numbers(e)]
