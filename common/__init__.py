@@ -9,7 +9,8 @@ here:
 * ``common.net``: the table (``spec``), the oracle, the walk and the model API (``model``),
   weights, the restricted unpickler (``safepickle``);
 * ``common.train``: the recipe (``train_config``, ``schedules``, ``augment``), the trainer's
-  shared part, the loop, checkpoints, signals, the run folder's lock, the world of workers;
+  shared part, the loop, checkpoints, signals, the run folder's lock, the world of workers,
+  fine-tuning (``finetune``);
 * ``common.inputs``: IDX files, Fashion-MNIST and the loader (``data``), the other datasets;
 * ``common.serve``: exported models and their metadata (``export``), predictions;
 * ``common.results``: the comparison report, the plots, the benchmark's numbers.
@@ -27,14 +28,14 @@ ROOMS = {
     "net": ("spec", "oracle", "model", "weights", "safepickle", "family", "zoo", "classic", "zoofiles",
             "pretrained"),
     "train": ("trainer", "train_config", "schedules", "augment", "loop", "checkpoint", "interrupt",
-              "runlock", "distributed"),
+              "runlock", "distributed", "finetune"),
     "inputs": ("data", "datasets", "download"),
     "serve": ("export", "predict"),
     "results": ("report", "plots", "bench", "tensorboard"),
 }
 
 #: modules written after the rooms were built: they never had an old path
-NEW = ("family", "zoo", "classic", "tensorboard")
+NEW = ("family", "zoo", "classic", "tensorboard", "finetune")
 
 #: old path -> new path: ``common.spec`` -> ``common.net.spec`` ...
 MOVED = {f"{__name__}.{module}": f"{__name__}.{room}.{module}"

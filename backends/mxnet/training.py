@@ -17,11 +17,12 @@ from .model import api
 STATES, OLD_STATES = "optimizer.states.npz", "optimizer.states"
 
 
-def _bn_running_vars(net):
-    """(running_var parameter, output H*W) of every batch norm, for the variance fix-up."""
+def _bn_running_vars(net, frozen=()):
+    """(running_var parameter, output H*W) of every batch norm but those of the ``frozen``
+    layers (whose statistics do not move), for the variance fix-up."""
     shapes = {r.name: r.out_shape for r in oracle.analyze(net.spec, net.input_size).layers}
     return [(m.bn.running_var, shapes[q][1] * shapes[q][2]) for q, m in net.param_layers.items()
-            if getattr(m, "bn", None) is not None]
+            if getattr(m, "bn", None) is not None and q not in frozen]
 
 
 @mx.optimizer.register
@@ -123,6 +124,25 @@ class Trainer(TrainerBase):
             return f"{FP16_NEEDS_GPU}; and {reason}"
         return reason
 
+    def apply_finetune(self):
+        """Frozen layers: ``grad_req = 'null'`` (no gradient, skipped by the update and by the
+        kvstore's sums, so no decay either) and their batch norms built into the graph with
+        ``use_global_stats=True``: in training mode too they normalise with their running
+        statistics and leave them (Gluon has no per-layer mode under ``autograd.record()``);
+        the body's other parameters get ``lr_mult = body_lr_factor``, which the optimiser's
+        ``_get_lr`` applies to the Trainer's learning rate.  Runs before ``hybridize``, which
+        drops any cached graph."""
+        for q in self.frozen_layers:
+            module = self.net.param_layers[q]
+            for p in module.collect_params().values():
+                p.grad_req = "null"
+            if getattr(module, "bn", None) is not None:
+                module.bn._kwargs["use_global_stats"] = True
+        for k, (t, _) in api.tensors(self.net).items():
+            if self.roles[k] == "body" and t.grad_req != "null":
+                t.lr_mult = self.body_lr_factor
+        self.net._clear_cached_op()      # a graph hybridized before holds the old batch norms
+
     def setup(self):
         net = self.net
         if self.fast:
@@ -144,7 +164,7 @@ class Trainer(TrainerBase):
         self.params = [p for p in net.collect_params().values() if p.grad_req != "null"]
         self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
         self.soft_loss = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
-        self._bn = _bn_running_vars(net)
+        self._bn = _bn_running_vars(net, set(self.frozen_layers))
 
     def set_lr(self, lr):
         self.trainer.set_learning_rate(lr)

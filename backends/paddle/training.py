@@ -52,8 +52,37 @@ class Trainer(TrainerBase):
             return f"paddle.amp.is_{'b' if amp == 'bf16' else ''}float16_supported() is False on {place}"
         return None
 
+    def apply_finetune(self):
+        """Frozen layers: ``stop_gradient = True`` on their parameters (left out of the
+        optimiser: no update, no decay, no gradient sum in ``DataParallel``); their batch
+        norms are put back in ``eval()`` after every ``net.train()`` (:meth:`_hold_frozen_bn`):
+        they normalise with their running statistics and do not update them."""
+        self._frozen_bn = []
+        for q in self.frozen_layers:
+            module = self.net.param_layers[q]
+            for p in module.parameters():
+                p.stop_gradient = True
+            if getattr(module, "bn", None) is not None:
+                self._frozen_bn.append(module.bn)
+
+    def _hold_frozen_bn(self):
+        for bn in getattr(self, "_frozen_bn", ()):
+            bn.eval()
+
+    def _groups(self, params):
+        """The parameters, or with a ``body_lr_factor`` two groups: Paddle multiplies the
+        optimiser's learning rate by a group's ``learning_rate`` for each of its parameters
+        (``optimize_attr``), so ``set_lr`` scales both."""
+        if self.body_lr_factor == 1:
+            return params
+        body = {id(t) for k, (t, _) in api.tensors(self.net).items() if self.roles[k] == "body"}
+        groups = [dict(params=[p for p in params if id(p) in body], learning_rate=self.body_lr_factor),
+                  dict(params=[p for p in params if id(p) not in body], learning_rate=1.0)]
+        return [g for g in groups if g["params"]]
+
     def setup(self):
-        self.params = params = [p for p in self.net.parameters() if not p.stop_gradient]
+        self.params = [p for p in self.net.parameters() if not p.stop_gradient]
+        params = self._groups(self.params)
         lr, wd = self.lr, self.weight_decay or None
         if self.optimizer == "adam":
             self.opt = paddle.optimizer.Adam(lr, parameters=params, weight_decay=wd)
@@ -91,6 +120,7 @@ class Trainer(TrainerBase):
 
     def train_step(self, X, y, global_batch=None):
         self.net.train()
+        self._hold_frozen_bn()
         with self.autocast():
             out = self.model(X)
         logits, l = step_loss(out, lambda z: self.train_loss(self._float(z), y), self.aux_weight)

@@ -11,7 +11,7 @@ from common.train.trainer import FP16_NEEDS_GPU, TrainerBase
 
 from . import distribute
 
-from .model import safe_load
+from .model import api as model_api, safe_load
 
 
 class Trainer(TrainerBase):
@@ -66,12 +66,13 @@ class Trainer(TrainerBase):
         if self.memory_format is not None:
             net.to(memory_format=self.memory_format)
         self.params = [p for p in net.parameters() if p.requires_grad]
+        groups = self._groups()
         if self.optimizer == "sgd":
-            self.opt = torch.optim.SGD(self.params, lr=self.lr, momentum=self.momentum,
+            self.opt = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum,
                                        weight_decay=self.weight_decay, nesterov=self.nesterov)
         else:
             adam = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-            self.opt = adam(self.params, lr=self.lr, weight_decay=self.weight_decay)
+            self.opt = adam(groups, lr=self.lr, weight_decay=self.weight_decay)
         self.loss = nn.CrossEntropyLoss()
         self.train_loss = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
         self.model = distribute.wrap(net, self.world) if self.world else net
@@ -80,9 +81,38 @@ class Trainer(TrainerBase):
                          else contextlib.nullcontext)
         self.scaler = torch.amp.GradScaler(device) if self.amp == "fp16" else None
 
+    def apply_finetune(self):
+        """Frozen layers: ``requires_grad_(False)`` (left out of the optimiser and of DDP's
+        gradient sums); their batch norms are put back in ``eval()`` after every
+        ``net.train()`` (:meth:`_hold_frozen_bn`), so they normalise with their running
+        statistics and do not update them."""
+        self._frozen_bn = []
+        for q in self.frozen_layers:
+            module = self.net.param_layers[q]
+            module.requires_grad_(False)
+            if getattr(module, "bn", None) is not None:
+                self._frozen_bn.append(module.bn)
+
+    def _groups(self):
+        """The optimiser's parameter groups: one, or with a ``body_lr_factor`` the body's
+        (``lr_factor`` = the factor) and the head's; ``set_lr`` scales each group's lr."""
+        if self.body_lr_factor == 1:
+            return self.params
+        trained = {id(p) for p in self.params}
+        body = [t for k, (t, _) in model_api.tensors(self.net).items()
+                if self.roles[k] == "body" and id(t) in trained]
+        ids = {id(p) for p in body}
+        head = [p for p in self.params if id(p) not in ids]
+        return [g for g in (dict(params=body, lr=self.lr * self.body_lr_factor, lr_factor=self.body_lr_factor),
+                            dict(params=head, lr=self.lr, lr_factor=1.0)) if g["params"]]
+
+    def _hold_frozen_bn(self):
+        for bn in getattr(self, "_frozen_bn", ()):
+            bn.eval()
+
     def set_lr(self, lr):
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_factor", 1.0)
 
     def _input(self, X):
         if self.memory_format is not None and X.dim() == 4:
@@ -92,6 +122,7 @@ class Trainer(TrainerBase):
     def train_step(self, X, y, global_batch=None):
         X = self._input(X)
         self.net.train()
+        self._hold_frozen_bn()
         with self.autocast():    # the loss of float32 logits (a no-op cast without amp)
             out = self.model(X)
             logits, l = step_loss(out, lambda z: self.train_loss(z.float(), y), self.aux_weight)

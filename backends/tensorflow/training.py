@@ -9,6 +9,15 @@ from common.train.train_config import step_loss
 from common.train.trainer import FP16_NEEDS_GPU, TrainerBase
 
 from . import distribute
+from .model import api as model_api
+
+
+def _lr(opt, variable):
+    """The optimiser's learning rate for ``variable``: times its factor in ``opt.lr_factors``
+    (fine-tuning's ``body_lr_factor``; a Python number, fixed when the step is traced)."""
+    lr = tf.cast(opt.learning_rate, variable.dtype)
+    factor = (getattr(opt, "lr_factors", None) or {}).get(opt._var_key(variable), 1.0)
+    return lr if factor == 1 else lr * factor
 
 
 class SGD(tf.keras.optimizers.SGD):
@@ -20,7 +29,7 @@ class SGD(tf.keras.optimizers.SGD):
     """
 
     def update_step(self, gradient, variable):
-        lr = tf.cast(self.learning_rate, variable.dtype)
+        lr = _lr(self, variable)
         if not self.momentum:
             variable.assign_sub(lr * gradient)
             return
@@ -44,7 +53,7 @@ class Adam(tf.keras.optimizers.Adam):
 
     def update_step(self, gradient, variable):
         dtype = variable.dtype
-        lr, step = tf.cast(self.learning_rate, dtype), tf.cast(self.iterations + 1, dtype)
+        lr, step = _lr(self, variable), tf.cast(self.iterations + 1, dtype)
         b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         if self.decoupled_decay:
             variable.assign_sub(lr * self.decoupled_decay * variable)
@@ -142,6 +151,10 @@ class Trainer(TrainerBase):
         else:
             decay = self.weight_decay if self.optimizer == "adamw" else 0.0
             self.opt = Adam(learning_rate=self.lr, epsilon=1e-8, decoupled_decay=decay)
+        if self.body_lr_factor != 1:     # untracked: not part of the optimiser's checkpoint
+            object.__setattr__(self.opt, "lr_factors", {
+                self.opt._var_key(t): self.body_lr_factor for k, (t, _) in model_api.tensors(self.net).items()
+                if self.roles[k] == "body" and t.trainable})
         self.policy = f"mixed_{self.amp_dtype}" if self.amp_dtype else None
         if self.policy:
             _autocast_variables(self.net)
@@ -168,6 +181,14 @@ class Trainer(TrainerBase):
         input can leave the loss finite while the gradients (and the update) are not."""
         total = tf.add_n([tf.reduce_sum(t) for t in tensors])
         return tf.where(tf.math.is_finite(total), l, float("nan"))
+
+    def apply_finetune(self):
+        """Frozen layers: ``trainable = False``, so their variables are not in
+        ``trainable_variables`` (no gradient, no update, no decay) and, Keras 2's rule, a
+        ``BatchNormalization`` that is not trainable runs in inference mode even when called
+        with ``training=True``: it normalises with its moving statistics and leaves them."""
+        for q in self.frozen_layers:
+            self.net.param_layers[q].trainable = False
 
     def _checked(self, l, grads):
         """The loss to report: NaN where the gradients are not finite, except under float16

@@ -25,8 +25,8 @@ import numpy as np
 from . import oracle
 from .spec import Spec
 
-__all__ = ["WeightsError", "WeightsMismatch", "check", "save", "load", "meta", "read", "is_neutral",
-           "xavier_init"]
+__all__ = ["WeightsError", "WeightsMismatch", "check", "save", "load", "meta", "read", "load_any",
+           "is_neutral", "xavier_init"]
 
 META_KEY = "__meta__"
 
@@ -128,6 +128,15 @@ def read(path: str, spec: Spec, input_size=None, *, native: Optional[Callable] =
     tensor in canonical terms; a damaged, truncated or refused file raises
     :class:`WeightsError`.  Returns float32 arrays in table order.
     """
+    return check(spec, load_any(path, spec, input_size, native=native), input_size, allow_extra=allow_extra)
+
+
+def load_any(path: str, spec: Spec, input_size=None, *,
+             native: Optional[Callable] = None) -> "OrderedDict[str, np.ndarray]":
+    """The tensors of a weight file in any format as canonical names and layouts, **not yet
+    checked** (:func:`read` checks them; fine-tuning first replaces the classifiers whose
+    classes differ, ``common.train.finetune.start_weights``).  Raises :class:`WeightsError`
+    for a file that cannot be read or is refused, ``FileNotFoundError`` for a missing one."""
     path = os.fspath(path)
     if not is_neutral(path) and native is None:
         raise WeightsError(f"{path}: unknown weight format here; use .npz (framework-neutral), or read a "
@@ -135,11 +144,7 @@ def read(path: str, spec: Spec, input_size=None, *, native: Optional[Callable] =
                            f"names it by suffix)")
     if not os.path.isfile(path):
         raise FileNotFoundError(errno.ENOENT, "no such weight file", path)
-    if is_neutral(path):
-        weights = load(path)
-    else:
-        weights = native(path, spec, input_size)
-    return check(spec, weights, input_size, allow_extra=allow_extra)
+    return load(path) if is_neutral(path) else native(path, spec, input_size)
 
 
 def xavier_init(spec: Spec, seed: int = 0, input_size=None) -> "OrderedDict[str, np.ndarray]":

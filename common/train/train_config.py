@@ -45,7 +45,10 @@ class Recipe:
     * multi-scale: ``train_scales`` (one input size per ``scale_every`` steps, drawn from the
       seed) and ``test_scales`` (the softmax averaged over these sizes at evaluation);
     * precision: ``amp`` (``None``: float32; ``'bf16'``, ``'fp16'``: mixed precision with the
-      framework's own API, see ``common.train.trainer``).
+      framework's own API, see ``common.train.trainer``);
+    * fine-tuning (``common.train.finetune``, docs/finetune.md): ``freeze`` (``'none'``,
+      ``'body'``, ``'upto:STAGE'``: those stages are not trained, their batch norms stay in
+      inference mode) and ``body_lr_factor`` (the body's learning rate over the head's).
     """
     num_epochs: int = 10
     batch_size: int = 128
@@ -71,6 +74,8 @@ class Recipe:
     test_scales: Tuple[int, ...] = ()
     scale_every: int = 1
     amp: Optional[str] = None
+    freeze: str = "none"
+    body_lr_factor: float = 1.0
 
     def __post_init__(self):
         self.train_scales = tuple(int(s) for s in self.train_scales or ())
@@ -80,7 +85,7 @@ class Recipe:
         return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
                     optimizer=self.optimizer, aux_weight=self.aux_weight, nesterov=self.nesterov,
                     label_smoothing=self.label_smoothing, clip_norm=self.clip_norm or None,
-                    amp=self.amp)
+                    amp=self.amp, freeze=self.freeze, body_lr_factor=self.body_lr_factor)
 
     def schedule_kwargs(self) -> dict:
         return dict(name=self.schedule, warmup_epochs=self.warmup_epochs, step_epochs=self.step_epochs,

@@ -14,6 +14,7 @@ import math
 from typing import Optional
 
 from ..net.spec import composite, iter_blocks, sequences
+from . import finetune
 from .train_config import AMP, check_optimizer
 
 #: the low-precision float formats of ``amp``: (the frameworks' dtype name, significand bits
@@ -136,11 +137,19 @@ class TrainerBase:
             framework and the reason (:meth:`check_amp` tells before a network exists); see
             docs/performance.md, "Mixed precision".  The network outside the Trainer
             (``forward``, ``stage_outputs``, export) computes in float32.
+        freeze: fine-tuning (:mod:`common.train.finetune`, docs/finetune.md): ``'none'`` (the
+            default), ``'body'`` (every stage but the last) or ``'upto:STAGE'``.  The frozen
+            stages' parameters are left out of the optimiser (no update, no weight decay) and
+            their batch norms run in inference mode in ``train_step`` too: they normalise
+            with their running statistics and do not update them (the pitfall of keras#9214
+            avoided).  The backend's part is :meth:`apply_finetune`, called before ``setup``.
+        body_lr_factor: the learning rate of the body's trained parameters is this times the
+            head's (the schedule's value); the head is the last stage and the aux heads.
     """
 
     def __init__(self, net, *, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
                  aux_weight=0.3, fast=True, nesterov=False, label_smoothing=0.0, clip_norm=None,
-                 world=None, amp=None):
+                 world=None, amp=None, freeze="none", body_lr_factor=1.0):
         self.amp = self.check_amp(amp)
         #: the frameworks' name of the low-precision dtype (``'bfloat16'``, ``'float16'``), or None
         self.amp_dtype = AMP_FORMATS[self.amp][0] if self.amp else None
@@ -154,6 +163,13 @@ class TrainerBase:
             raise ValueError("Nesterov momentum needs optimizer='sgd' and a momentum > 0")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), not {label_smoothing}")
+        self.freeze, self.body_lr_factor = finetune.normalize_freeze(freeze), float(body_lr_factor)
+        finetune.check_trainable(net.spec, self.freeze, self.body_lr_factor)
+        #: canonical tensor name -> 'frozen' / 'body' / 'head'; the frozen stages' conv / dense layers
+        self.roles = finetune.roles(net.spec, self.freeze, getattr(net, "input_size", None))
+        self.frozen_layers = finetune.frozen_layers(net.spec, self.freeze)
+        if self.frozen_layers or self.body_lr_factor != 1:
+            self.apply_finetune()
         with self.world.scope() if self.world else contextlib.nullcontext():   # the engine's variables
             self.setup()
 
@@ -180,6 +196,13 @@ class TrainerBase:
     def setup(self):
         """Create the framework's optimiser, loss and compiled steps (the backend's part)."""
         raise NotImplementedError
+
+    def apply_finetune(self):
+        """Freeze the parameters of ``self.frozen_layers`` (and keep their batch norms in
+        inference mode in training steps), and scale the learning rate of the tensors whose
+        role (``self.roles``) is ``'body'`` by ``self.body_lr_factor`` (the backend's part;
+        ``setup`` runs after it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement fine-tuning")
 
     def set_lr(self, lr):
         """Use learning rate ``lr`` from the next step on (the schedule's value, computed in
