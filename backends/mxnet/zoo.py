@@ -158,6 +158,16 @@ def randomize(model, seed=0, batch=None):
     return model
 
 
+#: the suffix of the zoo's own weight files
+SUFFIX = ".params"
+
+
+@legacy
+def save(model, path):
+    """The zoo model's weights in the zoo's own published format (``save_parameters``)."""
+    model.save_parameters(path)
+
+
 @legacy
 def count(model):
     """Parameters as Gluon counts them (``collect_params``: running statistics included)."""

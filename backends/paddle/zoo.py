@@ -128,6 +128,15 @@ def randomize(model, seed=0, batch=None):
     return model
 
 
+#: the suffix of the zoo's own weight files
+SUFFIX = ".pdparams"
+
+
+def save(model, path):
+    """The zoo model's weights in the zoo's own published format (``paddle.save(state_dict)``)."""
+    paddle.save(model.state_dict(), path)
+
+
 def count(model):
     """Parameters as Paddle counts them (``parameters()``: batch-norm statistics included)."""
     return int(sum(int(np.prod(p.shape)) for p in model.parameters()))

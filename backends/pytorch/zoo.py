@@ -127,6 +127,15 @@ def randomize(model, seed=0, batch=None):
     return model
 
 
+#: the suffix of the zoo's own weight files
+SUFFIX = ".pth"
+
+
+def save(model, path):
+    """The zoo model's weights in the zoo's own published format (``torch.save(state_dict)``, zip)."""
+    torch.save(model.state_dict(), path)
+
+
 def count(model):
     """Parameters as torchvision counts them (``parameters()``: running statistics excluded)."""
     return int(sum(p.numel() for p in model.parameters()))

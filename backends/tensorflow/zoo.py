@@ -137,6 +137,15 @@ def randomize(model, seed=0, batch=None):
     return model
 
 
+#: the suffix of the zoo's own weight files (Keras's ``save_weights`` in HDF5, as it publishes them)
+SUFFIX = ".h5"
+
+
+def save(model, path):
+    """The zoo model's weights in the zoo's own published format (``model.save_weights``, HDF5)."""
+    model.save_weights(path)
+
+
 def count(model):
     """Parameters as Keras counts them (``count_params``: moving statistics included)."""
     return int(model.count_params())
