@@ -30,10 +30,13 @@ from .spec import get_spec
 from .weights import WeightsMismatch, check
 from .zoo import ZooMismatch, canonical
 
-__all__ = ["Source", "SOURCES", "ENV_WEIGHTS", "weights_dir", "source", "locate", "read", "imagenet_classes",
-           "PretrainedError", "TOKEN"]
+__all__ = ["Source", "SOURCES", "ENV_WEIGHTS", "ENV_MIRROR", "weights_dir", "source", "locate", "read",
+           "imagenet_classes", "PretrainedError", "TOKEN"]
 
 ENV_WEIGHTS = "GOOGLENET_WEIGHTS"
+#: a folder URL that serves the zoos' files under their own names, in place of their addresses
+#: (a local mirror; the tests' HTTP server on 127.0.0.1), as MXNet's MXNET_GLUON_REPO
+ENV_MIRROR = "GOOGLENET_WEIGHTS_MIRROR"
 TOKEN = "imagenet:"
 CLASSES_FILE = os.path.join(os.path.dirname(__file__), "imagenet_classes.txt")
 
@@ -169,7 +172,9 @@ def locate(name: str, download: bool = True, progress: bool = True) -> str:
     """The path of a source's file in the cache, downloaded (and its hash checked) if missing."""
     from ..inputs import download as DL          # urllib and tqdm only when a file is fetched
     s = source(name)
-    return DL.fetch_file(s.url, weights_dir(), s.file, s.hash, member=s.member, download=download,
+    mirror = os.environ.get(ENV_MIRROR, "").strip()
+    url = mirror.rstrip("/") + "/" + s.url.rsplit("/", 1)[-1] if mirror else s.url
+    return DL.fetch_file(url, weights_dir(), s.file, s.hash, member=s.member, download=download,
                          progress=progress, what=f"the ImageNet weights {TOKEN}{s.name} ({s.origin})")
 
 
@@ -194,7 +199,8 @@ def read(path: str, name: Optional[str] = None):
                 return (s if not options else _without_aux(s)), canonical(spec, layers, zoo=s.origin)
             except ZooMismatch as e:
                 why.append(f"{s.name}{' without aux heads' if options else ''}: {e}")
-    raise PretrainedError(f"{path} fits none of the {fmt} sources: " + "; ".join(why[:3]))
+    raise PretrainedError(f"{path} fits none of the {fmt} sources ({', '.join(s.name for s in candidates)}); "
+                          f"the first: {why[0]}")
 
 
 def _without_aux(s: Source) -> Source:
