@@ -17,9 +17,47 @@ LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """Where the processes of a run are, as every node's launcher agreed (``backends/launch.py``):
+    ``hosts[n]`` is node ``n``'s address (node 0 the master), ``ports[n]`` the ports node ``n``'s
+    launcher found free there (``Card.launch_ports(nproc)`` of them), ``nproc`` the workers per
+    node, ``node`` this node, ``iface`` the network interface of this node's address (gloo and
+    ps-lite pick their address from it).  One node on 127.0.0.1 is the local run."""
+    nproc: int
+    hosts: Tuple[str, ...]
+    ports: Tuple[Tuple[int, ...], ...]
+    workdir: str
+    node: int = 0
+    iface: str = "lo"
+
+    @property
+    def nnodes(self) -> int:
+        return len(self.hosts)
+
+    @property
+    def world(self) -> int:
+        """The number of workers on every node together."""
+        return self.nproc * self.nnodes
+
+    @property
+    def addr(self) -> str:
+        """This node's address."""
+        return self.hosts[self.node]
+
+    def rank(self, local: int) -> int:
+        """The global rank of this node's ``local``-th worker (node-major, as torchrun's)."""
+        return self.node * self.nproc + local
+
+    def endpoints(self, first: int = 0) -> List[str]:
+        """``host:port`` of every worker of the run, in rank order: worker ``l`` of node ``n``
+        at ``ports[n][first + l]``."""
+        return [f"{h}:{p[first + l]}" for h, p in zip(self.hosts, self.ports) for l in range(self.nproc)]
+
+
+@dataclass(frozen=True)
 class Launch:
-    """The environment of one local run of ``nproc`` workers on 127.0.0.1: each worker's
-    variables (``workers[r]``) and helper processes the engine needs beside them
+    """The environment of this node's processes of a run: each worker's variables
+    (``workers[l]``, local order) and helper processes the engine needs beside them
     (``helpers``: ``(role, variables)``, e.g. MXNet's scheduler and server)."""
     workers: List[Dict[str, str]]
     helpers: List[Tuple[str, Dict[str, str]]] = field(default_factory=list)
@@ -45,8 +83,8 @@ class Card:
     formats: Tuple[Format, ...]               # the serving formats it writes (every backend writes ONNX)
     onnx_opset: int                           # the ONNX opset its exporter writes
     d2l_module: Optional[str]                 # the book's d2l module for it (None: the pinned d2l has none)
-    launch: Callable[..., Launch]             # (nproc, ports, workdir) -> Launch
-    #: how many free ports a run of nproc workers needs (the launcher picks them)
+    launch: Callable[[Cluster], Launch]       # this node's processes of a run
+    #: how many free ports each node of a run of nproc workers per node needs (its launcher picks them)
     launch_ports: Callable[[int], int]
     #: () -> (library, matmul(a, b), to_array or None): the benchmark's; imports the framework when called
     matmul: Callable[[], tuple]
@@ -54,6 +92,10 @@ class Card:
     d2l_needs_torchvision: bool = False       # its d2l module imports torchvision (backends.d2l_compat)
     env: Callable[[str], Dict[str, str]] = lambda vendor: {}   # variables to set before its import, by CPU vendor
     bench: Bench = Bench()
+    #: () -> whether the framework's own launcher may restart this worker after a failure (an
+    #: elastic run: torchrun --max-restarts N > 0); such a worker resumes its run folder's last
+    #: checkpoint when it starts (cli/nodes.py)
+    elastic: Callable[[], bool] = lambda: False
 
     @property
     def format_names(self) -> Tuple[str, ...]:

@@ -1,17 +1,20 @@
 """MXNet's card (:class:`backends.card.Card`): imports no framework."""
-from backends.card import LOOPBACK, Bench, Card, Launch
+from backends.card import Bench, Card, Launch
 from common.serve.export import Format
 
 NAME = "mxnet"
 
 
-def launch(nproc, ports, workdir):
-    """The parameter server's variables (``DMLC_*``): a scheduler and one server beside the
-    workers, every one on 127.0.0.1 through ``lo``."""
-    dmlc = dict(DMLC_PS_ROOT_URI=LOOPBACK, DMLC_PS_ROOT_PORT=str(ports[0]), DMLC_NUM_WORKER=str(nproc),
-                DMLC_NUM_SERVER="1", DMLC_NODE_HOST=LOOPBACK, DMLC_INTERFACE="lo")
-    return Launch([dict(dmlc, DMLC_ROLE="worker") for _ in range(nproc)],
-                  [(role, dict(dmlc, DMLC_ROLE=role)) for role in ("scheduler", "server")])
+def launch(cluster):
+    """The parameter server's variables (``DMLC_*``) for this node's processes: the workers,
+    the scheduler on node 0 (the master, at its first port) and the one server on the last
+    node (beside the scheduler on one node); each process at its node's address."""
+    dmlc = dict(DMLC_PS_ROOT_URI=cluster.hosts[0], DMLC_PS_ROOT_PORT=str(cluster.ports[0][0]),
+                DMLC_NUM_WORKER=str(cluster.world), DMLC_NUM_SERVER="1", DMLC_NODE_HOST=cluster.addr,
+                DMLC_INTERFACE=cluster.iface)
+    roles = [role for role, node in (("scheduler", 0), ("server", cluster.nnodes - 1)) if node == cluster.node]
+    return Launch([dict(dmlc, DMLC_ROLE="worker") for _ in range(cluster.nproc)],
+                  [(role, dict(dmlc, DMLC_ROLE=role)) for role in roles])
 
 
 def matmul():

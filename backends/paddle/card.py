@@ -1,7 +1,7 @@
 """PaddlePaddle's card (:class:`backends.card.Card`): imports no framework."""
 import os
 
-from backends.card import LOOPBACK, Bench, Card, Launch
+from backends.card import Bench, Card, Launch
 from common.serve.export import Format
 
 NAME = "paddle"
@@ -26,14 +26,16 @@ def env(vendor):
     return {"MKL_DEBUG_CPU_TYPE": "5"} if vendor == "AuthenticAMD" else {}
 
 
-def launch(nproc, ports, workdir):
-    """``paddle.distributed.launch``'s variables for each worker, gloo on ``lo``."""
-    endpoints = ",".join(f"{LOOPBACK}:{p}" for p in ports[1:])
-    return Launch([dict(PADDLE_TRAINER_ID=str(r), PADDLE_TRAINERS_NUM=str(nproc), PADDLE_LOCAL_RANK=str(r),
-                        PADDLE_RANK_IN_NODE=str(r), PADDLE_TRAINER_ENDPOINTS=endpoints,
-                        PADDLE_CURRENT_ENDPOINT=f"{LOOPBACK}:{ports[1 + r]}",
-                        PADDLE_MASTER=f"{LOOPBACK}:{ports[0]}", PADDLE_DISTRI_BACKEND="gloo",
-                        GLOO_SOCKET_IFNAME="lo") for r in range(nproc)])
+def launch(cluster):
+    """``paddle.distributed.launch``'s variables for each worker of this node, gloo on this
+    node's interface; the store (``PADDLE_MASTER``) on the master, at node 0's first port."""
+    endpoints = ",".join(cluster.endpoints(1))
+    mine = cluster.ports[cluster.node]
+    return Launch([dict(PADDLE_TRAINER_ID=str(cluster.rank(r)), PADDLE_TRAINERS_NUM=str(cluster.world),
+                        PADDLE_LOCAL_RANK=str(r), PADDLE_RANK_IN_NODE=str(r), PADDLE_TRAINER_ENDPOINTS=endpoints,
+                        PADDLE_CURRENT_ENDPOINT=f"{cluster.addr}:{mine[1 + r]}",
+                        PADDLE_MASTER=f"{cluster.hosts[0]}:{cluster.ports[0][0]}", PADDLE_DISTRI_BACKEND="gloo",
+                        GLOO_SOCKET_IFNAME=cluster.iface) for r in range(cluster.nproc)])
 
 
 def book_threads(paddle):

@@ -1,7 +1,7 @@
 """PyTorch's card (:class:`backends.card.Card`): imports no framework."""
 import os
 
-from backends.card import LOOPBACK, Bench, Card, Launch
+from backends.card import Bench, Card, Launch
 from common.serve.export import Format
 
 NAME = "pytorch"
@@ -9,11 +9,31 @@ NAME = "pytorch"
 STORE = "GOOGLENET_TORCH_STORE"
 
 
-def launch(nproc, ports, workdir):
-    """torchrun's variables for each worker, with gloo on the loopback interface."""
-    return Launch([dict(RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(nproc),
-                        MASTER_ADDR=LOOPBACK, MASTER_PORT=str(ports[0]), GLOO_SOCKET_IFNAME="lo",
-                        **{STORE: os.path.join(workdir, "torch-store")}) for r in range(nproc)])
+#: what torchrun (torch.distributed.elastic) sets in every worker: --max-restarts, and how many
+#: times the worker group was restarted so far
+MAX_RESTARTS, RESTARTS = "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_RESTART_COUNT"
+
+
+def launch(cluster):
+    """torchrun's variables for each worker of this node, gloo on this node's interface.  One
+    node: the workers meet at a c10d file store in the run's ``workers/`` folder (no TCP
+    store); several: at rank 0's TCP store on the master (``env://``), as under torchrun."""
+    store = {STORE: os.path.join(cluster.workdir, "torch-store")} if cluster.nnodes == 1 else {}
+    return Launch([dict(RANK=str(cluster.rank(r)), WORLD_SIZE=str(cluster.world), LOCAL_RANK=str(r),
+                        LOCAL_WORLD_SIZE=str(cluster.nproc), GROUP_RANK=str(cluster.node),
+                        MASTER_ADDR=cluster.hosts[0], MASTER_PORT=str(cluster.ports[0][0]),
+                        GLOO_SOCKET_IFNAME=cluster.iface, **store) for r in range(cluster.nproc)])
+
+
+def elastic():
+    """Whether torchrun may restart this worker (``--max-restarts`` above 0).  Not only a worker
+    it restarted (``TORCHELASTIC_RESTART_COUNT`` above 0): on several nodes, a node whose
+    workers were healthy restarts them for the new rendezvous with its count unchanged, and
+    every worker of the new group must continue from the same checkpoint."""
+    try:
+        return int(os.environ.get(MAX_RESTARTS) or 0) > 0 or int(os.environ.get(RESTARTS) or 0) > 0
+    except ValueError:
+        return False
 
 
 def matmul():
@@ -37,6 +57,6 @@ CARD = Card(
                     "TorchScript, traced and frozen in eval mode")),
     onnx_opset=17,
     d2l_module="d2l.torch", d2l_needs_torchvision=True,
-    launch=launch, launch_ports=lambda nproc: 1, matmul=matmul,
+    launch=launch, launch_ports=lambda nproc: 1, matmul=matmul, elastic=elastic,
     bench=Bench(book_quote=32.5),
 )

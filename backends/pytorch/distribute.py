@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from common.train.distributed import SINGLE, World
 
-from .card import STORE
+from .card import RESTARTS, STORE
 
 
 #: the same public names in every backend (backends.DISTRIBUTE_API)
@@ -32,9 +32,13 @@ def init(timeout: float = 600.0) -> World:
     gpu = torch.cuda.is_available()
     backend = "nccl" if gpu else "gloo"
     store = os.environ.get(STORE)
-    dist.init_process_group(backend, init_method=f"file://{store}" if store else "env://",
-                            rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
-                            timeout=timedelta(seconds=timeout))
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        dist.init_process_group(backend, store=_attempt_store(size, timeout), rank=rank, world_size=size,
+                                timeout=timedelta(seconds=timeout))
+    else:
+        dist.init_process_group(backend, init_method=f"file://{store}" if store else "env://",
+                                rank=rank, world_size=size, timeout=timedelta(seconds=timeout))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if gpu:
         torch.cuda.set_device(local)
@@ -54,6 +58,17 @@ def init(timeout: float = 600.0) -> World:
 
     return World(rank=dist.get_rank(), size=dist.get_world_size(), engine=f"torch.distributed/{backend}",
                  local_rank=local, all_sum=all_sum, barrier=dist.barrier, shutdown=shutdown)
+
+
+def _attempt_store(size, timeout):
+    """torchrun's store (its agent's, at ``MASTER_ADDR:MASTER_PORT``) under a prefix of its own for
+    each restart of the worker group.  torch 2.13's ``env://`` uses the agent's store as it is
+    ("a new TCPStore for every retry", its comment says, but the address stays the same), so
+    after a restart (``--max-restarts``) gloo reads the addresses the killed workers had
+    published and fails: "Connection refused" (measured here)."""
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size, is_master=False,
+                           timeout=timedelta(seconds=timeout))
+    return dist.PrefixStore(f"googlenet/restart_{os.environ.get(RESTARTS, '0')}", client)
 
 
 def wrap(net, world):

@@ -1,17 +1,20 @@
 """TensorFlow's card (:class:`backends.card.Card`): imports no framework."""
 import json
 
-from backends.card import LOOPBACK, Bench, Card, Launch
+from backends.card import Bench, Card, Launch
 from common.serve.export import Format
 
 NAME = "tensorflow"
 
 
-def launch(nproc, ports, workdir):
-    """``TF_CONFIG`` for each worker of a MultiWorkerMirroredStrategy on 127.0.0.1."""
-    cluster = {"worker": [f"{LOOPBACK}:{p}" for p in ports]}
-    return Launch([dict(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": r}}))
-                   for r in range(nproc)])
+def launch(cluster):
+    """``TF_CONFIG`` for each worker of this node: every worker of the run, at its node's
+    address (TensorFlow's gRPC server listens on every address of its host: it takes only a
+    port, docs/distributed.md)."""
+    workers = {"worker": cluster.endpoints()}
+    return Launch([dict(TF_CONFIG=json.dumps({"cluster": workers, "task": {"type": "worker",
+                                                                           "index": cluster.rank(r)}}))
+                   for r in range(cluster.nproc)])
 
 
 def matmul():
