@@ -13,15 +13,18 @@ from common.inputs import data as D, datasets as DS
 from common.net import weights as W
 from common.net.spec import get_spec
 from backends.config import ENV_VAR, resolve, weight_format
+from common.train import finetune as FT
 from common.train.schedules import SCHEDULES
 from common.train.train_config import AMP, OPTIMIZERS, RECIPES, Recipe, named_recipe
 
 from .errors import ArgumentParser, UserError
 
+PT_TOKEN = "imagenet:"
+
 __all__ = ["ArgumentParser", "add_backend_arg", "add_model_args", "add_recipe_args", "model_options",
            "build_from_options", "get_backend", "recipe_from", "run_changes", "add_data_args", "data_options",
            "load_dataset", "load_datasets", "base_recipe", "spec_of", "add_weights_args", "read_weights",
-           "add_checkpoint_args", "checkpoint_every"]
+           "add_checkpoint_args", "checkpoint_every", "add_finetune_args", "read_start"]
 
 #: model options: attribute of the parsed arguments -> flag
 MODEL_FLAGS = dict(preset="--preset", aux_logits="--aux/--no-aux", norm="--norm",
@@ -76,6 +79,62 @@ def add_weights_args(p):
                         "of a --preset paper --aux file for a --no-aux net) instead of refusing "
                         "the file; every tensor the network has must still be there and fit")
     return p
+
+
+def _freeze(text):
+    try:
+        return FT.normalize_freeze(text)
+    except FT.FreezeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_finetune_args(p):
+    """Fine-tuning from ``--init-from`` (docs/finetune.md): the classes, what is frozen, the
+    body's learning rate, the aux heads."""
+    g = p.add_argument_group("fine-tuning (docs/finetune.md)")
+    g.add_argument("--num-classes", type=int, metavar="N",
+                   help="the classes of the new network (default: the data's; given, it must be the "
+                        "data's). A classifier of --init-from's file with other classes is re-initialised")
+    g.add_argument("--freeze", type=_freeze, metavar="WHAT",
+                   help="none (default), body (or features: every stage but the last) or upto:STAGE: "
+                        "those stages are not trained and their batch norms stay in inference mode")
+    g.add_argument("--body-lr-factor", type=float, metavar="F",
+                   help="the body's learning rate is F times the head's (1; 0: the body does not move)")
+    g.add_argument("--aux-init", choices=FT.AUX_INIT,
+                   help="the aux heads of --init-from's file: keep (default; their classifiers "
+                        "re-initialised if the classes differ), reinit (all their layers) or drop "
+                        "(a network without aux heads)")
+    return p
+
+
+def zoo_start(path, spec):
+    """The canonical weights of a zoo's ImageNet file or ``imagenet:SOURCE`` (``cli.zoo``), or
+    ``None`` for one of this project's own files; a zoo's weights need its preset."""
+    from . import zoo as Z
+    found = Z.load(path)
+    if found is None:
+        return None
+    src, weights, _ = found
+    from common.net.family import ALIASES
+    preset = spec.name.rstrip("*")
+    if ALIASES.get(preset, preset) != src.preset:
+        raise UserError(f"--init-from {path} holds {PT_TOKEN}{src.name}'s {src.preset} weights; train that "
+                        f"network: add --preset {src.preset} (and --channels 3: the zoo's net sees RGB)")
+    return weights
+
+
+def read_start(path, spec, input_size=None, *, seed=0, aux="keep", aux_heads=None, allow_extra=False):
+    """The weights to start a run from (``--init-from``): a file in any format read as
+    :func:`read_weights` reads it, then its classifiers fitted to ``spec``'s classes
+    (:func:`common.train.finetune.start_weights`: a :class:`~common.train.finetune.Start`).
+    Raises ``WeightsMismatch`` if the body does not fit."""
+    raw = zoo_start(path, spec)
+    if raw is None:
+        fmt = weight_format(path)
+        native = get_backend(fmt).read_native if fmt else None
+        raw = W.load_any(path, spec, input_size, native=native)
+    return FT.start_weights(spec, raw, input_size, seed=seed, aux=aux, aux_heads=aux_heads,
+                            allow_extra=allow_extra)
 
 
 def add_checkpoint_args(p):
@@ -221,8 +280,9 @@ def run_changes(args, previous: dict) -> list:  # noqa: C901
             changes.append((flag, given, model.get(name)))
     if getattr(args, "limit", None) is not None and args.limit != previous.get("limit"):
         changes.append(("--limit", args.limit, previous.get("limit")))
-    if getattr(args, "init_from", None):
-        changes.append(("--init-from", args.init_from, previous.get("init_from")))
+    for name in ("init_from", "aux_init"):          # how the run started
+        if getattr(args, name, None):
+            changes.append((f"--{name.replace('_', '-')}", getattr(args, name), previous.get(name)))
     data = previous.get("data", {})
     for name, default in DATA_DEFINING.items():
         given = getattr(args, name, None)
@@ -233,8 +293,9 @@ def run_changes(args, previous: dict) -> list:  # noqa: C901
     return changes
 
 
-def add_data_args(p, data_dir=True):
-    """The data options: which dataset, where, and how it is split and read."""
+def add_data_args(p, data_dir=True, sample=False):
+    """The data options: which dataset, where, and how it is split and read (``sample``: the
+    command trains, so it may fall back to the shipped Fashion-MNIST sample: ``--no-sample``)."""
     g = p.add_argument_group("data (docs/datasets.md)")
     if data_dir:
         g.add_argument("--data-dir", help=f"the dataset's folder (Fashion-MNIST: default ${D.ENV_DATA}, "
@@ -249,6 +310,11 @@ def add_data_args(p, data_dir=True):
                                                                  "channels (default: the data's)")
     g.add_argument("--strict", action="store_true", default=None,
                    help="stop at an unreadable image instead of skipping it")
+    if sample:
+        g.add_argument("--no-sample", dest="sample", action="store_false",
+                       help="stop with an error when Fashion-MNIST is neither in its folder nor "
+                            "downloadable, instead of training on the 1,000-picture sample shipped "
+                            "with the package")
     return p
 
 
@@ -272,7 +338,9 @@ def load_datasets(options: dict, data_dir, recipe, limit=None):
 
 
 def load_dataset(options: dict, data_dir, size, limit=None):
-    """The dataset of recorded data options (``data_options``)."""
+    """The dataset of recorded data options (``data_options``); ``options["sample"]``: may fall
+    back to the shipped Fashion-MNIST sample (training only; default not)."""
     return DS.load_dataset(options["dataset"], data_dir, size, channels=options.get("channels"),
                            val_fraction=options.get("val_fraction"), seed=options.get("split_seed") or 0,
-                           strict=bool(options.get("strict")), limit=limit)
+                           strict=bool(options.get("strict")), limit=limit,
+                           sample=bool(options.get("sample", False)))
