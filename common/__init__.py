@@ -35,7 +35,7 @@ ROOMS = {
 }
 
 #: modules written after the rooms were built: they never had an old path
-NEW = ("family", "zoo", "classic", "tensorboard", "finetune")
+NEW = ("family", "zoo", "classic", "tensorboard", "finetune", "zoofiles", "pretrained", "download")
 
 #: old path -> new path: ``common.spec`` -> ``common.net.spec`` ...
 MOVED = {f"{__name__}.{module}": f"{__name__}.{room}.{module}"

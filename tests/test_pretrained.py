@@ -362,3 +362,36 @@ def test_read_bytes_stay_whole(tmp_path):
         zf.writestr("archive/data/0", np.zeros(4, np.float32).tobytes())
     with pytest.raises(ZF.ZooFileError, match="reaches past its storage"):
         ZF.read_arrays(str(path))
+
+
+def test_fine_tuning_starts_from_another_frameworks_zoo_file(tmp_path, capsys):
+    """Paddle's own GoogLeNet file (``paddle.save`` of its state dict) fine-tuned in PyTorch on a
+    3-class image folder, body frozen, aux heads dropped: the classifier is new, every body
+    tensor is the file's, bit for bit, after an epoch."""
+    backend_or_skip("pytorch")
+    backend_or_skip("paddle")
+    import backends.paddle.zoo as ZM
+    from cli.train import main as train
+    from common.net import weights as W
+    from tests.datagen import make_image_folder
+    folder = make_image_folder(str(tmp_path / "folder"), n_classes=3)
+    zoo = str(tmp_path / "googlenet.pdparams")
+    ZM.save(ZM.MODELS["googlenet"].make(0), zoo)
+    run = str(tmp_path / "run")
+    assert train(["--backend", "pytorch", "--preset", "paddle_googlenet", "--no-aux", "--aux-init", "drop",
+                  "--init-from", zoo, "--dataset", "folder", "--data-dir", folder, "--channels", "3",
+                  "--resize", "64", "--freeze", "body", "--epochs", "1", "--batch-size", "8", "--no-progress",
+                  "--no-tensorboard", "--run-dir", run]) == 0
+    out = capsys.readouterr().out
+    assert "re-initialised head.dense1 (1000 -> 3 classes)" in out and "left out the file's 10 tensors of aux1, aux2" \
+        in out
+    _, pre = PT.read(zoo)
+    now = W.load(os.path.join(run, "checkpoint", "weights.npz"))
+    body = [k for k in now if not k.startswith("head.")]
+    assert len(body) == 57 and all(np.array_equal(now[k], pre[k]) for k in body)        # 57 convs, no BN
+    assert now["head.dense1.weight"].shape == (3, 1024)
+    assert train(["--backend", "pytorch", "--init-from", zoo, "--dataset", "folder", "--data-dir", folder,
+                  "--channels", "3", "--epochs", "1", "--run-dir", str(tmp_path / "r2")]) == 1
+    err = capsys.readouterr().err
+    assert "holds imagenet:paddle.googlenet's paddle_googlenet weights; train that network: add --preset " \
+           "paddle_googlenet" in err
