@@ -18,19 +18,21 @@ from common.train.runlock import RunLock
 from backends.config import resolve
 from common.train.train_config import Recipe
 
+from . import nodes as N
 from .errors import UserError, guard
 from .main import command
-from .options import (ArgumentParser, add_backend_arg, add_checkpoint_args, add_data_args, add_model_args,
-                      add_recipe_args, add_weights_args, base_recipe, build_from_options, checkpoint_every,
-                      data_options, get_backend, load_datasets, model_options, read_weights, recipe_from,
-                      run_changes, spec_of)
+from .options import (ArgumentParser, add_backend_arg, add_checkpoint_args, add_data_args, add_finetune_args,
+                      add_model_args, add_recipe_args, add_weights_args, base_recipe, build_from_options,
+                      checkpoint_every, data_options, get_backend, load_datasets, model_options, read_start,
+                      recipe_from, run_changes, spec_of)
+from . import finetune as FTC
 
 
 def parser(fixed_backend=None):
     p = ArgumentParser(description="Train GoogLeNet on Fashion-MNIST (the book's recipe by default: "
                                    "10 epochs, batch 128, SGD lr 0.1, 96x96).")
     add_backend_arg(p, fixed_backend)
-    add_data_args(p)
+    add_data_args(p, sample=True)
     add_recipe_args(p)
     p.add_argument("--run-dir", help="run folder (default: runs/<backend>-<preset>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR",
@@ -39,6 +41,7 @@ def parser(fixed_backend=None):
                    help="start from a weight file in any format (.npz, .pt, .weights.h5, .params, "
                         ".pdparams), checked against the model before training starts")
     add_weights_args(p)
+    add_finetune_args(p)
     add_checkpoint_args(p)
     p.add_argument("--no-fast", dest="fast", action="store_false", help="disable the fast path")
     g = p.add_argument_group("several workers (docs/distributed.md)")
@@ -47,7 +50,13 @@ def parser(fixed_backend=None):
                         "(--batch-size stays the global batch)")
     g.add_argument("--dist-timeout", type=float, default=600.0,
                    help="seconds a worker waits for the others before the run ends (600)")
+    N.add_node_args(g)
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="write no TensorBoard event files into the run folder (written by default: "
+                        "tensorboard --logdir runs)")
+    p.add_argument("--log-histograms", type=int, metavar="N",
+                   help="also log the weights' histograms to TensorBoard every N steps")
     add_model_args(p)
     return p
 
@@ -93,7 +102,7 @@ def plan_run(args, previous=None):
         name, model, recipe, data, data_dir, limit = resumed(args, previous)
         return name, model, recipe, data, data_dir, limit, previous.get("recipe_name", "book")
     recipe = recipe_from(args)
-    model = model_options(args, input_size=recipe.resize, defaults=base_recipe(args)[1])
+    model = FTC.model_for(args, model_options(args, input_size=recipe.resize, defaults=base_recipe(args)[1]))
     return (resolve(args.backend), model, recipe, data_options(args), args.data_dir, args.limit,
             args.recipe or "book")
 
@@ -102,6 +111,7 @@ def check_sizes(model, recipe):
     """Refuse, before any data is read, an input too small for the table and scales that the
     table's weights cannot follow."""
     oracle.check_input(spec_of(model), recipe.resize)
+    FTC.check_plan(model, recipe)
     shapes = oracle.param_shapes(spec_of(model), recipe.resize)
     for size in recipe.sizes():
         oracle.check_input(spec_of(dict(model, input_size=size)), size)
@@ -124,18 +134,24 @@ def without(argv, option):
     return out
 
 
-def launch_workers(args, argv, name, run_dir, fixed_backend):
-    """``--nproc-per-node N``: N workers of this command on this machine, the backend's way."""
+def launch_workers(args, argv, name, run_dir, fixed_backend, nodes=None):
+    """``--nproc-per-node N``: N workers of this command on this machine, the backend's way
+    (``nodes``: this machine's share of a run on several, cli/nodes.py)."""
     script = command("train", f"train_{fixed_backend}.py" if fixed_backend else None)
-    worker_argv = script + without(without(argv, "--nproc-per-node"), "--nproc_per_node")
+    worker_argv = script + N.worker_argv(argv, without)
     if not args.resume and not args.run_dir:
         worker_argv += ["--run-dir", run_dir]
     if not fixed_backend and not args.backend:
         worker_argv += ["--backend", name]
-    procs = launch.plan(name, worker_argv, args.nproc_per_node, launch.workdir(run_dir))
-    print(f"{name}: {args.nproc_per_node} workers on this machine, each with "
-          f"{procs[-1].env['OMP_NUM_THREADS']} thread(s); run folder {run_dir}", flush=True)
-    resume = f"{train_command()} --resume {run_dir} --nproc-per-node {args.nproc_per_node}"
+    resume = N.resume_command(args, train_command(), run_dir)
+    if nodes is not None:
+        print(f"{name}: {N.described(args)}: waiting for every node", flush=True)
+    try:
+        procs = launch.plan(name, worker_argv, args.nproc_per_node, launch.workdir(run_dir), nodes=nodes)
+    except launch.LaunchError as e:       # the nodes did not meet: nothing ran
+        raise UserError(str(e)) from None
+    print(f"{name}: {N.described(args)}, each with {procs[-1].env['OMP_NUM_THREADS']} thread(s); "
+          f"run folder {run_dir}", flush=True)
     try:
         launch.run(procs)
     except launch.LaunchError as e:
@@ -176,6 +192,10 @@ def main(argv=None, fixed_backend=None):
 def train(args, argv, fixed_backend, stop):
     if args.nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be at least 1, not {args.nproc_per_node}")
+    N.restarted(args)                     # torchrun restarted this worker: --run-dir R is --resume R
+    nodes = N.nodes_of(args)
+    if args.log_histograms is not None and args.log_histograms < 1:
+        raise UserError(f"--log-histograms must be at least 1 step, not {args.log_histograms}")
     if args.resume:
         check_run_dir(args.resume, "--resume")
     previous = read_run(args.resume) if args.resume else None     # the run record, read once
@@ -189,13 +209,14 @@ def train(args, argv, fixed_backend, stop):
     run_dir = args.resume or args.run_dir or stamp()
     check_run_dir(run_dir, "--run-dir")
     worker = bool(os.environ.get(launch.WORKER))              # started by our launcher, which holds the lock
-    if args.nproc_per_node > 1 and not worker:
-        with RunLock(run_dir):
-            return launch_workers(args, argv, name, run_dir, fixed_backend)
-    ds, at_sizes = load_datasets(data, data_dir, recipe, limit)
+    if N.launched_here(args) and not worker:      # node 0's launcher holds the lock of a run on several
+        with RunLock(run_dir) if args.node_rank == 0 else contextlib.nullcontext():
+            return launch_workers(args, argv, name, run_dir, fixed_backend, nodes)
+    ds, at_sizes = load_datasets(dict(data, sample=args.sample), data_dir, recipe, limit)
     if previous and list(ds.classes) != previous.get("dataset", {}).get("classes", list(ds.classes)):
         raise UserError(f"the classes in {ds.info.get('dir')} are not those {args.resume} was trained on")
     model.update(ds.model_options())                          # the model follows the data
+    FTC.check_classes(args, model, ds)
     analysis = oracle.check_input(spec_of(model), recipe.resize)
     bk = get_backend(name)
     world = bk.distribute.init(args.dist_timeout)             # first: TensorFlow needs it so
@@ -237,20 +258,23 @@ def train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, anal
     """Build the network and train it in ``run_dir``, locked in ``held`` (an ExitStack) just
     before the first file is written; the run record, or an exit code."""
     train_iter, test_iter = ds.recipe_loaders(recipe, at_sizes)
-    init = None
+    start = None
     if args.init_from:                    # read and checked in full before a network is built
         try:
-            init = read_weights(args.init_from, spec_of(model), recipe.resize, allow_extra=args.drop_extra)
+            start = read_start(args.init_from, spec_of(model), recipe.resize, seed=recipe.seed,
+                               aux=args.aux_init or "keep", aux_heads=FTC.file_aux_heads(model),
+                               allow_extra=args.drop_extra)
         except W.WeightsMismatch as e:
             raise UserError(f"--init-from {args.init_from} does not fit the {model['preset']} "
-                            f"network: {e}") from None
-    net = build_from_options(bk, model, seed=recipe.seed, weights=init, world=world)
+                            f"network: {e}{FTC.hint(e, model)}") from None
+    net = build_from_options(bk, model, seed=recipe.seed, weights=start and start.weights, world=world)
     record = dict(backend=name, framework_version=bk.framework_version(), device=bk.device(),
                   cpu=runtime.cpu_summary(), recipe_name=recipe_name,
                   model=model, params=bk.count_params(net), macs_per_example=analysis.macs,
                   data=data, dataset=ds.describe(), data_dir=ds.info.get("dir"), limit=limit,
                   train_examples=len(train_iter.split),
                   test_examples=len(test_iter.split), fast=args.fast, init_from=args.init_from,
+                  **FTC.record_of(args, start),
                   python=platform.python_version(), command=" ".join(sys.argv))
     say(ds.summary())
     say(f"{name} {bk.framework_version()} on {bk.device()}: {model['preset']} net, "
@@ -260,13 +284,16 @@ def train_in(args, bk, world, say, name, model, recipe, data, ds, at_sizes, anal
         + (f"; {recipe.amp} mixed precision" if recipe.amp else ""))
     if recipe.amp == "bf16" and bk.device().startswith("cpu"):
         say(bf16_advice())
+    for line in FTC.lines(args, start, net.spec, recipe):
+        say(line)
     resume_hint = f"continue with: {train_command()} --resume {run_dir}"
     if world.main and not worker:         # one process per run folder (rank 0 of torchrun's workers)
         held.enter_context(RunLock(run_dir))
     try:
         return fit(bk, net, train_iter, test_iter, recipe, run_dir, resume=bool(args.resume),
                    record=record, progress=args.progress, fast=args.fast, world=world,
-                   checkpoint_every=every, stop=stop)
+                   checkpoint_every=every, stop=stop, tensorboard=args.tensorboard,
+                   log_histograms=args.log_histograms)
     except KeyboardInterrupt as e:
         where = getattr(e, "checkpoint", None)
         saved = (f" at {e.where}; checkpoint {where} written" if where else
