@@ -37,9 +37,11 @@ def parser(fixed_backend=None):
     p.add_argument("--run-dir", help="run folder (default: runs/<backend>-<preset>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (--epochs extends it)")
-    p.add_argument("--init-from", metavar="WEIGHTS",
+    p.add_argument("--init-from", "--weights", dest="init_from", metavar="WEIGHTS",
                    help="start from a weight file in any format (.npz, .pt, .weights.h5, .params, "
-                        ".pdparams), checked against the model before training starts")
+                        ".pdparams), a zoo's ImageNet file (torchvision .pth, Keras .h5, Paddle .pdparams, "
+                        "Gluon .params) or imagenet:SOURCE, downloaded once (docs/pretrained.md); checked "
+                        "against the model before training starts")
     add_weights_args(p)
     add_finetune_args(p)
     add_checkpoint_args(p)
