@@ -32,7 +32,7 @@ PASSED = ("recipe", "num_epochs") + DEFINING + ("limit", "data_dir", "dataset", 
                                                  "split_seed", "channels")
 #: on/off options: attribute -> (flag when True, flag when False)
 SWITCHES = dict(nesterov=("--nesterov", None), flip=("--flip", "--no-flip"), strict=("--strict", None),
-                aux_logits=("--aux", "--no-aux"))
+                aux_logits=("--aux", "--no-aux"), sample=(None, "--no-sample"))
 
 
 def parser():
@@ -48,7 +48,7 @@ def parser():
     p.add_argument("--target-acc", type=float, default=0.85, metavar="ACC",
                    help="report the epoch and training time at which each backend first reached this "
                         "test accuracy (0.85; 0 to leave it out)")
-    add_data_args(p)
+    add_data_args(p, sample=True)
     add_recipe_args(p, epochs_default=r.num_epochs)
     add_model_args(p)
     return p
@@ -123,7 +123,8 @@ def main(argv=None):
     else:
         backends = backend_list(args.backends, installed())
         recipe = recipe_from(args)
-        ds, _ = load_datasets(data_options(args), args.data_dir, recipe, args.limit)   # cached once
+        ds, _ = load_datasets(dict(data_options(args), sample=args.sample), args.data_dir, recipe,
+                              args.limit)                                             # cached once
         print(ds.summary())
         model = model_options(args, input_size=recipe.resize, defaults=base_recipe(args)[1],
                               **ds.model_options())
@@ -148,11 +149,13 @@ def main(argv=None):
     combined = R.combine(entries, notes, command=command, init=init)
     combined["seeds"] = seeds
     combined["target_acc"] = args.target_acc or None
+    combined["logdir"] = args.from_runs or out            # every run folder under it holds its event files
     path = R.write_report(combined, out)
     print("\n".join(R.table(combined) + ["", R.gap_line(combined)] + [f"note: {n}" for n in notes]))
     if seeds:
         print("\n".join(R.seeds_markdown(seeds)[4:]))
     print(f"report {path}")
+    print(f"TensorBoard, the runs overlaid: {R.tensorboard_command(combined['logdir'])}")
     return 0 if combined["succeeded"] else 1
 
 

@@ -189,6 +189,16 @@ def test_compare_two_backends_end_to_end(tmp_path):
     # Same start, same batches: after two SGD steps the losses agree to rounding.
     assert recs["pytorch"]["train_loss"] == pytest.approx(recs["mxnet"]["train_loss"], rel=1e-4)
     assert (out_dir / "curves.png").exists() and (out_dir / "combined.json").exists()
+    # One TensorBoard log directory: the report's folder, the runs named by their folders
+    # (read with TensorBoard's own multi-run loader, what one tensorboard process uses).
+    assert f"tensorboard --logdir {out_dir} --host 127.0.0.1" in out.stdout
+    assert f"tensorboard --logdir {out_dir}" in open(out_dir / "report.md").read()
+    mux_module = pytest.importorskip("tensorboard.backend.event_processing.event_multiplexer")
+    mux = mux_module.EventMultiplexer().AddRunsFromDirectory(str(out_dir)).Reload()
+    assert sorted(mux.Runs()) == ["runs/mxnet", "runs/pytorch"]
+    for b, rec in recs.items():          # float32 in the event file: within half an ulp
+        assert [e.value for e in mux.Scalars(f"runs/{b}", "epoch/test_acc")] == pytest.approx(
+            [rec["test_acc"]], rel=2 ** -24)
 
 
 def test_seed_summary_and_the_noise_verdict():

@@ -120,6 +120,9 @@ def test_the_installed_command_works_without_the_repository(installed):
     assert where[1] == "False"                                 # no editable finder of the checkout
 
     assert "Total params: 5,977,530" in run([googlenet, "summary", "--backend", "pytorch"], str(tmp), env)
+    # the wheel ships the offline Fashion-MNIST sample, its checksums and licence (package data)
+    shipped = sorted(os.listdir(os.path.join(site, "common", "inputs", "sample")))
+    assert shipped == sorted(os.listdir(os.path.join(ROOT, "common", "inputs", "sample"))), shipped
 
     data = make_dataset(str(tmp / "data"), n_train=64, n_test=32)
     env = dict(env, MODULES_JSON=str(tmp / "modules.json"))
@@ -131,6 +134,7 @@ def test_the_installed_command_works_without_the_repository(installed):
     assert record["backend"] == "pytorch" and record["params"] == 5_977_530 and 0 <= record["test_acc"] <= 1
     assert record["command"].startswith("googlenet train --backend pytorch")
     assert os.path.isdir(tmp / "run" / "checkpoint")
+    assert any(f.startswith("events.out.tfevents.") for f in os.listdir(tmp / "run"))    # TensorBoard
     modules = json.load(open(tmp / "modules.json"))
     assert from_the_repository(modules["files"], frameworks) == []
     assert from_the_repository(modules["path"], frameworks) == []
