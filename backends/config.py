@@ -12,7 +12,7 @@ import importlib.util
 import os
 from typing import Dict, Optional
 
-from common.serve.export import ONNX, ExportError, Format
+from common.serve.export import ONNX, ONNX_INT8, ExportError, Format
 from common.net.weights import WeightsError, is_neutral
 
 from .card import Card
@@ -34,7 +34,7 @@ PIP = {n: c.pip for n, c in CARDS.items()}
 #: a framework's own weight-file suffix -> its backend
 NATIVE_SUFFIXES = {c.native_suffix: n for n, c in CARDS.items()}
 #: every serving format: ONNX (every backend's exporter writes it) and each backend's own
-FORMATS: Dict[str, Format] = {f.name: f for f in (ONNX,) + sum((c.formats for c in CARDS.values()), ())}
+FORMATS: Dict[str, Format] = {f.name: f for f in (ONNX, ONNX_INT8) + sum((c.formats for c in CARDS.values()), ())}
 
 
 class BackendError(RuntimeError):
@@ -85,7 +85,8 @@ def missing_message(name: str, error: Exception = None) -> str:
 def format_of(name: str) -> Format:
     """The format called ``name`` (case and ``_``/``-`` ignored); ``ExportError`` lists the valid ones."""
     key = name.strip().lower().replace("_", "-")
-    key = {"torch.export": "torch-export", "pt2": "torch-export", "saved-model": "savedmodel"}.get(key, key)
+    key = {"torch.export": "torch-export", "pt2": "torch-export", "saved-model": "savedmodel",
+           "int8": "onnx-int8", "onnx-int8": "onnx-int8"}.get(key, key)
     if key not in FORMATS:
         raise ExportError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
     return FORMATS[key]

@@ -50,6 +50,9 @@ def add_args(p):
                                     "initial weights at --input-size)")
     g.add_argument("--latency-calls", type=int, default=200, help="timed batch-1 calls (200)")
     g.add_argument("--throughput-batch", type=int, default=64, help="batch of the throughput figure (64)")
+    g.add_argument("--int8", action="store_true",
+                   help="also export and time the int8 ONNX model (export.py --int8; needs --source RUN, whose "
+                        "training images calibrate it), beside the float32 ONNX model")
     g.add_argument("--artifact", help=argparse.SUPPRESS)
     return p
 
@@ -82,7 +85,7 @@ def worker(args):
             c, size = net.spec.in_channels, net.input_size
         else:
             meta = X.read_meta(args.artifact)
-            if config == "onnx":
+            if config in X.ONNX_FORMATS:
                 predict, loader = X.onnx_predictor(args.artifact), "ONNX Runtime"
             else:
                 from .options import get_backend
@@ -148,6 +151,8 @@ def run_inference(args):
         if args.source:
             from .export import locate_run
             locate_run(args.source)                          # a bad run is one error line, now
+        elif args.int8:
+            raise UserError("--int8 needs --source RUN: the int8 model is calibrated on the run's training images")
         rep["source"] = os.path.abspath(args.source) if args.source else "the book's net, initial weights"
         exported = os.path.join(tmp, "exported")
         for name in names:
@@ -156,8 +161,8 @@ def run_inference(args):
                 print(f"{name}: skipped ({rep['backends'][name]['reason']})", flush=True)
                 continue
             print(f"{name}: exporting ...", flush=True)
-            p, error = _run(command("export") + [source, "--all", exported, "--backend", name, "--no-check"],
-                            args.timeout)
+            p, error = _run(command("export") + [source, "--all", exported, "--backend", name, "--no-check"]
+                            + (["--int8"] if args.int8 else []), args.timeout)
             artifacts = {}
             for line in (p.stdout.splitlines() if p else []):
                 if line.startswith("EXPORT-RESULT "):
@@ -165,7 +170,8 @@ def run_inference(args):
                                  if "error" not in r}
             res = dict(status="ok", runtimes={}, export_error=error or (None if p.returncode == 0 else
                                                                          (p.stderr.strip().splitlines() or [""])[-1]))
-            for config, artifact in [("eager", None)] + sorted(artifacts.items(), key=lambda kv: kv[0] == "onnx"):
+            order = sorted(artifacts.items(), key=lambda kv: (kv[0] in X.ONNX_FORMATS, kv[0]))   # ONNX last
+            for config, artifact in [("eager", None)] + order:
                 r = _worker(args, name, config, source=source if config == "eager" else None, artifact=artifact)
                 res["runtimes"][config] = r
                 if r.get("status") == "ok":

@@ -4,8 +4,12 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+
 from common.train import checkpoint
 from common.inputs import data as D
+from common.serve import predict as P
+from common.serve import export as X
 from common.net import weights as W
 from common.net.family import ALIASES, PRESETS
 from common.train.loop import evaluate
@@ -19,8 +23,9 @@ from .options import (ArgumentParser, add_data_args, add_model_args, add_weights
 def parser():
     p = ArgumentParser(description="Accuracy of a trained model on the Fashion-MNIST test set, with "
                                    "any backend (the weights are framework-neutral).")
-    p.add_argument("source", help="a run folder, its checkpoint folder, or a weight file in any format "
-                                  "(.npz, .pt, .weights.h5, .params, .pdparams)")
+    p.add_argument("source", help="a run folder, its checkpoint folder, a weight file in any format "
+                                  "(.npz, .pt, .weights.h5, .params, .pdparams), or an artifact written by "
+                                  "scripts/export.py (model.onnx, model.int8.onnx, ...), run in its own runtime")
     p.add_argument("--backend", help=f"default: ${ENV_VAR}, else the run's own, else pytorch")
     add_data_args(p)
     p.add_argument("--batch-size", type=int, default=256)
@@ -57,9 +62,41 @@ def preset_of(name) -> str:
     return name if name in PRESETS or name in ALIASES else "d2l"
 
 
+def evaluate_artifact(args, path, meta):
+    """The test accuracy of an exported artifact in its serving runtime (ONNX Runtime for
+    ``.onnx`` and ``.int8.onnx``): the test split of the dataset its source run trained on
+    (``--data-dir`` > the run's folder), prepared as its metadata says."""
+    from .predict import artifact_model
+    src = meta.get("source") or {}
+    run = None
+    if src.get("run") and os.path.exists(os.path.join(src["run"], "run.json")):
+        with open(os.path.join(src["run"], "run.json")) as f:
+            run = json.load(f)
+    data = (run or {}).get("data") or {"dataset": (meta.get("dataset") or {}).get("name", "fashion-mnist")}
+    if args.dataset:
+        data = data_options(args)
+    data_dir = args.data_dir or src.get("data_dir")
+    ds = load_dataset(data, data_dir, int(meta["input"]["shape"][2]))
+    pre = meta["preprocessing"]
+    norm = dict(mean=pre["mean"], std=pre["std"]) if pre.get("normalize") else {}
+    what, predict = artifact_model(path, meta, args.backend)
+    losses, correct, n = 0.0, 0, 0
+    for x, y in D.Loader(ds.test, args.batch_size, prefetch=0, **norm).epoch(0):
+        p = P.softmax(predict(x))
+        losses += float(-np.log(np.maximum(p[np.arange(len(y)), y], 1e-300)).sum())
+        correct += int((p.argmax(1) == y).sum())
+        n += len(y)
+    print(f"{path} with {what}: test loss {losses / n:.4f}, test acc {correct / n:.4f} ({n} examples; "
+          f"{meta.get('format')} of a run trained with {src.get('trained_with')})")
+    return 0
+
+
 @guard
 def main(argv=None):
     args = parser().parse_args(argv)
+    found = X.find_artifact(args.source) if os.path.exists(args.source) else None
+    if found and not os.path.exists(os.path.join(found[0], "weights.npz")):
+        return evaluate_artifact(args, *found)
     path, run = locate(args.source)
     meta = W.meta(path)                          # a neutral file's record of its model; {} otherwise
     size = args.resize or (run or {}).get("recipe", {}).get("resize") or meta.get("input_size") or 96

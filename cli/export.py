@@ -14,13 +14,14 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 import numpy as np
 
 from common.train import checkpoint
 from common.inputs import data as D
-from common.serve import export as X
+from common.serve import export as X, quantize as Q
 from common.net import weights as W
 from common.net.spec import SpecError
 from backends.config import BACKENDS, FORMATS, FRAMEWORK_MODULE, format_of, is_installed, resolve
@@ -33,6 +34,11 @@ MARK = "EXPORT-RESULT "
 #: an artifact whose logits differ from the eager model's by more than this (relative to
 #: max(1, max |logit|)) is reported as broken; float32 reordering stays near 1e-6
 CHECK_TOLERANCE = 1e-4
+#: an int8 artifact whose top-1 class agrees with the eager float32 model's on fewer of the
+#: held-out training images than this is reported as broken.  Not an accuracy target (the
+#: measured agreement is 0.99-1.0, docs/export.md): a gross-error bound, far below what a
+#: working quantization gives and far above the 1/classes of a broken graph.
+INT8_MIN_AGREEMENT = 0.9
 
 
 def parser():
@@ -51,6 +57,14 @@ def parser():
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="do not compare each artifact's logits with the eager model's")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per backend with --all")
+    g = p.add_argument_group("int8 (docs/export.md#int8-inference)")
+    g.add_argument("--int8", action="store_true",
+                   help="write the int8 ONNX model (the same as --format onnx-int8; with --all, also "
+                        "OUTDIR/<backend>/model.int8.onnx): ONNX Runtime's post-training static "
+                        "quantization, calibrated on the run's training images")
+    g.add_argument("--calibration-size", type=int, default=Q.CALIBRATION_COUNT,
+                   help=f"training images to calibrate on ({Q.CALIBRATION_COUNT}; never test images)")
+    g.add_argument("--data-dir", help="the run's dataset folder, for the calibration (default: the run's own)")
     p.epilog = "formats: " + "; ".join(f"{f.name} ({f.backend or 'every backend'}): {f.what}"
                                        for f in FORMATS.values())
     return p
@@ -149,16 +163,59 @@ def _remove(path):
         os.remove(path)
 
 
-def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=print) -> dict:
+def calibration_for(run: dict, data_dir=None, count: int = Q.CALIBRATION_COUNT) -> Q.Calibration:
+    """The int8 calibration of a run: ``count`` of its **training** images (read from the
+    run's dataset at its input size, normalised as the run was; only ``ds.train`` is passed
+    on)."""
+    from .options import load_dataset
+    if count < 1:
+        raise UserError(f"--calibration-size must be at least 1, not {count}")
+    options = run.get("data") or {"dataset": (run.get("dataset") or {}).get("name", "fashion-mnist")}
+    where = data_dir or run.get("data_dir")
+    size = run["model"]["input_size"]
+    try:
+        ds = load_dataset(dict(options, sample=False), where, size)
+    except Exception as e:
+        raise UserError(f"the int8 calibration needs the run's training images ({options.get('dataset')} in "
+                        f"{where or 'its default folder'}): {e}. Pass --data-dir DIR") from None
+    recorded = run.get("dataset") or {}
+    norm = dict(mean=recorded["mean"], std=recorded["std"]) if recorded.get("normalize") else {}
+    return Q.calibration_from_train(ds.train, count, what=f"{options.get('dataset')} in {where}", **norm)
+
+
+def export_int8(bk, net, out: str, base: dict, calibration: Q.Calibration) -> dict:
+    """The backend's ONNX file, quantized to int8 (``common/serve/quantize.py``), with its
+    metadata (the ONNX file's, format ``onnx-int8``, and how it was quantized)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path = os.path.join(tmp, "model.onnx")
+        meta = bk.export.export_onnx(net, float_path, base)
+        settings = Q.quantize(float_path, out, calibration.batches)
+    onnx = X.require("onnx", "int8 quantization")
+    meta = dict(meta, format=X.ONNX_INT8.name, artifact=os.path.basename(out),
+                exporter=meta["exporter"] + "; int8: " + settings["method"],
+                quantization=dict(settings, calibration=calibration.describe))
+    model = onnx.load(out)
+    onnx.save(X.embed_meta(model, meta), out)
+    return X.write_meta(out, meta)
+
+
+def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=print,
+               calibration: Q.Calibration = None) -> dict:
     """Write one artifact with backend ``bk``'s exporter; check it against the eager model
-    with the serving runtime; the result (path, seconds, max |diff|)."""
+    with the serving runtime; the result (path, seconds, max |diff|).  ``onnx-int8`` needs
+    ``calibration`` (:func:`calibration_for`)."""
     check_out(out, fmt)
     if FORMATS[fmt].layout == "folder":
         _remove(out)                                     # an earlier export of it (check_out)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     t0 = time.perf_counter()
     try:
-        meta = bk.export.export_onnx(net, out, base) if fmt == "onnx" else bk.export.export(net, out, fmt, base)
+        if fmt == X.ONNX_INT8.name:
+            meta = export_int8(bk, net, out, base, calibration)
+        elif fmt == "onnx":
+            meta = bk.export.export_onnx(net, out, base)
+        else:
+            meta = bk.export.export(net, out, fmt, base)
     except Exception:
         for p in (out, X.meta_path(out)):               # nothing half-written stays behind
             _remove(p)
@@ -166,10 +223,19 @@ def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=
     res = dict(backend=bk.NAME, format=fmt, path=os.path.abspath(out), seconds=round(time.perf_counter() - t0, 2),
                exporter=meta["exporter"], bytes=_size(out))
     line = f"wrote {out} ({fmt}, {meta['exporter']}) in {res['seconds']:.1f} s"
-    if check:
+    if check and fmt == X.ONNX_INT8.name:
+        res.update(check_int8(bk, net, out, calibration))
+        line += (f"; top-1 vs eager float32 {bk.NAME} on {res['examples']} {res['checked_on']}: "
+                 f"{100 * res['top1_agreement']:.1f} % agree, max |diff| {res['max_diff']:.2f} "
+                 f"(max |logit| {res['max_logit']:.1f})")
+    elif check:
         res.update(check_artifact(bk, net, out, meta))
         line += f"; logits vs eager {bk.NAME}: max |diff| {res['max_diff']:.1e} (max |logit| {res['max_logit']:.1f})"
     log(line, flush=True)
+    if check and fmt == X.ONNX_INT8.name and not res["ok"]:
+        raise UserError(f"{out}: its top-1 class agrees with the float32 model's on only "
+                        f"{100 * res['top1_agreement']:.1f} % of {res['examples']} {res['checked_on']} (less than "
+                        f"{100 * INT8_MIN_AGREEMENT:.0f} %): the quantization got the network wrong")
     if check and not res["ok"]:
         raise UserError(f"{out}: its logits differ from the eager model's by {res['max_diff']:.2e}, more than "
                         f"{CHECK_TOLERANCE:g} x max(1, max |logit|): the exporter got the network wrong")
@@ -182,10 +248,25 @@ def check_artifact(bk, net, path, meta) -> dict:
     c, s = meta["input"]["shape"][1], meta["input"]["shape"][2]
     batch = X.probe_batch(c, s)
     ref = bk.forward(net, batch)
-    run = X.onnx_predictor(path) if meta["format"] == "onnx" else bk.export.predictor(path, meta["format"])
+    run = X.onnx_predictor(path) if meta["format"] in X.ONNX_FORMATS else bk.export.predictor(path, meta["format"])
     diff = max(float(np.abs(run(batch) - ref).max()), float(np.abs(run(batch[:1]) - ref[:1]).max()))
     scale = float(np.abs(ref).max())
     return dict(max_diff=diff, max_logit=scale, ok=bool(diff <= CHECK_TOLERANCE * max(1.0, scale)))
+
+
+def check_int8(bk, net, path, calibration: Q.Calibration) -> dict:
+    """The int8 artifact in ONNX Runtime against the eager float32 model on the training
+    images held out of the calibration (the calibration images if none are left): top-1
+    agreement and max |diff|."""
+    held = calibration.held_out
+    checked_on = "held-out training images" if len(held) else "calibration images (no training image was left)"
+    batch = held if len(held) else np.concatenate(calibration.batches)
+    run = X.onnx_predictor(path)
+    ref = np.concatenate([bk.forward(net, batch[i:i + 64]) for i in range(0, len(batch), 64)])
+    got = np.concatenate([run(batch[i:i + 64]) for i in range(0, len(batch), 64)])
+    a = Q.agreement(ref, got)
+    return dict(a, checked_on=checked_on, max_logit=float(np.abs(ref).max()),
+                ok=bool(a["top1_agreement"] >= INT8_MIN_AGREEMENT))
 
 
 def _size(path):
@@ -203,10 +284,11 @@ def export_backend(args, name, run_dir, ckpt, run, state):
     folder = os.path.join(args.all, name)
     os.makedirs(folder, exist_ok=True)
     results, failed = [], []
-    for fmt in bk.export.FORMATS + ("onnx",):
+    calibration = calibration_for(run, args.data_dir, args.calibration_size) if args.int8 else None
+    for fmt in bk.export.FORMATS + ("onnx",) + ((X.ONNX_INT8.name,) if args.int8 else ()):
         out = os.path.join(folder, FORMATS[fmt].default_name)
         try:
-            results.append(export_one(bk, net, fmt, out, base, args.check))
+            results.append(export_one(bk, net, fmt, out, base, args.check, calibration=calibration))
         except Exception as e:                           # the other formats still get written
             msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             print(f"FAILED {out} ({fmt}): {msg}", flush=True)
@@ -230,6 +312,8 @@ def export_all(args, run_dir, ckpt, run, state):
         print(f"{name}: exporting in its own process ...", flush=True)
         cmd = command("export") + [args.source, "--all", args.all, "--backend", name]
         cmd += [] if args.check else ["--no-check"]
+        cmd += ["--int8", "--calibration-size", str(args.calibration_size)] if args.int8 else []
+        cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
         except subprocess.TimeoutExpired:
@@ -277,6 +361,14 @@ def compare_onnx(files: dict, model: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- main
+def int8_format(fmt: str) -> str:
+    """``--int8``: the ONNX format becomes ``onnx-int8``; any other format is refused."""
+    if fmt not in X.ONNX_FORMATS:
+        raise UserError(f"--int8 quantizes the ONNX model; it cannot make a {fmt} artifact int8 (drop --int8, "
+                        f"or write a .onnx file)")
+    return X.ONNX_INT8.name
+
+
 @guard
 def main(argv=None):
     args = parser().parse_intermixed_args(argv)      # OUT may follow --format
@@ -299,12 +391,14 @@ def main(argv=None):
         if fmt is None:
             raise UserError(f"cannot tell the format from {args.out!r}; name it .onnx, .pt2, .pt or .tflite, "
                             f"or pass --format ({', '.join(FORMATS)})")
+    fmt = int8_format(fmt) if args.int8 else fmt
     owner = FORMATS[fmt].backend
     if owner and args.backend and resolve(args.backend) != owner:
         raise UserError(f"the {fmt} format is {owner}'s; drop --backend {args.backend} (or export ONNX with it)")
     name = owner or (resolve(args.backend) if args.backend else run.get("backend") or resolve(None))
     check_out(args.out, fmt)                          # before the framework loads
     bk = get_backend(name)
+    calibration = calibration_for(run, args.data_dir, args.calibration_size) if fmt == X.ONNX_INT8.name else None
     net = load_net(bk, run, ckpt)
-    export_one(bk, net, fmt, args.out, run_meta(run_dir, ckpt, run, state), args.check)
+    export_one(bk, net, fmt, args.out, run_meta(run_dir, ckpt, run, state), args.check, calibration=calibration)
     return 0

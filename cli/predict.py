@@ -49,8 +49,9 @@ def artifact_model(path, meta, backend=None):
         runtime = FORMATS[fmt].runtime
         raise UserError(f"{path} ({fmt}) runs in {runtime}, not with --backend {backend}; drop --backend "
                         f"(or give the run folder to use another framework)")
-    if fmt == "onnx":
-        return f"ONNX Runtime ({meta.get('backend')}'s exporter)", X.onnx_predictor(path)
+    if fmt in X.ONNX_FORMATS:
+        int8 = ", int8" if fmt == X.ONNX_INT8.name else ""
+        return f"ONNX Runtime ({meta.get('backend')}'s exporter{int8})", X.onnx_predictor(path)
     bk = get_backend(owner)
     return f"{FORMATS[fmt].runtime} ({fmt})", bk.export.predictor(path, fmt)
 

@@ -12,7 +12,8 @@ here:
   shared part, the loop, checkpoints, signals, the run folder's lock, the world of workers,
   fine-tuning (``finetune``);
 * ``common.inputs``: IDX files, Fashion-MNIST and the loader (``data``), the other datasets;
-* ``common.serve``: exported models and their metadata (``export``), predictions;
+* ``common.serve``: exported models and their metadata (``export``), predictions, int8
+  quantization (``quantize``);
 * ``common.results``: the comparison report, the plots, the benchmark's numbers.
 
 Every module used to sit directly here, and that path still works: ``common.spec`` is the
@@ -30,12 +31,12 @@ ROOMS = {
     "train": ("trainer", "train_config", "schedules", "augment", "loop", "checkpoint", "interrupt",
               "runlock", "distributed", "finetune"),
     "inputs": ("data", "datasets", "download"),
-    "serve": ("export", "predict"),
+    "serve": ("export", "predict", "quantize"),
     "results": ("report", "plots", "bench", "tensorboard"),
 }
 
 #: modules written after the rooms were built: they never had an old path
-NEW = ("family", "zoo", "classic", "tensorboard", "finetune", "zoofiles", "pretrained", "download")
+NEW = ("family", "zoo", "classic", "tensorboard", "finetune", "zoofiles", "pretrained", "download", "quantize")
 
 #: old path -> new path: ``common.spec`` -> ``common.net.spec`` ...
 MOVED = {f"{__name__}.{module}": f"{__name__}.{room}.{module}"

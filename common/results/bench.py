@@ -387,7 +387,24 @@ def inference_tables(rep) -> str:
             f"{rep['load_before']}, after {rep['load_after']}.")
     table = markdown_table(["framework", "runtime", "b1 p50 ms", "b1 p99 ms", "p50 speed-up vs eager",
                             f"b{s['batch_size']} ex/s", "vs eager", "load s", "RSS MiB"], rows, "llrrrrrrr")
-    return head + "\n\n" + table + "\n"
+    return head + "\n\n" + table + "\n" + int8_lines(rep)
+
+
+def int8_lines(rep) -> str:
+    """int8 against float32 ONNX, per framework's exporter (``--inference --int8``)."""
+    lines = []
+    for name, r in rep["backends"].items():
+        rt = r.get("runtimes", {})
+        f, q = rt.get("onnx", {}), rt.get("onnx-int8", {})
+        if f.get("status") == "ok" and q.get("status") == "ok":
+            lines.append(f"- {name}'s exporter: int8 batch-1 p50 {fmt(q['latency']['p50_ms'], 2)} ms against "
+                         f"float32 {fmt(f['latency']['p50_ms'], 2)} ms: "
+                         f"**{fmt(ratio(f['latency']['p50_ms'], q['latency']['p50_ms']), 2, suffix='x')}**; batch "
+                         f"{q['throughput']['batch_size']} {fmt(q['throughput']['ex_s'])} against "
+                         f"{fmt(f['throughput']['ex_s'])} ex/s: "
+                         f"{fmt(ratio(q['throughput']['ex_s'], f['throughput']['ex_s']), 2, suffix='x')}")
+    return ("\nint8 ONNX against float32 ONNX (ONNX Runtime, same exporter):\n\n" + "\n".join(lines) + "\n"
+            if lines else "")
 
 
 def write_report(out_dir, stem, title, rep, md) -> str:

@@ -71,9 +71,16 @@ class Format:
 #: card (``backends/<framework>/card.py``), and ``backends.config.FORMATS`` holds them all
 ONNX = Format("onnx", None, "file", "model.onnx", "onnxruntime.InferenceSession",
               "ONNX, written by the backend's own exporter")
-#: file suffix -> format, to tell the format from an output path
-SUFFIXES = {".onnx": "onnx", ".pt2": "torch-export", ".pt": "torchscript", ".torchscript": "torchscript",
-            ".tflite": "tflite"}
+#: int8 ONNX: the backend's ONNX file quantized by ONNX Runtime's post-training static
+#: quantization, calibrated on the run's training images (``common/serve/quantize.py``)
+ONNX_INT8 = Format("onnx-int8", None, "file", "model.int8.onnx", "onnxruntime.InferenceSession",
+                   "int8 ONNX (QDQ): the backend's ONNX file, post-training static quantization by "
+                   "ONNX Runtime, calibrated on the run's training images")
+#: the formats ONNX Runtime serves
+ONNX_FORMATS = (ONNX.name, ONNX_INT8.name)
+#: file suffix -> format, to tell the format from an output path (longest suffix first)
+SUFFIXES = {".int8.onnx": "onnx-int8", ".onnx": "onnx", ".pt2": "torch-export", ".pt": "torchscript",
+            ".torchscript": "torchscript", ".tflite": "tflite"}
 
 
 def format_from_path(path: str) -> Optional[str]:
@@ -266,12 +273,18 @@ def tidy_onnx(model, num_classes: int, meta: Optional[dict] = None):  # noqa: C9
     if len(out) == 2 and not out[1].HasField("dim_value"):
         out[1].dim_value = int(num_classes)    # mxnet.onnx's Dense(flatten=False) ends in a computed reshape
     if meta is not None:
-        props = {p.key: p.value for p in model.metadata_props}
-        props["googlenet"] = json.dumps(meta)
-        del model.metadata_props[:]
-        for k, v in props.items():
-            model.metadata_props.add(key=k, value=v)
+        embed_meta(model, meta)
     onnx.checker.check_model(model)
+    return model
+
+
+def embed_meta(model, meta: dict):
+    """Put ``meta`` into an ONNX model's ``metadata_props`` (key ``googlenet``), in place."""
+    props = {p.key: p.value for p in model.metadata_props}
+    props["googlenet"] = json.dumps(meta)
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
     return model
 
 

@@ -1,0 +1,193 @@
+"""int8 inference (``scripts/export.py --int8`` / ``--format onnx-int8``; docs/export.md#int8-inference).
+
+On a model trained to recognise generated colour pictures (``tests/test_export.py``'s
+pictures and recipe: the book's net at 16x16, normalised inputs, 3 classes, Adam; with label
+smoothing 0.1, which keeps the logits O(1-5) with margins of 2-4 as a real trained net's,
+where without it one class was told apart by margins of 0.27 among logits of 800, a model
+no 8-bit format can represent; 100 % test accuracy):
+
+* the int8 file's top-1 class agrees with the float32 ONNX file's on the held-out (test)
+  pictures wherever the float32 margin leaves room for the quantization error measured on
+  the calibration images (the bound is derived in
+  ``test_int8_agrees_with_float32_on_held_out_pictures``);
+* every convolution runs as ``QLinearConv`` in a plain ONNX Runtime session (the graph fix in
+  ``common/serve/quantize.py``);
+* the calibration reads only training images: the test split is made to raise when touched,
+  and the calibration batches are the training rows the documented rule picks, prepared as
+  the Loader prepares them;
+* ``predict.py`` and ``evaluate.py`` run the int8 file; the mistakes are one ``error:`` line.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from common.inputs import data as D
+from common.serve import export as X, quantize as Q
+from backends.config import is_installed, format_of
+from tests.test_export import ROOT, colour_pictures, only_error_line, predicted
+
+NEEDS = ("onnx", "onnxruntime")
+
+
+def _ready():
+    if not is_installed("pytorch") or not all(importlib.util.find_spec(m) for m in NEEDS):
+        pytest.skip("needs torch, onnx and onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def colour_run(tmp_path_factory):
+    """The colour model (module docstring), trained with PyTorch."""
+    _ready()
+    tmp = tmp_path_factory.mktemp("int8")
+    for part, n, seed in (("train", 20, 0), ("test", 4, 1)):
+        colour_pictures(str(tmp / "data" / part), n, seed, by_class=True)
+    run = str(tmp / "run")
+    env = dict(os.environ, GOOGLENET_CACHE=str(tmp / "cache"), OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--backend", "pytorch",
+                        "--dataset", "folder", "--data-dir", str(tmp / "data"), "--resize", "16",
+                        "--batch-size", "10", "--epochs", "6", "--optimizer", "adam", "--lr", "0.001",
+                        "--label-smoothing", "0.1", "--run-dir", run, "--no-progress", "--no-tensorboard"],
+                       capture_output=True, text=True, timeout=1800, env=env)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    with open(os.path.join(run, "run.json")) as f:
+        assert json.load(f)["test_acc"] == 1.0
+    return dict(run=run, pictures=colour_pictures(str(tmp / "new"), 2, seed=7), tmp=tmp)
+
+
+@pytest.fixture(scope="module")
+def int8(colour_run):
+    """The colour run exported twice with PyTorch's exporter: float32 ONNX and int8 ONNX."""
+    from cli.export import main as export
+    tmp = colour_run["tmp"]
+    paths = dict(float=str(tmp / "m.onnx"), int8=str(tmp / "m.int8.onnx"))
+    assert export([colour_run["run"], paths["float"], "--backend", "pytorch"]) == 0
+    assert export([colour_run["run"], paths["float"], "--backend", "pytorch", "--int8"]) == 0   # .onnx + --int8
+    os.replace(paths["float"], paths["int8"])            # ... wrote the int8 model there; keep it aside
+    os.replace(paths["float"] + ".json", paths["int8"] + ".json")
+    assert export([colour_run["run"], paths["float"], "--backend", "pytorch"]) == 0
+    with open(os.path.join(colour_run["run"], "run.json")) as f:
+        run = json.load(f)
+    from cli.options import load_dataset
+    ds = load_dataset(run["data"], run["data_dir"], run["model"]["input_size"])
+    return dict(colour_run, paths=paths, run_record=run, ds=ds)
+
+
+def _logits(path, x):
+    return X.onnx_predictor(path)(x)
+
+
+def test_int8_agrees_with_float32_on_held_out_pictures(int8):
+    """Derivation of the agreement required.  The int8 model's logits differ from float32's
+    by a quantization error e (per logit).  The top-1 class can change only if the float32
+    margin m (top logit minus the runner-up) is at most |e_top| + |e_runner-up| <= 2 max|e|.
+    The calibration fixes every activation's range on the calibration (training) images, so
+    the error there, d = max|e| over them, measures the model's quantization error; held-out
+    pictures of the same kind may exceed the calibrated ranges (clipping), so allow twice it.
+    Hence: every held-out picture with m > 2 * 2d keeps its class, and the test requires
+    that this covers most pictures (it would say nothing if d swamped the margins)."""
+    ds, paths, rec = int8["ds"], int8["paths"], int8["run_record"]["dataset"]
+    norm = dict(mean=rec["mean"], std=rec["std"])
+    cal = Q.calibration_from_train(ds.train, Q.CALIBRATION_COUNT, **norm)
+    xc = np.concatenate(cal.batches)
+    d = float(np.abs(_logits(paths["int8"], xc) - _logits(paths["float"], xc)).max())
+    xt = np.concatenate([x for x, _ in D.Loader(ds.test, 64, prefetch=0, **norm).epoch(0)])
+    f, q = _logits(paths["float"], xt), _logits(paths["int8"], xt)
+    top2 = np.sort(f, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    safe = margin > 4 * d
+    assert safe.mean() >= 0.75, (d, margin)               # the bound covers most pictures
+    assert (f.argmax(1) == q.argmax(1))[safe].all(), (d, margin, f, q)
+    assert (q.argmax(1) == ds.test.labels).mean() == 1.0   # and the trained model's answers stay right
+    assert 0 < d < 0.1 * float(np.abs(f).max())           # quantized (not float), and close
+
+
+def test_every_convolution_runs_in_int8(int8, tmp_path):
+    """ONNX Runtime's optimised graph of the int8 file: every Conv is a QLinearConv."""
+    import onnx
+    import onnxruntime as ort
+    n_conv = sum(n.op_type == "Conv" for n in onnx.load(int8["paths"]["float"]).graph.node)
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(int8["paths"]["int8"], opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    assert ops.count("QLinearConv") == n_conv and "Conv" not in ops, ops
+
+
+def test_the_metadata_says_how_it_was_quantized(int8):
+    meta = X.read_meta(int8["paths"]["int8"])
+    assert meta["format"] == "onnx-int8" and meta["backend"] == "pytorch"
+    qz = meta["quantization"]
+    assert qz["format"] == "QDQ" and qz["per_channel"] and qz["reduce_range"] == Q.needs_reduce_range()
+    cal = qz["calibration"]
+    assert cal["split"] == "train" and cal["examples"] == len(int8["ds"].train) == cal["training_examples"]
+    import onnx
+    props = {p.key: p.value for p in onnx.load(int8["paths"]["int8"]).metadata_props}
+    assert json.loads(props["googlenet"])["quantization"] == qz          # it travels inside the file too
+    assert X.format_from_path("a/model.int8.onnx") == "onnx-int8" and X.format_from_path("m.onnx") == "onnx"
+    assert format_of("int8").name == "onnx-int8"
+
+
+def test_predict_and_evaluate_run_the_int8_file(int8, capsys):
+    from cli.evaluate import main as evaluate
+    from cli.predict import main as predict
+    pics = int8["pictures"]
+    assert predict([int8["paths"]["int8"], *[p for p, _ in pics]]) == 0
+    out = capsys.readouterr().out
+    assert "ONNX Runtime (pytorch's exporter, int8)" in out and predicted(out) == {p: n for p, n in pics}
+    assert evaluate([int8["paths"]["int8"]]) == 0
+    out = capsys.readouterr().out
+    assert "test acc 1.0000 (12 examples; onnx-int8" in out, out
+
+
+def test_calibration_reads_only_training_images(int8, monkeypatch, tmp_path, capsys):
+    """By construction: the export gets a dataset whose test split raises when touched, and
+    still writes and checks the int8 file; and the calibration batches are exactly the
+    training rows of the documented rule, prepared as the Loader prepares them."""
+    import cli.options
+    from cli.export import main as export
+    real = cli.options.load_dataset
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"the int8 export read the test split ({name})")
+
+        def __len__(self):
+            raise AssertionError("the int8 export read the test split (len)")
+
+    def no_test_split(*a, **k):
+        ds = real(*a, **k)
+        ds.test = Untouchable()
+        return ds
+    monkeypatch.setattr(cli.options, "load_dataset", no_test_split)
+    out = str(tmp_path / "again.int8.onnx")
+    assert export([int8["run"], out, "--backend", "pytorch", "--calibration-size", "20"]) == 0
+    assert "agree" in capsys.readouterr().out                 # checked, on held-out training images
+    assert X.read_meta(out)["quantization"]["calibration"]["held_out_for_the_check"] == 40
+    train, rec = int8["ds"].train, int8["run_record"]["dataset"]
+    idx = Q.calibration_indices(len(train), 20, 0)
+    assert len(idx) == 20 and list(idx) == sorted(np.random.default_rng(0).choice(len(train), 20, replace=False))
+    got = np.concatenate(Q.calibration_batches(train, 20, mean=rec["mean"], std=rec["std"]))
+    mean, std = (np.float32(rec[k]).reshape(1, -1, 1, 1) for k in ("mean", "std"))
+    want = (np.asarray(train.images)[idx].astype(np.float32) / np.float32(255) - mean) / std
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_reduce_range_only_without_vnni():
+    """ONNX Runtime's advice: 7-bit weights on x86 without VNNI (VPMADDUBSW saturates)."""
+    assert Q.needs_reduce_range({"avx2", "fma"}) is True
+    assert Q.needs_reduce_range({"avx2", "avx512f", "avx512_vnni"}) is False
+    assert Q.needs_reduce_range({"avx2", "avx_vnni"}) is False
+    assert Q.needs_reduce_range({"neon", "asimd"}) is False
+
+
+def test_int8_mistakes_are_one_error_line(int8, tmp_path, capsys):
+    from cli.export import main as export
+    assert export([int8["run"], str(tmp_path / "m.pt2"), "--int8"]) == 1
+    assert "quantizes the ONNX model" in only_error_line(capsys.readouterr().err)
+    assert export([int8["run"], str(tmp_path / "m.int8.onnx"), "--data-dir", str(tmp_path / "nowhere")]) == 1
+    assert "needs the run's training images" in only_error_line(capsys.readouterr().err)
