@@ -71,6 +71,10 @@ class Bench:
     memory_vs: Optional[Tuple[str, float]] = None   # target: peak memory at most x times that backend's
     book_env: bool = False                    # time the book's code with our settings too
     book_after_import: Optional[Callable] = None   # ... and this, given the framework's module, after its import
+    #: the framework's own zoo models of the family that the benchmark trains beside ours
+    #: (``backends/<framework>/zoo.py``'s ``bench_peer``): (zoo name, our preset that
+    #: reproduces it, the least input size both train at, the zoo's own input size)
+    zoo: Tuple[Tuple[str, str, int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,13 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=8, help="steps per timed repeat")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="which of book,eager,fast to run")
+    p.add_argument("--no-zoo", dest="zoo", action="store_false",
+                   help="skip the zoo configurations (each framework's own zoo model of the family against "
+                        "ours)")
+    p.add_argument("--zoo-batch", type=int, default=8, help="batch of the zoo configurations (8)")
+    p.add_argument("--zoo-size", type=int, default=None,
+                   help="input size of the zoo configurations (default: each zoo model's own, 224 or 299; "
+                        "--quick: the least both train at)")
     p.add_argument("--no-profile", dest="profile", action="store_false",
                    help="skip the per-stage forward profile")
     p.add_argument("--no-opt-in", dest="opt_in", action="store_false",
@@ -70,6 +77,7 @@ def parse_args(argv=None):
     if args.quick:
         args.batch_size, args.input_size, args.repeats, args.steps, args.warmup = 2, 32, 1, 1, 1
         args.pipeline_batches, args.matmul_size = 3, 256
+        args.zoo_batch = 2
         bench_inference.quick(args)
     return args
 
@@ -79,6 +87,7 @@ def _worker_argv(args, who, config=None):
             "--batch-size", str(args.batch_size), "--input-size", str(args.input_size),
             "--repeats", str(args.repeats), "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--pipeline-batches", str(args.pipeline_batches), "--matmul-size", str(args.matmul_size)]
+    argv += ["--zoo-batch", str(args.zoo_batch)] + (["--zoo-size", str(args.zoo_size)] if args.zoo_size else [])
     return argv + (["--config", config] if config else [])
 
 
@@ -102,6 +111,28 @@ def run_worker(args, who, config=None, log=print):
     if res["status"] != "ok":
         log(f"  {who} {config or ''}: FAILED: {res.get('error')}")
     return res
+
+
+def run_zoo(args, name):
+    """Each of the backend's zoo models (its card's ``bench.zoo``) and ours of the same preset,
+    each in its own process, at one input size and batch: {zoo name: dict(zoo=..., ours=...)}."""
+    out = {}
+    for zname, preset, least, own in CARDS[name].bench.zoo:
+        size = max(least, args.zoo_size or (least if args.quick else own))
+        # the zoo's nets are 5-20x the book's work per example: fewer timed steps (3 x 2 after 2)
+        sized = argparse.Namespace(**dict(vars(args), zoo_size=size, repeats=min(args.repeats, 3),
+                                          steps=min(args.steps, 2), warmup=min(args.warmup, 2)))
+        pair = dict(preset=preset, input_size=size, batch_size=args.zoo_batch, repeats=sized.repeats,
+                    steps=sized.steps, warmup=sized.warmup)
+        for kind in ("zoo", "ours"):
+            print(f"{name}: {kind}:{zname} ({preset}, {size}x{size}, batch {args.zoo_batch}) ...", flush=True)
+            r = run_worker(sized, name, f"{kind}:{zname}")
+            pair[kind] = r
+            if r.get("status") == "ok":
+                print(f"  train {r['train_ex_s']:.2f} ex/s, inference {r['infer_ex_s']:.2f} ex/s ({r['what']})",
+                      flush=True)
+        out[zname] = pair
+    return out
 
 
 # Over the complexity limit on purpose: the benchmark's runs in order, one branch per
@@ -148,16 +179,22 @@ def run_benchmark(args):  # noqa: C901
             extra.append("book-env")        # the book's code with our backend's settings
         if args.opt_in and card_env(CARDS[name]) and "fast" in configs:
             extra.append("shipped")         # ours, with the framework's shipped settings
+        if args.opt_in and "fast" in configs:
+            extra.append("bf16")            # ours, fast, --amp bf16 (refused where the framework cannot)
         for config in configs + extra:
             print(f"{name}: {config} ...", flush=True)
             r = run_worker(args, name, config)
             res["configs"][config] = r
+            if r.get("status") == "refused":
+                print(f"  refused: {r['reason']}")
             if r.get("status") == "ok":
                 res["framework_version"] = r["framework_version"]
                 print(f"  train {r['train_ex_s']:.1f} ex/s, inference {r['infer_ex_s']:.1f} ex/s, "
                       f"peak RSS {r['peak_rss_mb']:.0f} MiB, first step {r['first_step_s']:.1f} s")
         if not any(r.get("status") == "ok" for r in res["configs"].values()):
             res["status"] = "failed"
+        if args.zoo:
+            res["zoo"] = run_zoo(args, name)
         if args.profile:
             print(f"{name}: forward time per stage ...", flush=True)
             res["stages"] = run_worker(args, name, "stages")

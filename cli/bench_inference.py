@@ -150,7 +150,8 @@ def run_inference(args):
         source = args.source or default_source(os.path.join(tmp, "run"), s["input_size"])
         if args.source:
             from .export import locate_run
-            locate_run(args.source)                          # a bad run is one error line, now
+            _, _, run, _ = locate_run(args.source)           # a bad run is one error line, now
+            s["input_size"] = int(run["model"]["input_size"])   # the run's size, for the report
         elif args.int8:
             raise UserError("--int8 needs --source RUN: the int8 model is calibrated on the run's training images")
         rep["source"] = os.path.abspath(args.source) if args.source else "the book's net, initial weights"

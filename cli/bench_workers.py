@@ -12,12 +12,15 @@ import time
 import traceback
 
 from common.results import bench as B
+from common.train.trainer import AmpError
 from backends.config import CARDS, FRAMEWORK_MODULE, canonical
 
 #: ours: config name -> the Trainer's ``fast`` argument.  ``shipped`` is ``fast`` with the
 #: framework as it ships: the driver starts it with GOOGLENET_FRAMEWORK_DEFAULTS=0, so the
 #: backend sets none of common.runtime's variables (Paddle's MKL_DEBUG_CPU_TYPE).
-OURS = {"eager": False, "fast": True, "shipped": True}
+OURS = {"eager": False, "fast": True, "shipped": True, "bf16": True}
+#: ours in mixed precision: config name -> the Trainer's ``amp`` (``fast=True`` as shipped)
+AMP = {"bf16": "bf16"}
 #: documented opt-in fast paths that are not the default (they change float32 summation
 #: order beyond the equivalence tests' tolerance), measured as extra configurations
 OPT_IN = {}
@@ -86,7 +89,12 @@ def worker_config(backend, config, args):
         bk = get_backend(backend)
         version, device = bk.framework_version(), bk.device()
         net = bk.build(input_size=args.input_size)
-        trainer = bk.Trainer(net, lr=0.1, fast=OURS.get(config, OPT_IN.get(backend, {}).get(config)))
+        try:
+            trainer = bk.Trainer(net, lr=0.1, fast=OURS.get(config, OPT_IN.get(backend, {}).get(config)),
+                                 amp=AMP.get(config))
+        except AmpError as e:                        # the framework cannot do it here: said, not failed
+            return dict(backend=backend, config=config, framework_version=version, device=device,
+                        status="refused", reason=str(e))
         settings = bk.settings()
         train = lambda X, y: trainer.train_step(bk.to_tensor(X), bk.to_tensor(y))  # noqa: E731
         infer = lambda X, y: trainer.eval_step(bk.to_tensor(X), bk.to_tensor(y))   # noqa: E731
@@ -111,6 +119,62 @@ def worker_config(backend, config, args):
                 device=device, settings=settings, build_s=build_s, first_step_s=first_train,
                 first_infer_s=first_infer, train_ex_s=B.median(train_runs), train_runs=train_runs,
                 infer_ex_s=B.median(infer_runs), infer_runs=infer_runs, peak_rss_mb=B.peak_rss_mb())
+
+
+def zoo_entry(backend, name):
+    """The card's (zoo name, preset, least size, the zoo's own size) of ``name``."""
+    found = [z for z in CARDS[backend].bench.zoo if z[0] == name]
+    if not found:
+        raise ValueError(f"{backend} has no zoo model {name!r} in the benchmark")
+    return found[0]
+
+
+def worker_zoo(backend, config, args):
+    """``zoo:NAME``: the framework's own zoo model trained and run as its documentation
+    shows (``backends/<backend>/zoo.py``'s ``bench_peer``; this process imports no backend,
+    so the framework runs with its shipped settings); ``ours:NAME``: the preset that
+    reproduces it, ours, fast path.  Both at ``args.zoo_size``, batch ``args.zoo_batch``,
+    float32, 3-channel images, 1000 classes (the zoo's)."""
+    kind, name = config.split(":", 1)
+    zname, preset, _, _ = zoo_entry(backend, name)
+    size, n = args.zoo_size, args.zoo_batch
+    data = B.batches(n, size, in_channels=3)
+    t0 = time.perf_counter()
+    if kind == "zoo":
+        zoo = importlib.import_module(f"backends.{backend}.zoo")
+        train, infer, what = zoo.bench_peer(zname, size)
+        run_train, run_infer = train, (lambda X, y: infer(X))
+        version = importlib.import_module(FRAMEWORK_MODULE[backend]).__version__
+        settings = None
+    else:
+        from backends import get_backend
+        bk = get_backend(backend)
+        net = bk.build(preset, input_size=size)
+        trainer = bk.Trainer(net, lr=0.1, fast=True)
+        run_train = lambda X, y: trainer.train_step(bk.to_tensor(X), bk.to_tensor(y))  # noqa: E731
+        run_infer = lambda X, y: trainer.eval_step(bk.to_tensor(X), bk.to_tensor(y))   # noqa: E731
+        what, version, settings = f"ours: {preset}, fast path", bk.framework_version(), bk.settings()
+    build_s = time.perf_counter() - t0
+    first_train, train_runs = _timed(run_train, data, args, n)
+    first_infer, infer_runs = _timed(run_infer, data, args, n)
+    return dict(backend=backend, config=config, zoo=zname, preset=preset, what=what, input_size=size,
+                batch_size=n, framework_version=version, settings=settings, build_s=build_s,
+                first_step_s=first_train, first_infer_s=first_infer, train_ex_s=B.median(train_runs),
+                train_runs=train_runs, infer_ex_s=B.median(infer_runs), infer_runs=infer_runs,
+                peak_rss_mb=B.peak_rss_mb())
+
+
+def _timed(fn, data, args, batch_size):
+    """(first call's seconds, examples/s of ``args.repeats`` x ``args.steps`` calls after
+    ``args.warmup`` warm-up calls), cycling the batches."""
+    cycle = itertools.cycle(data)
+    call = lambda: fn(*next(cycle))                                  # noqa: E731
+    t = time.perf_counter()
+    call()
+    first = time.perf_counter() - t
+    for _ in range(args.warmup - 1):
+        call()
+    return first, B.time_repeats(call, args.steps, args.repeats, batch_size)
 
 
 def worker_stages(backend, args):
@@ -185,10 +249,12 @@ def worker_main(args):
             res = worker_pipeline(canonical(args.worker), args)
         elif args.config == "stages":
             res = worker_stages(canonical(args.worker), args)
+        elif args.config.startswith(("zoo:", "ours:")):
+            res = worker_zoo(canonical(args.worker), args.config, args)
         else:
             res = worker_config(canonical(args.worker), args.config, args)
-        res["status"] = "ok"
     except Exception as e:                                          # reported, not raised
         res = dict(status="failed", error=f"{type(e).__name__}: {e}",
                    traceback=traceback.format_exc()[-3000:])
+    res.setdefault("status", "ok")
     _emit(res)

@@ -52,7 +52,11 @@ def test_quick_run_pytorch(tmp_path):
 
     bk = rep["backends"]["pytorch"]
     assert bk["status"] == "ok"
-    assert set(bk["configs"]) >= {"book", "eager", "fast"}
+    assert set(bk["configs"]) >= {"book", "eager", "fast", "bf16"}          # bf16: opt-in, on by default
+    assert bk["bf16_gain_train"] > 0 and bk["bf16_gain_train"] == pytest.approx(
+        bk["configs"]["bf16"]["train_ex_s"] / bk["configs"]["fast"]["train_ex_s"])
+    from common.runtime import cpu_summary
+    assert rep["machine"]["cpu_flags"] == cpu_summary() and cpu_summary() in (out / "bench.md").read_text()
     for name, c in bk["configs"].items():
         assert c["status"] == "ok", (name, c.get("error"), c.get("traceback"))
         for key in ("train_ex_s", "train_runs", "infer_ex_s", "peak_rss_mb", "train_gflops",

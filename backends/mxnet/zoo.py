@@ -172,3 +172,32 @@ def save(model, path):
 def count(model):
     """Parameters as Gluon counts them (``collect_params``: running statistics included)."""
     return int(sum(p.data().size for p in model.collect_params().values()))
+
+
+# --------------------------------------------------------------------------- the benchmark's peer
+@legacy
+def bench_peer(name, input_size, num_classes=1000, lr=0.1, seed=0):
+    """Gluon's model-zoo ``name`` trained as Gluon's documentation shows: ``initialize``,
+    ``hybridize(static_alloc=True, static_shape=True)``, ``gluon.Trainer('sgd')``,
+    ``autograd.record`` + ``backward`` + ``trainer.step``, legacy NDArrays; inference in
+    predict mode.  (train(X, y) -> loss, infer(X) -> logits, what it is)."""
+    mx.random.seed(int(seed))
+    model = getattr(mx.gluon.model_zoo.vision, name)(classes=num_classes)
+    model.initialize(mx.init.Xavier())
+    model.hybridize(static_alloc=True, static_shape=True)
+    trainer = mx.gluon.Trainer(model.collect_params(), "sgd", {"learning_rate": lr})
+    ce = mx.gluon.loss.SoftmaxCrossEntropyLoss()
+
+    @legacy
+    def train(X, y):
+        x, t = mx.nd.array(X), mx.nd.array(y)
+        with mx.autograd.record():
+            loss = ce(model(x), t)
+        loss.backward()
+        trainer.step(len(X))
+        return float(loss.mean().asscalar())
+
+    @legacy
+    def infer(X):
+        return model(mx.nd.array(X)).asnumpy()
+    return train, infer, f"mxnet.gluon.model_zoo.vision.{name}, hybridized (mxnet {mx.__version__})"

@@ -57,5 +57,7 @@ CARD = Card(
     onnx_opset=17,
     d2l_module=None, d2l_missing=D2L_MISSING,
     env=env, launch=launch, launch_ports=lambda nproc: nproc + 1, matmul=matmul,
-    bench=Bench(book_quote=8.0, settings_gain=1.8, book_env=True, book_after_import=book_threads),
+    bench=Bench(book_quote=8.0, settings_gain=1.8, book_env=True, book_after_import=book_threads,
+                # Paddle's googlenet sizes its aux heads' dense layers for 224
+                zoo=(("googlenet", "paddle_googlenet", 224, 224), ("inception_v3", "paddle_inception_v3", 75, 299))),
 )

@@ -140,3 +140,34 @@ def save(model, path):
 def count(model):
     """Parameters as Paddle counts them (``parameters()``: batch-norm statistics included)."""
     return int(sum(int(np.prod(p.shape)) for p in model.parameters()))
+
+
+# --------------------------------------------------------------------------- the benchmark's peer
+def bench_peer(name, input_size, num_classes=1000, lr=0.1, seed=0):
+    """``paddle.vision.models.<name>`` trained with a plain dynamic-mode loop as Paddle's
+    documentation shows (``paddle.optimizer.SGD``, ``F.cross_entropy``, ``backward``,
+    ``step``, ``clear_grad``; GoogLeNet's two aux outputs weighted 0.3 as the Trainer's),
+    Paddle's settings as it ships (this process imports no backend); inference in ``eval()``
+    under ``no_grad``.  (train(X, y) -> loss, infer(X) -> logits, what it is)."""
+    paddle.seed(int(seed))
+    model = getattr(paddle.vision.models, name)(num_classes=num_classes)
+    opt = paddle.optimizer.SGD(learning_rate=lr, parameters=model.parameters())
+    ce = paddle.nn.functional.cross_entropy
+
+    def train(X, y):
+        model.train()
+        x, t = paddle.to_tensor(X), paddle.to_tensor(y)
+        out = model(x)
+        heads = list(out) if isinstance(out, (list, tuple)) else [out]
+        loss = ce(heads[0], t) + 0.3 * sum(ce(h, t) for h in heads[1:]) if len(heads) > 1 else ce(heads[0], t)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        return float(loss)
+
+    def infer(X):
+        model.eval()
+        with paddle.no_grad():
+            out = model(paddle.to_tensor(X))
+            return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
+    return train, infer, f"paddle.vision.models.{name} (paddle {paddle.__version__})"

@@ -139,3 +139,52 @@ def save(model, path):
 def count(model):
     """Parameters as torchvision counts them (``parameters()``: running statistics excluded)."""
     return int(sum(p.numel() for p in model.parameters()))
+
+
+# --------------------------------------------------------------------------- the benchmark's peer
+def _bench_classes():
+    """torchvision's model classes: its package where it imports, else the copy vendored for
+    the tests (``tests/vendor/torchvision``, torchvision 0.29.1's classes unchanged), which a
+    checkout has; (GoogLeNet, Inception3, where they came from)."""
+    try:
+        import torchvision.models as tvm
+        return tvm.GoogLeNet, tvm.Inception3, f"torchvision {__import__('torchvision').__version__}"
+    except Exception:                    # ImportError, or its compiled ops failing beside the CPU torch
+        try:
+            from tests.vendor.torchvision import googlenet as G, inception as I
+        except ImportError:
+            return None, None, "torchvision does not import here and no vendored copy was found"
+        return G.GoogLeNet, I.Inception3, ("torchvision 0.29.1's model classes vendored in tests/vendor "
+                                           "(torchvision does not import beside the pinned torch)")
+
+
+def bench_peer(name, input_size, num_classes=1000, lr=0.1, seed=0):
+    """torchvision's ``name`` trained as its documentation shows: NCHW float32 (no
+    channels-last, no autocast), ``model.train()``, ``torch.optim.SGD``, cross-entropy of the
+    logits plus 0.3 x each aux head's (the Trainer's weight); inference under ``no_grad`` in
+    ``eval()``.  (train(X, y) -> loss, infer(X) -> logits, what it is)."""
+    googlenet, inception3, where = _bench_classes()
+    if googlenet is None:
+        raise RuntimeError(where)
+    torch.manual_seed(int(seed))
+    cls = {"googlenet": googlenet, "inception_v3": inception3}[name]
+    model = cls(num_classes=num_classes, aux_logits=True, init_weights=True)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    ce = nn.CrossEntropyLoss()
+
+    def train(X, y):
+        model.train()
+        x, t = torch.from_numpy(X), torch.from_numpy(y)
+        out = model(x)
+        heads = [o for o in (out if isinstance(out, tuple) else (out,)) if o is not None]
+        loss = ce(heads[0], t) + 0.3 * sum(ce(h, t) for h in heads[1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    def infer(X):
+        model.eval()
+        with torch.no_grad():
+            return model(torch.from_numpy(X)).numpy()
+    return train, infer, f"{cls.__name__} ({where})"

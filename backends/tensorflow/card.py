@@ -33,5 +33,5 @@ CARD = Card(
     onnx_opset=17,
     d2l_module="d2l.tensorflow",
     launch=launch, launch_ports=lambda nproc: nproc, matmul=matmul,
-    bench=Bench(book_quote=36.2),
+    bench=Bench(book_quote=36.2, zoo=(("inception_v3", "keras_inception_v3", 75, 299),)),
 )

@@ -149,3 +149,26 @@ def save(model, path):
 def count(model):
     """Parameters as Keras counts them (``count_params``: moving statistics included)."""
     return int(model.count_params())
+
+
+# --------------------------------------------------------------------------- the benchmark's peer
+def bench_peer(name, input_size, num_classes=1000, lr=0.1, seed=0):
+    """``tf.keras.applications`` ``name`` (``weights=None``) trained as Keras's documentation
+    shows: ``compile(SGD, SparseCategoricalCrossentropy(from_logits=True))`` and
+    ``train_on_batch`` (what ``fit`` runs per batch), NHWC input; inference with
+    ``predict_on_batch``.  (train(X, y) -> loss, infer(X) -> logits, what it is)."""
+    tf.keras.utils.set_random_seed(int(seed))
+    make = {"inception_v3": tf.keras.applications.InceptionV3,
+            "inception_resnet_v2": tf.keras.applications.InceptionResNetV2}[name]
+    model = make(weights=None, classes=num_classes, classifier_activation=None,
+                 input_shape=(input_size, input_size, 3))
+    model.compile(optimizer=tf.keras.optimizers.SGD(lr),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    nhwc = lambda X: np.ascontiguousarray(np.transpose(X, (0, 2, 3, 1)))   # noqa: E731
+
+    def train(X, y):
+        return float(model.train_on_batch(nhwc(X), y))
+
+    def infer(X):
+        return model.predict_on_batch(nhwc(X))
+    return train, infer, f"tf.keras.applications.{make.__name__}(weights=None) (tensorflow {tf.__version__})"

@@ -140,9 +140,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
 CONFIGS = ("book", "eager", "fast")
 #: the issue's targets (2-core CPU, batch 32, 96x96)
 TARGET_RATIO, TARGET_ROOFLINE, TARGET_BEST_ROOFLINE = 1.5, 0.5, 0.6
+#: ours at least as fast as the framework's own zoo model of the same net (training and inference)
+TARGET_ZOO = 1.0
 
 
 def machine_info():
+    from ..runtime import cpu_summary
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -150,7 +153,7 @@ def machine_info():
     except OSError:
         pass
     return dict(cpu=cpu, cpus=os.cpu_count(), platform=platform.platform(),
-                python=platform.python_version())
+                python=platform.python_version(), cpu_flags=cpu_summary())
 
 
 def loadavg():
@@ -170,7 +173,13 @@ def summarize_backend(res, flops, peak):
                ratio_infer=ratio(g("fast", "infer_ex_s"), g("book", "infer_ex_s")),
                fast_gain_train=ratio(g("fast", "train_ex_s"), g("eager", "train_ex_s")),
                fast_gain_infer=ratio(g("fast", "infer_ex_s"), g("eager", "infer_ex_s")),
-               memory_ratio=ratio(g("fast", "peak_rss_mb"), g("book", "peak_rss_mb")))
+               memory_ratio=ratio(g("fast", "peak_rss_mb"), g("book", "peak_rss_mb")),
+               bf16_gain_train=ratio(g("bf16", "train_ex_s"), g("fast", "train_ex_s")),
+               bf16_gain_infer=ratio(g("bf16", "infer_ex_s"), g("fast", "infer_ex_s")))
+    for pair in (res.get("zoo") or {}).values():
+        z, o = pair.get("zoo", {}), pair.get("ours", {})
+        pair.update(ratio_train=ratio(o.get("train_ex_s"), z.get("train_ex_s")),
+                    ratio_infer=ratio(o.get("infer_ex_s"), z.get("infer_ex_s")))
     res["opt_in"] = {c: dict(ratio_train=ratio(g(c, "train_ex_s"), g("book", "train_ex_s")),
                              gain_train=ratio(g(c, "train_ex_s"), g("eager", "train_ex_s")),
                              ratio_infer=ratio(g(c, "infer_ex_s"), g("book", "infer_ex_s")),
@@ -206,6 +215,12 @@ def check_targets(backends, settings_gain=(), memory=None):
         g = ratio(get(name, "fast", "train_ex_s"), get(name, "shipped", "train_ex_s"))
         out.setdefault("settings_gain", {})[name] = dict(gain=g, target=goal,
                                                          met=None if g is None else g >= goal)
+    for name, r in backends.items():
+        for zname, pair in (r.get("zoo") or {}).items():
+            t, i = pair.get("ratio_train"), pair.get("ratio_infer")
+            out.setdefault("zoo", {})[f"{name}/{zname}"] = dict(
+                ratio_train=t, ratio_infer=i, target=TARGET_ZOO,
+                met=None if t is None or i is None else t >= TARGET_ZOO and i >= TARGET_ZOO)
     if memory:
         m = memory
         r = ratio(get(m["backend"], "fast", "peak_rss_mb"), get(m["against"], "fast", "peak_rss_mb"))
@@ -239,8 +254,8 @@ def tables(rep):  # noqa: C901
                          fmt(t("fast", "first_step_s"), 1)])
     out = [f"Batch {s['batch_size']}, {s['input_size']}x{s['input_size']}, median of {s['repeats']} x "
            f"{s['steps']} steps after {s['warmup']} warm-up; {rep['machine']['cpus']} CPUs "
-           f"({rep['machine']['cpu']}), load average before {rep['load_before']}, after "
-           f"{rep['load_after']}.",
+           f"({rep['machine'].get('cpu_flags') or rep['machine']['cpu']}), load average before {rep['load_before']}, "
+           f"after {rep['load_after']}.",
            "",
            f"FLOPs per training example: {f['train_flops'] / 1e9:.3f} GFLOP "
            f"({f['forward_macs']:,} forward MACs; {FLOP_CONVENTION}). " + (
@@ -268,7 +283,8 @@ def tables(rep):  # noqa: C901
         for c, o in (r.get("opt_in") or {}).items():
             rc = r["configs"][c]
             if rc.get("status") != "ok":
-                opt_rows.append([f"{name} {c}", rc.get("status", "")] + [""] * 6)
+                why = rc.get("reason") or rc.get("error") or ""
+                opt_rows.append([f"{name} `{c}`", f"{rc.get('status', '')}: {why[:100]}"] + [""] * 6)
                 continue
             opt_rows.append([f"{name} `{c}`", fmt(rc["train_ex_s"]), fmt(o["ratio_train"], 2, suffix="x"),
                              fmt(o["gain_train"], 2, suffix="x"), fmt(rc.get("roofline_fraction"), pct=True),
@@ -276,9 +292,11 @@ def tables(rep):  # noqa: C901
                              fmt(rc["peak_rss_mb"], 0)])
     if opt_rows:
         out += ["", "Extra configurations (`book-env`: the book's code with our settings; `shipped`: ours with the "
-                      "framework's shipped settings; training and inference examples/s):", "",
+                      "framework's shipped settings; `bf16`: ours, fast, `--amp bf16`; training and inference "
+                      "examples/s):", "",
                 markdown_table(["backend, path", "train", "/book", "/eager", "of roofline", "inference",
                                   "/eager", "RSS"], opt_rows)]
+    out += zoo_table(rep)
     out += stage_table(rep)
     p = rep.get("pipeline")
     if p and p.get("status") == "ok":
@@ -299,12 +317,42 @@ def tables(rep):  # noqa: C901
     for name, v in (t.get("settings_gain") or {}).items():
         lines.append(f"- {name}: ours fast / ours with the framework's shipped settings "
                      f"{fmt(v['gain'], 2, suffix='x')} ({_met(v['met'])} >= {v['target']}x)")
+    for name, r in rep["backends"].items():
+        if (r.get("configs") or {}).get("bf16", {}).get("status") == "ok":
+            lines.append(f"- {name}: bf16 / float32 (fast path) training {fmt(r['bf16_gain_train'], 2, suffix='x')}, "
+                         f"inference {fmt(r['bf16_gain_infer'], 2, suffix='x')} (goal >= 1.5x training where the "
+                         f"CPU has bf16 arithmetic)")
+    for key, v in (t.get("zoo") or {}).items():
+        lines.append(f"- {key}: ours/zoo training {fmt(v['ratio_train'], 2, suffix='x')}, inference "
+                     f"{fmt(v['ratio_infer'], 2, suffix='x')} ({_met(v['met'])} >= {v['target']}x both)")
     m = t.get("memory")
     if m:
         lines.append(f"- peak training memory, {m['backend']} / {m['against']} (fast paths): "
                      f"{fmt(m['ratio'], 2, suffix='x')} ({_met(m['met'])} <= {m['limit']}x)")
     out += ["", "Targets:", ""] + lines
     return "\n".join(out) + "\n"
+
+
+def zoo_table(rep) -> List[str]:
+    """Each framework's own zoo model against ours of the same preset, same size and batch."""
+    rows = []
+    for name, r in rep["backends"].items():
+        for zname, pair in (r.get("zoo") or {}).items():
+            z, o = pair.get("zoo", {}), pair.get("ours", {})
+            bad = [f"{k}: {x.get('status')}: {(x.get('reason') or x.get('error') or '')[:90]}"
+                   for k, x in (("zoo", z), ("ours", o)) if x.get("status") != "ok"]
+            rows.append([name, f"{zname} / `{pair['preset']}`", f"{pair['input_size']}, {pair['batch_size']}",
+                         fmt(z.get("train_ex_s"), 2), fmt(o.get("train_ex_s"), 2),
+                         fmt(pair.get("ratio_train"), 2, suffix="x"), fmt(z.get("infer_ex_s"), 2),
+                         fmt(o.get("infer_ex_s"), 2), fmt(pair.get("ratio_infer"), 2, suffix="x"),
+                         "; ".join(bad) or z.get("what", "")])
+    if not rows:
+        return []
+    return ["", "The frameworks' own zoo models against ours (the preset that reproduces each; same input "
+                "size, batch and precision, float32; examples/s):", "",
+            markdown_table(["backend", "zoo model / our preset", "size, batch", "zoo train", "ours train",
+                            "ours/zoo", "zoo infer", "ours infer", "ours/zoo", "zoo model as run"], rows,
+                           "llrrrrrrrl")]
 
 
 def stage_table(rep) -> List[str]:
@@ -383,7 +431,8 @@ def inference_tables(rep) -> str:
                          fmt(x.get("load_s"), 1), fmt(x.get("peak_rss_mb"), 0)])
     head = (f"Batch-1 latency over {s['latency_calls']} calls after {s['warmup']} warm-up; batch "
             f"{s['batch_size']} throughput, median of {s['repeats']}; {s['input_size']}x{s['input_size']} "
-            f"input; {rep['machine']['cpus']} CPUs ({rep['machine']['cpu']}), load average before "
+            f"input; {rep['machine']['cpus']} CPUs ({rep['machine'].get('cpu_flags') or rep['machine']['cpu']}), "
+            f"load average before "
             f"{rep['load_before']}, after {rep['load_after']}.")
     table = markdown_table(["framework", "runtime", "b1 p50 ms", "b1 p99 ms", "p50 speed-up vs eager",
                             f"b{s['batch_size']} ex/s", "vs eager", "load s", "RSS MiB"], rows, "llrrrrrrr")
