@@ -91,10 +91,28 @@ def _worker_argv(args, who, config=None):
     return argv + (["--config", config] if config else [])
 
 
-def run_worker(args, who, config=None, log=print):
-    """One worker subprocess; its JSON result (status 'failed' with the reason if it broke)."""
+#: oneDNN's verbose switches: 3.x (PyTorch, TensorFlow, Paddle) and 2.x (MXNet 1.9.1)
+VERBOSE = {"ONEDNN_VERBOSE": "1", "DNNL_VERBOSE": "1"}
+
+
+def dispatched_isa(args, name):
+    """The oneDNN version and the instruction set it dispatched in the backend's process (its
+    first verbose lines), or what the process said instead."""
+    r = run_worker(args, name, "isa", env=VERBOSE)
+    lines = r.get("stdout", "").splitlines()
+    version = next((l.split(",info,", 1)[1] for l in lines if ",info,oneDNN" in l), None)
+    isa = next((l.split("isa:", 1)[1] for l in lines if ",info,cpu,isa:" in l), None)
+    if r.get("status") != "ok":
+        return f"not measured ({r.get('error')})"
+    return f"{version}: {isa}" if isa else "no oneDNN primitive ran"
+
+
+def run_worker(args, who, config=None, log=print, env=None):
+    """One worker subprocess; its JSON result (status 'failed' with the reason if it broke).
+    ``env``: variables to add to the worker's environment (its output is then kept in the
+    result's ``stdout``)."""
     t0 = time.perf_counter()
-    env = dict(os.environ)
+    env, verbose = dict(os.environ, **(env or {})), bool(env)
     if config == "shipped":
         env[SWITCH] = "0"
     try:
@@ -108,6 +126,8 @@ def run_worker(args, who, config=None, log=print):
                     stderr=p.stderr[-3000:])
     res = json.loads(lines[-1][len(MARK):])
     res["wall_s"] = time.perf_counter() - t0
+    if verbose:
+        res["stdout"] = "\n".join(l for l in p.stdout.splitlines()[:200] if not l.startswith(MARK))
     if res["status"] != "ok":
         log(f"  {who} {config or ''}: FAILED: {res.get('error')}")
     return res
@@ -195,6 +215,8 @@ def run_benchmark(args):  # noqa: C901
             res["status"] = "failed"
         if args.zoo:
             res["zoo"] = run_zoo(args, name)
+        res["isa"] = dispatched_isa(args, name)
+        print(f"{name}: oneDNN {res['isa']}", flush=True)
         if args.profile:
             print(f"{name}: forward time per stage ...", flush=True)
             res["stages"] = run_worker(args, name, "stages")

@@ -177,6 +177,19 @@ def _timed(fn, data, args, batch_size):
     return first, B.time_repeats(call, args.steps, args.repeats, batch_size)
 
 
+def worker_isa(backend, args):
+    """One forward of ours (fast path) at 32x32, for the driver, which starts this process
+    with ONEDNN_VERBOSE=1 / DNNL_VERBOSE=1 and reads oneDNN's first lines (its version and
+    the instruction set it dispatched) from the output."""
+    import numpy as np
+    from backends import get_backend
+    bk = get_backend(backend)
+    net = bk.build(input_size=32)
+    bk.Trainer(net, lr=0.1)
+    bk.forward(net, np.zeros((1, net.spec.in_channels, 32, 32), np.float32))
+    return dict(backend=backend)
+
+
 def worker_stages(backend, args):
     """Where the forward time goes: each stage of ours (fast path, evaluation mode) timed on
     its own input, with its multiply-adds from the oracle, so a stage far below the machine's
@@ -249,6 +262,8 @@ def worker_main(args):
             res = worker_pipeline(canonical(args.worker), args)
         elif args.config == "stages":
             res = worker_stages(canonical(args.worker), args)
+        elif args.config == "isa":
+            res = worker_isa(canonical(args.worker), args)
         elif args.config.startswith(("zoo:", "ours:")):
             res = worker_zoo(canonical(args.worker), args.config, args)
         else:

@@ -57,6 +57,7 @@ def test_quick_run_pytorch(tmp_path):
         bk["configs"]["bf16"]["train_ex_s"] / bk["configs"]["fast"]["train_ex_s"])
     from common.runtime import cpu_summary
     assert rep["machine"]["cpu_flags"] == cpu_summary() and cpu_summary() in (out / "bench.md").read_text()
+    assert bk["isa"].startswith("oneDNN v") and ": Intel" in bk["isa"]     # what oneDNN dispatched, read back
     for name, c in bk["configs"].items():
         assert c["status"] == "ok", (name, c.get("error"), c.get("traceback"))
         for key in ("train_ex_s", "train_runs", "infer_ex_s", "peak_rss_mb", "train_gflops",

@@ -257,6 +257,9 @@ def tables(rep):  # noqa: C901
            f"({rep['machine'].get('cpu_flags') or rep['machine']['cpu']}), load average before {rep['load_before']}, "
            f"after {rep['load_after']}.",
            "",
+           "oneDNN as dispatched (`ONEDNN_VERBOSE=1` / `DNNL_VERBOSE=1`, one forward of ours): " + "; ".join(
+               f"{n}: {r['isa']}" for n, r in rep["backends"].items() if r.get("isa")) + ".",
+           "",
            f"FLOPs per training example: {f['train_flops'] / 1e9:.3f} GFLOP "
            f"({f['forward_macs']:,} forward MACs; {FLOP_CONVENTION}). " + (
                f"Matmul peak {rf['peak_gflops']:.0f} GFLOP/s ({rf['peak_library']}, {s['matmul_size']}^2 "
