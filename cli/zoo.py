@@ -52,9 +52,9 @@ def load(text: str, download: bool = True) -> Optional[Tuple[PT.Source, "dict", 
             return None
         if _zoo_suffix(text):
             return PT.read(text) + (text,)
-        try:                                   # .params / .pdparams: the zoo's, or ours
+        try:                                   # .weights.h5 / .params / .pdparams: the zoo's, or ours
             return PT.read(text) + (text,)
-        except (W.WeightsError, ZF.ZooFileError):
+        except Exception:                      # ours (or damaged): its own reader says which, in one line
             return None
     except DownloadError as e:
         raise UserError(str(e)) from None

@@ -244,14 +244,16 @@ def test_damaged_files_give_one_line(tmp_path):
 
 
 def test_keras_creation_order_from_names():
-    """Keras lists layers by depth; automatic names carry the creation counter, and a named layer
-    (Inception-ResNet-v2's up-projection) comes right after the layers it follows in the file."""
-    names = ["conv2d", "batch_normalization", "conv2d_2", "conv2d_1", "batch_normalization_2",
-             "batch_normalization_1", "block35_1_conv", "conv2d_3", "batch_normalization_3", "conv_7b",
+    """Keras lists layers by depth and numbers its automatic names with one counter per kind (in a
+    process that built other models first, convs and batch norms count differently: here by 40);
+    each batch norm follows its conv, a named layer (Inception-ResNet-v2's up-projection) comes
+    after the layers listed before it, ``X_bn`` belongs to ``X``."""
+    names = ["conv2d_10", "batch_normalization_50", "conv2d_12", "conv2d_11", "batch_normalization_52",
+             "batch_normalization_51", "block35_1_conv", "conv2d_13", "batch_normalization_53", "conv_7b",
              "conv_7b_bn", "predictions"]
     got = [names[i] for i in ZF.keras_creation_order(names)]
-    assert got == ["conv2d", "batch_normalization", "conv2d_1", "batch_normalization_1", "conv2d_2",
-                   "batch_normalization_2", "block35_1_conv", "conv2d_3", "batch_normalization_3", "conv_7b",
+    assert got == ["conv2d_10", "batch_normalization_50", "conv2d_11", "batch_normalization_51", "conv2d_12",
+                   "batch_normalization_52", "block35_1_conv", "conv2d_13", "batch_normalization_53", "conv_7b",
                    "conv_7b_bn", "predictions"]
 
 

@@ -89,7 +89,7 @@ class Source:
     @property
     def preprocessing(self) -> dict:
         """What a picture goes through before the net (``common.serve.predict.prepare_pretrained``)."""
-        return dict(channels=3, size=self.input_size, resize=self.resize,
+        return dict(channels=3, size=self.input_size, fit=self.resize,
                     resize_to=self.resize_to or self.input_size, interpolation=self.interpolation,
                     normalize=True, mean=list(self.mean), std=list(self.std))
 

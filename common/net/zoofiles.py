@@ -114,20 +114,42 @@ def _keras_groups(path: str) -> List[Tuple[str, Dict[str, np.ndarray]]]:
     return out
 
 
-def keras_creation_order(names: Sequence[str]) -> List[int]:
-    """Indices of a Keras file's layers (listed by depth) in creation order: automatic names by
-    their counter (one per kind; a conv and its batch norm share theirs), a named layer right
-    after the last automatic layer listed before it."""
+def keras_creation_order(names: Sequence[str], kinds: Optional[Sequence[str]] = None) -> List[int]:
+    """Indices of a Keras file's layers (listed by depth) in creation order, each conv followed
+    by its batch norm.  Keras numbers its automatic names with one counter per kind
+    (``conv2d_12``, ``batch_normalization_40``: in a process that built other models first the
+    two counters differ), so the convs and dense layers are ordered by their own counter, a
+    layer named by the model's code right after the last automatic one listed before it; and
+    batch norms are paired with convs the way Keras's ``conv2d_bn`` makes them: the k-th
+    automatic batch norm with the k-th automatic conv, ``X_bn`` with ``X``."""
+    kinds = list(kinds) if kinds is not None else [
+        "bn" if n.startswith("batch_normalization") or n.endswith("_bn") else "conv" for n in names]
     keys, running = [], -1
-    for i, name in enumerate(names):
+    for i, (name, kind) in enumerate(zip(names, kinds)):
+        if kind == "bn":
+            continue
         m = _AUTO.match(name)
         if m:
-            n = int(m.group(2) or 0)
-            running = max(running, n)
-            keys.append((n, 0, i))
+            running = max(running, int(m.group(2) or 0))
+            keys.append((int(m.group(2) or 0), 0, i))
         else:
             keys.append((running, 1, i))
-    return [k[2] for k in sorted(keys)]
+    layers = [k[2] for k in sorted(keys)]
+    number = lambda i: int(_AUTO.match(names[i]).group(2) or 0)                  # noqa: E731
+    auto_bn = sorted((i for i, k in enumerate(kinds) if k == "bn" and _AUTO.match(names[i])), key=number)
+    named_bn = {names[i][:-3]: i for i, k in enumerate(kinds) if k == "bn" and not _AUTO.match(names[i])}
+    auto_with_bn = [i for i in layers if _AUTO.match(names[i]) and names[i].startswith("conv2d")
+                    and (auto_bn or named_bn)]
+    bn_of = dict(zip(auto_with_bn, auto_bn))
+    if len(auto_bn) > len(auto_with_bn):
+        raise ZooMismatch(f"{len(auto_bn)} automatic batch norms but {len(auto_with_bn)} automatic convs")
+    out = []
+    for i in layers:
+        out.append(i)
+        bn = bn_of.get(i, named_bn.get(names[i]))
+        if bn is not None:
+            out.append(bn)
+    return out
 
 
 def _keras_layer(name, t):
@@ -468,7 +490,8 @@ def zoo_layers(path: str, fmt: Optional[str] = None, aux: Sequence[str] = ()) ->
     zoo's creation order (aux heads named in ``aux`` last), canonical layouts."""
     fmt, arrays = read_arrays(path, fmt)
     if fmt == "keras-h5":
-        order = keras_creation_order([n for n, _ in arrays])
+        order = keras_creation_order([n for n, _ in arrays],
+                                     ["bn" if "moving_mean" in t else "conv" for _, t in arrays])
         items = []
         for i in order:
             name, t = arrays[i]

@@ -51,7 +51,7 @@ def prepare(paths: Sequence[str], preprocessing: dict) -> np.ndarray:
     :func:`common.serve.export.base_meta`).  Every file is read before any is predicted, so a bad
     one stops the command with its name."""
     p = preprocessing
-    if p.get("resize"):                       # a zoo's ImageNet weights: the zoo's own steps
+    if p.get("fit"):                          # a zoo's ImageNet weights: the zoo's own steps
         return zoo_batch(np.stack([read_zoo_picture(path, p) for path in paths]), p)
     images = np.stack([read_picture(path, int(p["channels"]), int(p["size"])) for path in paths])
     if p.get("normalize"):
@@ -65,7 +65,7 @@ FILTERS = {"nearest": 0, "bilinear": 2, "bicubic": 3}      # Image.NEAREST, BILI
 
 def read_zoo_picture(path: str, p: dict) -> np.ndarray:
     """One picture as the zoo whose ImageNet weights predict expects it, uint8 ``(H, W, 3)``:
-    RGB; ``resize='shorter'``: the shorter side scaled to ``resize_to`` (the longer side
+    RGB; ``fit='shorter'``: the shorter side scaled to ``resize_to`` (the longer side
     ``int(resize_to * long / short)``) then the centre ``size`` x ``size`` crop (torchvision's
     ``Resize`` + ``CenterCrop``, as Paddle's and Gluon's evaluation transforms); ``'squash'``:
     the whole picture scaled to ``size`` x ``size`` (Keras's ``load_img(target_size=...)``)."""
@@ -78,7 +78,7 @@ def read_zoo_picture(path: str, p: dict) -> np.ndarray:
     except Exception as e:                  # Pillow's UnidentifiedImageError, OSError of a damaged file
         raise DataError(f"{path}: not a picture Pillow reads ({type(e).__name__})") from None
     size, f = int(p["size"]), FILTERS[p.get("interpolation", "bilinear")]
-    if p["resize"] == "squash":
+    if p["fit"] == "squash":
         return np.asarray(im.resize((size, size), f), np.uint8)
     w, h = im.size
     target = int(p.get("resize_to") or size)
