@@ -217,50 +217,13 @@ def save_native(net, path):
 
 
 #: the bookkeeping entries ``paddle.save`` adds to a state dict
-_NAME_TABLE, _BIG_PARAMS = "StructuredToParameterName@@", "UnpackBigParamInfor@@"
-
-
 def read_pickle(path, what="Paddle file"):
-    """A Paddle pickle (``paddle.save`` of a dict: ``.pdparams``, ``.pdopt``) as a dict of NumPy
-    arrays, read with the restricted unpickler of :mod:`common.net.safepickle` instead of
-    ``paddle.load`` (which unpickles anything, so a file could run code).
-
-    Only what ``paddle.save`` writes for a dict of tensors is accepted: dicts (and
-    ``OrderedDict``), NumPy arrays, strings and numbers, a tensor pickled as the pair
-    ``(name, array)``, and its bookkeeping entries (the name table, dropped; arrays over
-    1 GB split by protocols 2 and 3, joined again).  A pickle that names any other global
-    (``builtins.eval``, which Paddle itself uses for ``DenseTensor``, ``os.system`` ...)
-    raises ``WeightsError`` naming it, before anything runs; so does a damaged file.
-    """
-    with open(path, "rb") as f:
-        raw = f.read()
+    """A Paddle pickle (``.pdparams``, ``.pdopt``) as a dict of NumPy arrays, by the restricted
+    unpickler (:func:`common.net.safepickle.read_paddle`), never ``paddle.load``."""
     try:
-        obj = safepickle.loads(raw, allowed=safepickle.ARRAYS | safepickle.CONTAINERS, encoding="latin1")
-    except safepickle.Refused as e:
-        raise WeightsError(f"{path}: {e}") from None
-    except Exception as e:            # UnpicklingError, EOFError, ValueError ... on a damaged file
-        raise WeightsError(f"{path}: not a readable {what} ({type(e).__name__}: {e}); it is "
-                           f"damaged or truncated") from None
-    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
-        raise WeightsError(f"{path}: not a {what} (expected a dict of tensor names to arrays, "
-                           f"got {type(obj).__name__})")
-    obj = dict(obj)
-    obj.pop(_NAME_TABLE, None)
-    big = obj.pop(_BIG_PARAMS, None) or {}
-    out = {}
-    try:
-        for name, info in big.items():           # protocols 2 and 3 split arrays over 1 GB
-            out[name] = np.concatenate([obj.pop(part) for part in info["slices"]]).reshape(info["OriginShape"])
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise WeightsError(f"{path}: not a readable {what} (a split tensor cannot be joined: {e})") from None
-    for name, value in obj.items():
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-            value = value[1]                     # a tensor pickled as (name, array)
-        if not isinstance(value, np.ndarray) or value.dtype == object:
-            raise WeightsError(f"{path}: not a {what}: entry {name!r} is a {type(value).__name__}, "
-                               f"not an array")
-        out[name] = value
-    return out
+        return safepickle.read_paddle(path, what)
+    except safepickle.PickleFileError as e:
+        raise WeightsError(str(e)) from None
 
 
 def read_native(path, spec, input_size=None):

@@ -15,7 +15,15 @@ from typing import FrozenSet, Tuple
 
 import numpy as np
 
-__all__ = ["Refused", "RestrictedUnpickler", "loads", "is_plain", "ARRAYS", "CONTAINERS"]
+__all__ = ["Refused", "RestrictedUnpickler", "loads", "is_plain", "ARRAYS", "CONTAINERS", "read_paddle",
+           "PickleFileError"]
+
+#: ``paddle.save``'s bookkeeping entries: the name table, and arrays over 1 GB split in slices
+_NAME_TABLE, _BIG_PARAMS = "StructuredToParameterName@@", "UnpackBigParamInfor@@"
+
+
+class PickleFileError(ValueError):
+    """A data pickle that is damaged, refused or not of the expected shape (one line)."""
 
 #: NumPy's array and dtype reconstruction (protocols 2-5, NumPy 1.x and 2.x module names)
 ARRAYS: FrozenSet[Tuple[str, str]] = frozenset({
@@ -81,3 +89,48 @@ def is_plain(obj, depth: int = 0, max_depth: int = 8) -> bool:
         return all(is_plain(k, depth + 1, max_depth) and is_plain(v, depth + 1, max_depth)
                    for k, v in obj.items())
     return False
+
+
+
+
+def read_paddle(path, what="Paddle file"):
+    """A Paddle pickle (``paddle.save`` of a dict: ``.pdparams``, ``.pdopt``) as a dict of NumPy
+    arrays, read with the restricted unpickler of :func:`loads` instead of
+    ``paddle.load`` (which unpickles anything, so a file could run code).
+
+    Only what ``paddle.save`` writes for a dict of tensors is accepted: dicts (and
+    ``OrderedDict``), NumPy arrays, strings and numbers, a tensor pickled as the pair
+    ``(name, array)``, and its bookkeeping entries (the name table, dropped; arrays over
+    1 GB split by protocols 2 and 3, joined again).  A pickle that names any other global
+    (``builtins.eval``, which Paddle itself uses for ``DenseTensor``, ``os.system`` ...)
+    raises ``PickleFileError`` naming it, before anything runs; so does a damaged file.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        obj = loads(raw, allowed=ARRAYS | CONTAINERS, encoding="latin1")
+    except Refused as e:
+        raise PickleFileError(f"{path}: {e}") from None
+    except Exception as e:            # UnpicklingError, EOFError, ValueError ... on a damaged file
+        raise PickleFileError(f"{path}: not a readable {what} ({type(e).__name__}: {e}); it is "
+                           f"damaged or truncated") from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise PickleFileError(f"{path}: not a {what} (expected a dict of tensor names to arrays, "
+                           f"got {type(obj).__name__})")
+    obj = dict(obj)
+    obj.pop(_NAME_TABLE, None)
+    big = obj.pop(_BIG_PARAMS, None) or {}
+    out = {}
+    try:
+        for name, info in big.items():           # protocols 2 and 3 split arrays over 1 GB
+            out[name] = np.concatenate([obj.pop(part) for part in info["slices"]]).reshape(info["OriginShape"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise PickleFileError(f"{path}: not a readable {what} (a split tensor cannot be joined: {e})") from None
+    for name, value in obj.items():
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+            value = value[1]                     # a tensor pickled as (name, array)
+        if not isinstance(value, np.ndarray) or value.dtype == object:
+            raise PickleFileError(f"{path}: not a {what}: entry {name!r} is a {type(value).__name__}, "
+                               f"not an array")
+        out[name] = value
+    return out

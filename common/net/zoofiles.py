@@ -152,31 +152,22 @@ def keras_creation_order(names: Sequence[str], kinds: Optional[Sequence[str]] = 
     return out
 
 
-def _keras_layer(name, t):
-    if "moving_mean" in t:
-        c = t["moving_mean"].shape[0]
-        return "bn", dict(scale=t.get("gamma"), shift=t.get("beta", np.zeros(c, np.float32)),
-                          mean=t["moving_mean"], var=t["moving_variance"])
-    k = t.get("kernel")
-    if k is None or k.ndim not in (2, 4):
-        raise ZooMismatch(f"Keras layer {name!r} ({', '.join(t)}) is not a conv, dense or batch norm "
-                          f"layer the table knows")
-    weight = k.transpose(3, 2, 0, 1) if k.ndim == 4 else k.T
-    return ("conv" if k.ndim == 4 else "dense"), dict(weight=np.ascontiguousarray(weight), bias=t.get("bias"))
-
-
 # --------------------------------------------------------------------------- state dicts
 #: per format: tensor name -> role (``weight``/``bias`` of a conv or dense; ``scale``,
 #: ``shift``, ``mean``, ``var`` of a batch norm); names not listed are skipped
 #: (``num_batches_tracked``)
 ROLES = {
+    "keras-h5": {"kernel": "weight", "bias": "bias", "gamma": "scale", "beta": "shift", "moving_mean": "mean",
+                 "moving_variance": "var"},
     "torch": {"weight": "weight", "bias": "bias", "running_mean": "mean", "running_var": "var"},
     "pdparams": {"weight": "weight", "bias": "bias", "_mean": "mean", "_variance": "var"},
     "gluon-params": {"weight": "weight", "bias": "bias", "gamma": "scale", "beta": "shift",
                      "running_mean": "mean", "running_var": "var"},
 }
-#: per format: whether a dense weight is stored (in, out) (Paddle's ``Linear``)
-DENSE_IN_OUT = {"pdparams": True}
+#: per format: whether a dense weight is stored (in, out) (Paddle's ``Linear``, Keras's ``Dense``)
+DENSE_IN_OUT = {"pdparams": True, "keras-h5": True}
+#: per format: whether conv kernels are HWIO (Keras), not OIHW
+CONV_HWIO = {"keras-h5": True}
 SKIP = ("num_batches_tracked",)
 _GLUON_OLD = re.compile(r"^(.*)_(weight|bias|gamma|beta|running_mean|running_var)$")
 
@@ -209,17 +200,18 @@ def state_dict_groups(fmt: str, arrays: "OrderedDict[str, np.ndarray]") -> List[
 
 
 def _state_layer(fmt: str, name: str, t: Dict[str, np.ndarray]):
+    """(kind, canonical tensors) of one layer's tensors by role; a batch norm's ``weight`` and
+    ``bias`` (PyTorch's, Paddle's names) are its scale and shift."""
     if "mean" in t:
         c = t["mean"].shape[0]
-        if fmt != "gluon-params":                  # weight and bias of a batch norm: scale, shift
-            t = dict(scale=t.get("weight"), shift=t.get("bias", np.zeros(c, np.float32)), mean=t["mean"],
-                     var=t["var"])
-        return "bn", dict(scale=t.get("scale"), shift=t.get("shift", np.zeros(c, np.float32)),
-                          mean=t["mean"], var=t["var"])
+        return "bn", dict(scale=t.get("scale", t.get("weight")),
+                          shift=t.get("shift", t.get("bias", np.zeros(c, np.float32))), mean=t["mean"], var=t["var"])
     w = t.get("weight")
     if w is None or w.ndim not in (2, 4):
         raise ZooMismatch(f"layer {name!r} ({', '.join(t)}) is not a conv, dense or batch norm layer "
                           f"the table knows")
+    if w.ndim == 4 and CONV_HWIO.get(fmt):
+        w = np.ascontiguousarray(w.transpose(3, 2, 0, 1))
     if w.ndim == 2 and DENSE_IN_OUT.get(fmt):
         w = np.ascontiguousarray(w.T)
     return ("conv" if w.ndim == 4 else "dense"), dict(weight=w, bias=t.get("bias"))
@@ -240,26 +232,11 @@ def state_dict_layers(fmt: str, arrays, aux: Sequence[str] = ()) -> List[ZooLaye
 
 # --------------------------------------------------------------------------- Paddle
 def read_pdparams(path: str) -> "OrderedDict[str, np.ndarray]":
-    with open(path, "rb") as f:
-        raw = f.read()
+    """A ``.pdparams`` as ``paddle.save`` writes it, by the restricted unpickler."""
     try:
-        obj = safepickle.loads(raw, allowed=safepickle.ARRAYS | safepickle.CONTAINERS, encoding="latin1")
-    except safepickle.Refused as e:
-        raise ZooFileError(f"{path}: {e}") from None
-    except Exception as e:
-        raise ZooFileError(f"{path}: not a readable .pdparams file ({type(e).__name__}: {e})") from None
-    if not isinstance(obj, dict):
-        raise ZooFileError(f"{path}: a pickle, but not a state dict (a {type(obj).__name__})")
-    out = OrderedDict()
-    for k, v in obj.items():
-        if k == "StructuredToParameterName@@":
-            continue
-        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], np.ndarray):     # (name, array)
-            v = v[1]
-        if not isinstance(v, np.ndarray):
-            raise ZooFileError(f"{path}: {k!r} is a {type(v).__name__}, not an array")
-        out[str(k)] = v
-    return out
+        return OrderedDict(safepickle.read_paddle(path, "Paddle state dict"))
+    except safepickle.PickleFileError as e:
+        raise ZooFileError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- Gluon / MXNet
@@ -492,10 +469,14 @@ def zoo_layers(path: str, fmt: Optional[str] = None, aux: Sequence[str] = ()) ->
     if fmt == "keras-h5":
         order = keras_creation_order([n for n, _ in arrays],
                                      ["bn" if "moving_mean" in t else "conv" for _, t in arrays])
+        roles = ROLES[fmt]
         items = []
         for i in order:
             name, t = arrays[i]
-            kind, tensors = _keras_layer(name, t)
+            unknown = [k for k in t if k not in roles]
+            if unknown:
+                raise ZooMismatch(f"Keras layer {name!r} has {unknown[0]!r}, a tensor the table has no place for")
+            kind, tensors = _state_layer(fmt, name, {roles[k]: v for k, v in t.items()})
             items.append((kind, name, tensors))
         return fmt, attach_bn(items)
     return fmt, state_dict_layers(fmt, arrays, aux)
