@@ -128,7 +128,7 @@ def run_worker(args, who, config=None, log=print, env=None):
     res["wall_s"] = time.perf_counter() - t0
     if verbose:
         res["stdout"] = "\n".join(l for l in p.stdout.splitlines()[:200] if not l.startswith(MARK))
-    if res["status"] != "ok":
+    if res["status"] not in ("ok", "refused"):
         log(f"  {who} {config or ''}: FAILED: {res.get('error')}")
     return res
 
@@ -216,7 +216,7 @@ def run_benchmark(args):  # noqa: C901
         if args.zoo:
             res["zoo"] = run_zoo(args, name)
         res["isa"] = dispatched_isa(args, name)
-        print(f"{name}: oneDNN {res['isa']}", flush=True)
+        print(f"{name}: {res['isa']}", flush=True)
         if args.profile:
             print(f"{name}: forward time per stage ...", flush=True)
             res["stages"] = run_worker(args, name, "stages")
