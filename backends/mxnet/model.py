@@ -85,7 +85,9 @@ class Concat(nn.HybridBlock):
         self.relu = act == "relu"
 
     def hybrid_forward(self, F, X):
-        X = F.np.concatenate([b(X) for b in self.branches], axis=1)
+        # the legacy ``Concat`` operator (oneDNN's concat on the blocked layout), not
+        # ``np.concatenate`` (MXNet's own kernel on the plain layout: a reorder per branch)
+        X = F.concat(*[b(X).as_nd_ndarray() for b in self.branches], dim=1).as_np_ndarray()
         return F.npx.activation(X, act_type="relu") if self.relu else X
 
 
