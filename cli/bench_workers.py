@@ -103,15 +103,7 @@ def worker_config(backend, config, args):
     build_s = time.perf_counter() - t0
 
     def timed(fn):
-        cycle = itertools.cycle(data)
-        call = lambda: fn(*next(cycle))                              # noqa: E731
-        t = time.perf_counter()
-        call()
-        first = time.perf_counter() - t
-        for _ in range(args.warmup - 1):
-            call()
-        runs = B.time_repeats(call, args.steps, args.repeats, args.batch_size)
-        return first, runs
+        return _timed(fn, data, args, args.batch_size)
 
     first_train, train_runs = timed(train)
     first_infer, infer_runs = timed(infer)        # after training: book_logits switches to eval mode
