@@ -19,8 +19,6 @@ from common.train.train_config import AMP, OPTIMIZERS, RECIPES, Recipe, named_re
 
 from .errors import ArgumentParser, UserError
 
-PT_TOKEN = "imagenet:"
-
 __all__ = ["ArgumentParser", "add_backend_arg", "add_model_args", "add_recipe_args", "model_options",
            "build_from_options", "get_backend", "recipe_from", "run_changes", "add_data_args", "data_options",
            "load_dataset", "load_datasets", "base_recipe", "spec_of", "add_weights_args", "read_weights",
@@ -110,6 +108,7 @@ def add_finetune_args(p):
 def zoo_start(path, spec):
     """The canonical weights of a zoo's ImageNet file or ``imagenet:SOURCE`` (``cli.zoo``), or
     ``None`` for one of this project's own files; a zoo's weights need its preset."""
+    from common.net import pretrained as PT
     from . import zoo as Z
     found = Z.load(path)
     if found is None:
@@ -118,7 +117,7 @@ def zoo_start(path, spec):
     from common.net.family import ALIASES
     preset = spec.name.rstrip("*")
     if ALIASES.get(preset, preset) != src.preset:
-        raise UserError(f"--init-from {path} holds {PT_TOKEN}{src.name}'s {src.preset} weights; train that "
+        raise UserError(f"--init-from {path} holds {PT.TOKEN}{src.name}'s {src.preset} weights; train that "
                         f"network: add --preset {src.preset} (and --channels 3: the zoo's net sees RGB)")
     return weights
 

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Optional, Tuple
 
-import numpy as np
 
 from . import zoofiles as ZF
 from .family import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from .spec import get_spec
-from .weights import WeightsMismatch, check
+from .weights import WeightsMismatch
 from .zoo import ZooMismatch, canonical
 
 __all__ = ["Source", "SOURCES", "ENV_WEIGHTS", "ENV_MIRROR", "weights_dir", "source", "locate", "read",
@@ -208,11 +207,6 @@ def _without_aux(s: Source) -> Source:
     return replace(s, options={**s.options, "aux_logits": False})
 
 
-def fit(weights, spec):
-    """``weights`` checked against ``spec`` (the table a run builds)."""
-    return check(spec, weights, spec.input_size)
-
-
 @lru_cache(maxsize=1)
 def imagenet_classes() -> Tuple[str, ...]:
     """The 1,000 ImageNet classes in the zoos' order (index 0 'tench' ... 999 'toilet tissue'),
@@ -222,11 +216,3 @@ def imagenet_classes() -> Tuple[str, ...]:
     if len(names) != 1000:
         raise RuntimeError(f"{CLASSES_FILE}: {len(names)} class names, not 1000")
     return names
-
-
-def picture_batch(images: np.ndarray, s: Source) -> np.ndarray:
-    """uint8 RGB pictures ``(N, H, W, 3)`` already resized to the source's input size, as its
-    normalised float32 NCHW batch."""
-    x = np.asarray(images, np.float64) / 255.0
-    x = (x - np.asarray(s.mean)) / np.asarray(s.std)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)

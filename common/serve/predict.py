@@ -19,6 +19,7 @@ import numpy as np
 
 from ..inputs import datasets as DS
 from ..inputs.data import DataError, Loader, Split
+from ..net.zoo import preprocess
 
 
 def read_picture(path: str, channels: int, size: int) -> np.ndarray:
@@ -89,10 +90,9 @@ def read_zoo_picture(path: str, p: dict) -> np.ndarray:
 
 
 def zoo_batch(images: np.ndarray, p: dict) -> np.ndarray:
-    """uint8 ``(N, H, W, 3)`` pictures as the float32 NCHW batch: ``(x / 255 - mean) / std``."""
-    x = np.asarray(images, np.float64) / 255.0
-    x = (x - np.asarray(p["mean"], np.float64)) / np.asarray(p["std"], np.float64)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+    """uint8 ``(N, H, W, 3)`` pictures as the float32 NCHW batch: ``(x / 255 - mean) / std``
+    (:func:`common.net.zoo.preprocess`, the arithmetic the zoo tests check)."""
+    return preprocess(images, p["mean"], p["std"])
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
