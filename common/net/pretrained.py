@@ -101,6 +101,17 @@ _TV = "https://download.pytorch.org/models/"
 _KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _KERAS_NOTE = "tf.keras.applications.{} (Keras's own get_file address and md5)"
 
+def _keras(name: str, model: str, md5: str, md5_notop: str) -> Tuple[Source, Source]:
+    """A Keras application's two files, with and without its top: the same folder, preset and
+    preprocessing; ``_notop`` in the name and the file, ``include_top=False``."""
+    def one(suffix, md5, options, call):
+        return Source(f"keras.{name}{suffix}", f"keras_{name}", "keras-h5",
+                      f"{_KERAS}{name}/{name}_weights_tf_dim_ordering_tf_kernels{suffix}.h5", ("md5", md5), 299,
+                      INCEPTION_MEAN, INCEPTION_STD, resize="squash", interpolation="nearest", options=options,
+                      origin=_KERAS_NOTE.format(f"{model}(weights='imagenet'{call})"))
+    return one("", md5, {}, ""), one("_notop", md5_notop, dict(include_top=False), ", include_top=False")
+
+
 SOURCES = {s.name: s for s in (
     # torchvision/models/googlenet.py and inception.py (0.29): ImageClassification(crop_size=224)
     # = resize 256, centre crop 224, bilinear; the weights need transform_input=True
@@ -115,24 +126,9 @@ SOURCES = {s.name: s for s in (
     # keras/src/applications/inception_v3.py, inception_resnet_v2.py (TF 2.15): preprocess_input
     # mode 'tf' (x / 127.5 - 1); Keras's examples load pictures with load_img(target_size=(299, 299))
     # (nearest-neighbour, no crop)
-    Source("keras.inception_v3", "keras_inception_v3", "keras-h5",
-           _KERAS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
-           ("md5", "9a0d58056eeedaa3f26cb7ebd46da564"), 299, INCEPTION_MEAN, INCEPTION_STD, resize="squash",
-           interpolation="nearest", origin=_KERAS_NOTE.format("InceptionV3(weights='imagenet')")),
-    Source("keras.inception_v3_notop", "keras_inception_v3", "keras-h5",
-           _KERAS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-           ("md5", "bcbd6486424b2319ff4ef7d526e38f63"), 299, INCEPTION_MEAN, INCEPTION_STD, resize="squash",
-           interpolation="nearest", options=dict(include_top=False),
-           origin=_KERAS_NOTE.format("InceptionV3(weights='imagenet', include_top=False)")),
-    Source("keras.inception_resnet_v2", "keras_inception_resnet_v2", "keras-h5",
-           _KERAS + "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5",
-           ("md5", "e693bd0210a403b3192acc6073ad2e96"), 299, INCEPTION_MEAN, INCEPTION_STD, resize="squash",
-           interpolation="nearest", origin=_KERAS_NOTE.format("InceptionResNetV2(weights='imagenet')")),
-    Source("keras.inception_resnet_v2_notop", "keras_inception_resnet_v2", "keras-h5",
-           _KERAS + "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-           ("md5", "d19885ff4a710c122648d3b5c3b684e4"), 299, INCEPTION_MEAN, INCEPTION_STD, resize="squash",
-           interpolation="nearest", options=dict(include_top=False),
-           origin=_KERAS_NOTE.format("InceptionResNetV2(weights='imagenet', include_top=False)")),
+    *_keras("inception_v3", "InceptionV3", "9a0d58056eeedaa3f26cb7ebd46da564", "bcbd6486424b2319ff4ef7d526e38f63"),
+    *_keras("inception_resnet_v2", "InceptionResNetV2", "e693bd0210a403b3192acc6073ad2e96",
+            "d19885ff4a710c122648d3b5c3b684e4"),
     # paddle/vision/models/googlenet.py, inceptionv3.py (3.3.1): model_urls (address, md5)
     Source("paddle.googlenet", "paddle_googlenet", "pdparams",
            "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/GoogLeNet_pretrained.pdparams",
