@@ -14,6 +14,15 @@ from common.net.spec import BN_MOMENTUM, SpecError, outputs_type, pair
 from .core import _device, to_numpy, to_tensor
 
 
+def relu(F, X):
+    """The table's ReLU as Gluon's ``Activation`` operator, the book's: with oneDNN it runs as an
+    eltwise primitive on the convolutions' blocked layout (``npx.relu`` is MXNet's own kernel on
+    the plain layout: two reorders per ReLU, 0.92x the book's training and inference here,
+    docs/performance.md).  oneDNN's ReLU maps NaN to 0 (``max(x, 0)``), unlike the other three
+    frameworks, so a NaN input shows only in the gradient: the Trainer checks it (training.py)."""
+    return F.npx.activation(X, act_type="relu")
+
+
 class ConvBlock(nn.HybridBlock):
     """``Conv`` record: conv, optional batch norm, optional ReLU."""
 
@@ -33,12 +42,7 @@ class ConvBlock(nn.HybridBlock):
         X = self.conv(X)
         if self.bn is not None:
             X = self.bn(X)
-        # ``npx.relu``, not ``npx.activation(act_type='relu')``: the latter runs as oneDNN's eltwise
-        # primitive on the blocked layout (fewer reorders, faster inference), but it maps NaN to
-        # 0, so a non-finite input would no longer reach the loss and the training loop's guard
-        # (tests/test_training.py::test_nan_loss_stops...) would not see it, unlike the other
-        # three frameworks (docs/performance.md).
-        return F.npx.relu(X) if self.relu else X
+        return relu(F, X) if self.relu else X
 
 
 class DenseBlock(nn.HybridBlock):
@@ -52,7 +56,7 @@ class DenseBlock(nn.HybridBlock):
 
     def hybrid_forward(self, F, X):
         X = self.linear(X)
-        return F.npx.relu(X) if self.relu else X
+        return relu(F, X) if self.relu else X
 
 
 class LRN(nn.HybridBlock):
@@ -87,7 +91,7 @@ class Concat(nn.HybridBlock):
         # the legacy ``Concat`` operator (oneDNN's concat on the blocked layout), not
         # ``np.concatenate`` (MXNet's own kernel on the plain layout: a reorder per branch)
         X = F.concat(*[b(X).as_nd_ndarray() for b in self.branches], dim=1).as_np_ndarray()
-        return F.npx.relu(X) if self.relu else X
+        return relu(F, X) if self.relu else X
 
 
 class Residual(nn.HybridBlock):
@@ -100,7 +104,7 @@ class Residual(nn.HybridBlock):
 
     def hybrid_forward(self, F, X):
         X = X + self.scale * self.body(X)
-        return F.npx.relu(X) if self.relu else X
+        return relu(F, X) if self.relu else X
 
 
 class AdaptiveAvgPool(nn.HybridBlock):

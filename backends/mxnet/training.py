@@ -1,8 +1,10 @@
 """MXNet: the framework calls of the training step (the rest is common.train.trainer)."""
+import math
 import os
 
 import mxnet as mx
-from mxnet import autograd, gluon, np, npx
+import numpy as onp
+from mxnet import autograd, gluon, npx
 
 from common.net import oracle, weights as W
 from common.net.spec import BN_MOMENTUM
@@ -175,12 +177,18 @@ class Trainer(TrainerBase):
         k, e = logits.shape[-1], self.label_smoothing
         return self.soft_loss(logits, npx.one_hot(y, k) * (1 - e) + e / k)
 
-    def _clip(self, batch):
+    def _grad_squares(self):
+        """Each gradient's sum of squares, one fused operator (NaN and inf stay in it; a sum
+        that overflows float32, |g| ~ 1e19, counts as non-finite too)."""
+        grads = [p.grad().as_nd_ndarray() for p in self.params]
+        return mx.nd.multi_sum_sq(*grads, num_arrays=len(grads)).asnumpy()
+
+    def _clip(self, squares, batch):
         """PyTorch's ``clip_grad_norm_`` on the mean gradient (Gluon's gradients are sums)."""
-        grads = [p.grad() for p in self.params]
-        norm = float(np.sqrt(sum((g * g).sum() for g in grads))) / batch
+        norm = float(onp.sqrt(squares.astype(onp.float64).sum())) / batch
         coef = min(self.clip_norm / (norm + 1e-6), 1.0)
-        for g in grads:
+        for p in self.params:
+            g = p.grad()
             g *= coef
 
     def _fix_running_vars(self, before, batch):
@@ -217,12 +225,19 @@ class Trainer(TrainerBase):
             before = [p.data().copy() for p, _ in self._bn]
             l.backward()
             self.trainer.allreduce_grads()      # one process: nothing to do
+            squares = self._grad_squares()
             if self.clip_norm:
-                self._clip(batch)
+                self._clip(squares, batch)
             self.trainer.update(batch)
             if self._bn:
                 self._fix_running_vars(before, X.shape[0])
             loss, correct = float(l.sum()), self._correct(logits, y)
+            # oneDNN's ReLU (model.relu) maps NaN to 0: a NaN that reaches the loss in the other
+            # three frameworks stops at a ReLU here, but not in the gradient (NaN * 0 is NaN in a
+            # convolution's weight gradient).  The step then reports the loss those frameworks
+            # report, NaN, so that the training loop's guard stops where theirs does.
+            if not onp.isfinite(squares).all():
+                loss = math.nan
             if self.world:                      # the sums and the update really done (asynchronous)
                 mx.nd.waitall()
         return loss, correct
