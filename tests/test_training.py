@@ -86,6 +86,31 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(bk, loaders, tmp_path):
     assert open(os.path.join(find_checkpoint(str(tmp_path)), "weights.npz"), "rb").read() == good
 
 
+def test_mxnet_fused_sgd_is_the_sgd_rule():
+    """MXNet's momentum-free SGD runs as the fused ``sgd_update``: ``w - lr * rescale * g``
+    against a float64 reference.  The float32 result goes through at most three roundings
+    (lr*rescale or rescale*g, the product with the other, the subtraction), each within half an
+    ulp of its intermediate, so |W - ref| <= 2 eps32 (|w| + |lr rescale g|) bounds it; and the
+    update must move the weights (a no-op would fail the bound's complement below)."""
+    pytest.importorskip("mxnet")
+    from backends import get_backend
+    get_backend("mxnet")                                       # numpy semantics on
+    import mxnet as mx
+    from backends.mxnet.training import TorchSGD
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 3, 7, 7)).astype(np.float32)
+    g = (rng.normal(size=w.shape) * 37).astype(np.float32)
+    eps = float(np.finfo(np.float32).eps)
+    for lr, rescale in ((0.1, 1 / 32), (0.05, 1 / 7), (0.0123, 1.0)):
+        W = mx.np.array(w)
+        TorchSGD(learning_rate=lr, rescale_grad=rescale).update(0, W, mx.np.array(g), None)
+        step = lr * rescale * g.astype(np.float64)
+        ref = w.astype(np.float64) - step
+        err = np.abs(W.asnumpy().astype(np.float64) - ref)
+        assert (err <= 2 * eps * (np.abs(w) + np.abs(step))).all(), err.max()
+        assert np.abs(W.asnumpy() - w).max() > 0.5 * np.abs(step).max()
+
+
 def _train_cli(*args, env=None):
     return subprocess.run([sys.executable, "scripts/train.py", "--no-progress", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600, env=env)
