@@ -54,6 +54,9 @@ def parse_args(argv=None):
                    help="skip the zoo configurations (each framework's own zoo model of the family against "
                         "ours)")
     p.add_argument("--zoo-batch", type=int, default=8, help="batch of the zoo configurations (8)")
+    p.add_argument("--zoo-rounds", type=int, default=1,
+                   help="run each zoo model and ours this many times, alternating (zoo, ours, then ours, zoo, "
+                        "...), each in a fresh process; the medians over the rounds are reported (1)")
     p.add_argument("--zoo-size", type=int, default=None,
                    help="input size of the zoo configurations (default: each zoo model's own, 224 or 299; "
                         "--quick: the least both train at)")
@@ -144,13 +147,16 @@ def run_zoo(args, name):
                                           steps=min(args.steps, 2), warmup=min(args.warmup, 2)))
         pair = dict(preset=preset, input_size=size, batch_size=args.zoo_batch, repeats=sized.repeats,
                     steps=sized.steps, warmup=sized.warmup)
-        for kind in ("zoo", "ours"):
-            print(f"{name}: {kind}:{zname} ({preset}, {size}x{size}, batch {args.zoo_batch}) ...", flush=True)
-            r = run_worker(sized, name, f"{kind}:{zname}")
-            pair[kind] = r
-            if r.get("status") == "ok":
-                print(f"  train {r['train_ex_s']:.2f} ex/s, inference {r['infer_ex_s']:.2f} ex/s ({r['what']})",
-                      flush=True)
+        runs = {"zoo": [], "ours": []}
+        for i in range(max(1, args.zoo_rounds)):
+            for kind in ("zoo", "ours") if i % 2 == 0 else ("ours", "zoo"):   # alternate: drift hits both
+                print(f"{name}: {kind}:{zname} ({preset}, {size}x{size}, batch {args.zoo_batch}) ...", flush=True)
+                r = run_worker(sized, name, f"{kind}:{zname}")
+                runs[kind].append(r)
+                if r.get("status") == "ok":
+                    print(f"  train {r['train_ex_s']:.2f} ex/s, inference {r['infer_ex_s']:.2f} ex/s "
+                          f"({r['what']})", flush=True)
+        pair.update({kind: B.over_rounds(rs) for kind, rs in runs.items()}, rounds=max(1, args.zoo_rounds))
         out[zname] = pair
     return out
 

@@ -87,6 +87,17 @@ def test_missing_backend_is_skipped(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "bench.json").read_text())["backends"]["paddle"]["status"] == "skipped"
 
 
+def test_zoo_rounds_report_the_median_of_fresh_processes():
+    runs = [dict(status="ok", what="zoo", train_ex_s=t, infer_ex_s=i)
+            for t, i in ((3.7, 13.1), (3.5, 12.2), (3.6, 12.9))]
+    r = B.over_rounds(runs)
+    assert r["train_ex_s"] == 3.6 and r["infer_ex_s"] == 12.9 and r["what"] == "zoo"
+    assert r["rounds_train_ex_s"] == [3.7, 3.5, 3.6] and r["rounds_infer_ex_s"] == [13.1, 12.2, 12.9]
+    assert B.over_rounds(runs[:1]) is runs[0]                              # one round: unchanged
+    bad = dict(status="failed", error="x")
+    assert B.over_rounds(runs + [bad]) is bad                             # a failed round is not hidden
+
+
 def test_latency_and_throughput_arithmetic():
     ticks = iter(range(100))
     clock = lambda: next(ticks) / 1000.0                   # noqa: E731  (every call takes 1 ms)

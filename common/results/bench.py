@@ -47,6 +47,23 @@ def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
 
 
+def over_rounds(results: Sequence[dict]) -> dict:
+    """One configuration's worker results from several rounds (fresh processes) as one: the
+    first failure if any round failed, else the first result with the medians over the rounds
+    of its throughputs, and each round's figures under ``rounds_train_ex_s`` /
+    ``rounds_infer_ex_s``.  One round: that result unchanged."""
+    if len(results) == 1:
+        return results[0]
+    failed = [r for r in results if r.get("status") != "ok"]
+    if failed:
+        return failed[0]
+    out = dict(results[0])
+    for key in ("train_ex_s", "infer_ex_s"):
+        out[f"rounds_{key}"] = [r[key] for r in results]
+        out[key] = median(out[f"rounds_{key}"])
+    return out
+
+
 def time_repeats(fn: Callable[[], object], steps: int, repeats: int, examples_per_call: int,
                  clock=time.perf_counter) -> List[float]:
     """``repeats`` timings of ``steps`` back-to-back calls of ``fn``, as examples/second
@@ -344,7 +361,8 @@ def zoo_table(rep) -> List[str]:
             z, o = pair.get("zoo", {}), pair.get("ours", {})
             bad = [f"{k}: {x.get('status')}: {(x.get('reason') or x.get('error') or '')[:90]}"
                    for k, x in (("zoo", z), ("ours", o)) if x.get("status") != "ok"]
-            rows.append([name, f"{zname} / `{pair['preset']}`", f"{pair['input_size']}, {pair['batch_size']}",
+            rounds = f", median of {pair['rounds']} rounds" if pair.get("rounds", 1) > 1 else ""
+            rows.append([name, f"{zname} / `{pair['preset']}`", f"{pair['input_size']}, {pair['batch_size']}{rounds}",
                          fmt(z.get("train_ex_s"), 2), fmt(o.get("train_ex_s"), 2),
                          fmt(pair.get("ratio_train"), 2, suffix="x"), fmt(z.get("infer_ex_s"), 2),
                          fmt(o.get("infer_ex_s"), 2), fmt(pair.get("ratio_infer"), 2, suffix="x"),
