@@ -100,8 +100,16 @@ class Card:
     #: elastic run: torchrun --max-restarts N > 0); such a worker resumes its run folder's last
     #: checkpoint when it starts (cli/nodes.py)
     elastic: Callable[[], bool] = lambda: False
+    #: its own int8 serving formats (``Format.int8_of`` names the float32 one each quantizes;
+    #: written with ``--int8``, calibrated on training images); ONNX's int8 is every backend's
+    int8_formats: Tuple[Format, ...] = ()
 
     @property
     def format_names(self) -> Tuple[str, ...]:
-        """The names of the serving formats it writes (ONNX aside)."""
+        """The names of the float32 serving formats it writes (ONNX aside)."""
         return tuple(f.name for f in self.formats)
+
+    @property
+    def int8_names(self) -> Tuple[str, ...]:
+        """The names of its own int8 serving formats (ONNX's aside)."""
+        return tuple(f.name for f in self.int8_formats)

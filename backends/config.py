@@ -34,7 +34,10 @@ PIP = {n: c.pip for n, c in CARDS.items()}
 #: a framework's own weight-file suffix -> its backend
 NATIVE_SUFFIXES = {c.native_suffix: n for n, c in CARDS.items()}
 #: every serving format: ONNX (every backend's exporter writes it) and each backend's own
-FORMATS: Dict[str, Format] = {f.name: f for f in (ONNX, ONNX_INT8) + sum((c.formats for c in CARDS.values()), ())}
+FORMATS: Dict[str, Format] = {f.name: f for f in (ONNX, ONNX_INT8) + sum((c.formats + c.int8_formats
+                                                                           for c in CARDS.values()), ())}
+#: float32 format -> its int8 sibling (what ``--int8`` makes of it)
+INT8: Dict[str, str] = {f.int8_of: f.name for f in FORMATS.values() if f.int8_of}
 
 
 class BackendError(RuntimeError):

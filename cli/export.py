@@ -24,7 +24,7 @@ from common.inputs import data as D
 from common.serve import export as X, quantize as Q
 from common.net import weights as W
 from common.net.spec import SpecError
-from backends.config import BACKENDS, FORMATS, FRAMEWORK_MODULE, format_of, is_installed, resolve
+from backends.config import BACKENDS, FORMATS, FRAMEWORK_MODULE, INT8, format_of, is_installed, resolve
 
 from .errors import UserError, guard
 from .main import command
@@ -59,9 +59,10 @@ def parser():
     p.add_argument("--timeout", type=float, default=1800, help="seconds per backend with --all")
     g = p.add_argument_group("int8 (docs/export.md#int8-inference)")
     g.add_argument("--int8", action="store_true",
-                   help="write the int8 ONNX model (the same as --format onnx-int8; with --all, also "
-                        "OUTDIR/<backend>/model.int8.onnx): ONNX Runtime's post-training static "
-                        "quantization, calibrated on the run's training images")
+                   help="write the int8 model of the format: ONNX (--format onnx-int8: ONNX Runtime's "
+                        "post-training static quantization) or PyTorch's TorchScript (--format "
+                        "torchscript-int8: torch.ao's); with --all, also every int8 format, each "
+                        "calibrated on the run's training images")
     g.add_argument("--calibration-size", type=int, default=Q.CALIBRATION_COUNT,
                    help=f"training images to calibrate on ({Q.CALIBRATION_COUNT}; never test images)")
     g.add_argument("--data-dir", help="the run's dataset folder, for the calibration (default: the run's own)")
@@ -199,23 +200,30 @@ def export_int8(bk, net, out: str, base: dict, calibration: Q.Calibration) -> di
     return X.write_meta(out, meta)
 
 
+def _write(bk, net, fmt, out, base, calibration):
+    """The artifact written by the backend's exporter (ONNX's int8: ONNX Runtime's quantizer on it)."""
+    if fmt == X.ONNX_INT8.name:
+        return export_int8(bk, net, out, base, calibration)
+    if fmt == "onnx":
+        return bk.export.export_onnx(net, out, base)
+    if FORMATS[fmt].int8_of:
+        return bk.export.export(net, out, fmt, base, calibration=calibration)
+    return bk.export.export(net, out, fmt, base)
+
+
 def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=print,
                calibration: Q.Calibration = None) -> dict:
     """Write one artifact with backend ``bk``'s exporter; check it against the eager model
-    with the serving runtime; the result (path, seconds, max |diff|).  ``onnx-int8`` needs
-    ``calibration`` (:func:`calibration_for`)."""
+    with the serving runtime; the result (path, seconds, max |diff|).  An int8 format
+    (``onnx-int8``, ``torchscript-int8``) needs ``calibration`` (:func:`calibration_for`)."""
+    int8 = bool(FORMATS[fmt].int8_of)
     check_out(out, fmt)
     if FORMATS[fmt].layout == "folder":
         _remove(out)                                     # an earlier export of it (check_out)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     t0 = time.perf_counter()
     try:
-        if fmt == X.ONNX_INT8.name:
-            meta = export_int8(bk, net, out, base, calibration)
-        elif fmt == "onnx":
-            meta = bk.export.export_onnx(net, out, base)
-        else:
-            meta = bk.export.export(net, out, fmt, base)
+        meta = _write(bk, net, fmt, out, base, calibration)
     except Exception:
         for p in (out, X.meta_path(out)):               # nothing half-written stays behind
             _remove(p)
@@ -223,8 +231,8 @@ def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=
     res = dict(backend=bk.NAME, format=fmt, path=os.path.abspath(out), seconds=round(time.perf_counter() - t0, 2),
                exporter=meta["exporter"], bytes=_size(out))
     line = f"wrote {out} ({fmt}, {meta['exporter']}) in {res['seconds']:.1f} s"
-    if check and fmt == X.ONNX_INT8.name:
-        res.update(check_int8(bk, net, out, calibration))
+    if check and int8:
+        res.update(check_int8(bk, net, out, fmt, calibration))
         line += (f"; top-1 vs eager float32 {bk.NAME} on {res['examples']} {res['checked_on']}: "
                  f"{100 * res['top1_agreement']:.1f} % agree, max |diff| {res['max_diff']:.2f} "
                  f"(max |logit| {res['max_logit']:.1f})")
@@ -232,7 +240,7 @@ def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=
         res.update(check_artifact(bk, net, out, meta))
         line += f"; logits vs eager {bk.NAME}: max |diff| {res['max_diff']:.1e} (max |logit| {res['max_logit']:.1f})"
     log(line, flush=True)
-    if check and fmt == X.ONNX_INT8.name and not res["ok"]:
+    if check and int8 and not res["ok"]:
         raise UserError(f"{out}: its top-1 class agrees with the float32 model's on only "
                         f"{100 * res['top1_agreement']:.1f} % of {res['examples']} {res['checked_on']} (less than "
                         f"{100 * INT8_MIN_AGREEMENT:.0f} %): the quantization got the network wrong")
@@ -254,14 +262,14 @@ def check_artifact(bk, net, path, meta) -> dict:
     return dict(max_diff=diff, max_logit=scale, ok=bool(diff <= CHECK_TOLERANCE * max(1.0, scale)))
 
 
-def check_int8(bk, net, path, calibration: Q.Calibration) -> dict:
-    """The int8 artifact in ONNX Runtime against the eager float32 model on the training
+def check_int8(bk, net, path, fmt, calibration: Q.Calibration) -> dict:
+    """The int8 artifact in its runtime against the eager float32 model on the training
     images held out of the calibration (the calibration images if none are left): top-1
     agreement and max |diff|."""
     held = calibration.held_out
     checked_on = "held-out training images" if len(held) else "calibration images (no training image was left)"
     batch = held if len(held) else np.concatenate(calibration.batches)
-    run = X.onnx_predictor(path)
+    run = X.onnx_predictor(path) if fmt in X.ONNX_FORMATS else bk.export.predictor(path, fmt)
     ref = np.concatenate([bk.forward(net, batch[i:i + 64]) for i in range(0, len(batch), 64)])
     got = np.concatenate([run(batch[i:i + 64]) for i in range(0, len(batch), 64)])
     a = Q.agreement(ref, got)
@@ -285,7 +293,7 @@ def export_backend(args, name, run_dir, ckpt, run, state):
     os.makedirs(folder, exist_ok=True)
     results, failed = [], []
     calibration = calibration_for(run, args.data_dir, args.calibration_size) if args.int8 else None
-    for fmt in bk.export.FORMATS + ("onnx",) + ((X.ONNX_INT8.name,) if args.int8 else ()):
+    for fmt in bk.export.FORMATS + ("onnx",) + (bk.CARD.int8_names + (X.ONNX_INT8.name,) if args.int8 else ()):
         out = os.path.join(folder, FORMATS[fmt].default_name)
         try:
             results.append(export_one(bk, net, fmt, out, base, args.check, calibration=calibration))
@@ -362,11 +370,14 @@ def compare_onnx(files: dict, model: dict) -> dict:
 
 # --------------------------------------------------------------------------- main
 def int8_format(fmt: str) -> str:
-    """``--int8``: the ONNX format becomes ``onnx-int8``; any other format is refused."""
-    if fmt not in X.ONNX_FORMATS:
-        raise UserError(f"--int8 quantizes the ONNX model; it cannot make a {fmt} artifact int8 (drop --int8, "
-                        f"or write a .onnx file)")
-    return X.ONNX_INT8.name
+    """``--int8``: a float32 format becomes its int8 sibling (``onnx`` -> ``onnx-int8``,
+    ``torchscript`` -> ``torchscript-int8``); a format without one is refused."""
+    if fmt in INT8.values():
+        return fmt
+    if fmt not in INT8:
+        raise UserError(f"--int8 quantizes {' or '.join(INT8)} models; it cannot make a {fmt} artifact int8 "
+                        f"(drop --int8, or write a .onnx file)")
+    return INT8[fmt]
 
 
 @guard
@@ -398,7 +409,7 @@ def main(argv=None):
     name = owner or (resolve(args.backend) if args.backend else run.get("backend") or resolve(None))
     check_out(args.out, fmt)                          # before the framework loads
     bk = get_backend(name)
-    calibration = calibration_for(run, args.data_dir, args.calibration_size) if fmt == X.ONNX_INT8.name else None
+    calibration = calibration_for(run, args.data_dir, args.calibration_size) if FORMATS[fmt].int8_of else None
     net = load_net(bk, run, ckpt)
     export_one(bk, net, fmt, args.out, run_meta(run_dir, ckpt, run, state), args.check, calibration=calibration)
     return 0

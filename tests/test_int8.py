@@ -81,7 +81,7 @@ def _logits(path, x):
     return X.onnx_predictor(path)(x)
 
 
-def test_int8_agrees_with_float32_on_held_out_pictures(int8):
+def _keeps_top1(int8, float_logits, int8_logits):
     """Derivation of the agreement required.  The int8 model's logits differ from float32's
     by a quantization error e (per logit).  The top-1 class can change only if the float32
     margin m (top logit minus the runner-up) is at most |e_top| + |e_runner-up| <= 2 max|e|.
@@ -90,13 +90,13 @@ def test_int8_agrees_with_float32_on_held_out_pictures(int8):
     pictures of the same kind may exceed the calibrated ranges (clipping), so allow twice it.
     Hence: every held-out picture with m > 2 * 2d keeps its class, and the test requires
     that this covers most pictures (it would say nothing if d swamped the margins)."""
-    ds, paths, rec = int8["ds"], int8["paths"], int8["run_record"]["dataset"]
+    ds, rec = int8["ds"], int8["run_record"]["dataset"]
     norm = dict(mean=rec["mean"], std=rec["std"])
     cal = Q.calibration_from_train(ds.train, Q.CALIBRATION_COUNT, **norm)
     xc = np.concatenate(cal.batches)
-    d = float(np.abs(_logits(paths["int8"], xc) - _logits(paths["float"], xc)).max())
+    d = float(np.abs(int8_logits(xc) - float_logits(xc)).max())
     xt = np.concatenate([x for x, _ in D.Loader(ds.test, 64, prefetch=0, **norm).epoch(0)])
-    f, q = _logits(paths["float"], xt), _logits(paths["int8"], xt)
+    f, q = float_logits(xt), int8_logits(xt)
     top2 = np.sort(f, axis=1)[:, -2:]
     margin = top2[:, 1] - top2[:, 0]
     safe = margin > 4 * d
@@ -104,6 +104,60 @@ def test_int8_agrees_with_float32_on_held_out_pictures(int8):
     assert (f.argmax(1) == q.argmax(1))[safe].all(), (d, margin, f, q)
     assert (q.argmax(1) == ds.test.labels).mean() == 1.0   # and the trained model's answers stay right
     assert 0 < d < 0.1 * float(np.abs(f).max())           # quantized (not float), and close
+
+
+def test_int8_agrees_with_float32_on_held_out_pictures(int8):
+    """ONNX Runtime's int8 file against the float32 ONNX file (:func:`_keeps_top1`)."""
+    paths = int8["paths"]
+    _keeps_top1(int8, lambda x: _logits(paths["float"], x), lambda x: _logits(paths["int8"], x))
+
+
+@pytest.fixture(scope="module")
+def torch_int8(int8):
+    """The colour run as PyTorch's own int8 TorchScript (torch.ao), ``--format torchscript --int8``."""
+    from cli.export import main as export
+    path = str(int8["tmp"] / "m.int8.pt")
+    assert export([int8["run"], str(int8["tmp"] / "m.pt"), "--int8"]) == 0      # .pt + --int8
+    os.replace(str(int8["tmp"] / "m.pt"), path)
+    os.replace(str(int8["tmp"] / "m.pt") + ".json", path + ".json")
+    return dict(int8, torch_int8=path)
+
+
+def test_torch_int8_agrees_with_float32_on_held_out_pictures(torch_int8):
+    """torch.ao's int8 TorchScript against the float32 model (the ONNX file: the same function
+    as the eager model within 1e-4, checked at export), by the same derivation."""
+    from backends import get_backend
+    run = get_backend("pytorch").export.predictor(torch_int8["torch_int8"], "torchscript-int8")
+    _keeps_top1(torch_int8, lambda x: _logits(torch_int8["paths"]["float"], x), run)
+
+
+def test_every_convolution_runs_in_torch_int8(torch_int8):
+    """The frozen TorchScript graph: every convolution of the float32 model is a quantized
+    (int8) convolution, none is a float one."""
+    import onnx
+    import torch
+    n_conv = sum(n.op_type == "Conv" for n in onnx.load(torch_int8["paths"]["float"]).graph.node)
+    kinds = [n.kind() for n in torch.jit.load(torch_int8["torch_int8"]).graph.nodes()]
+    quantized = [k for k in kinds if k.startswith("quantized::conv2d")]
+    assert len(quantized) == n_conv, kinds
+    assert not [k for k in kinds if k in ("aten::conv2d", "aten::_convolution")], kinds
+
+
+def test_torch_int8_metadata_predict_and_evaluate(torch_int8, capsys):
+    from cli.evaluate import main as evaluate
+    from cli.predict import main as predict
+    meta = X.read_meta(torch_int8["torch_int8"])
+    assert meta["format"] == "torchscript-int8" and meta["backend"] == "pytorch"
+    qz = meta["quantization"]
+    assert qz["method"].startswith("torch.ao.quantization.quantize_fx") and qz["weights"] == "int8"
+    assert qz["calibration"]["split"] == "train"
+    assert X.format_from_path("a/model.int8.pt") == "torchscript-int8" and X.format_from_path("m.pt") == "torchscript"
+    pics = torch_int8["pictures"]
+    assert predict([torch_int8["torch_int8"], *[p for p, _ in pics]]) == 0
+    out = capsys.readouterr().out
+    assert "torch.jit.load (torchscript-int8)" in out and predicted(out) == {p: n for p, n in pics}
+    assert evaluate([torch_int8["torch_int8"]]) == 0
+    assert "test acc 1.0000 (12 examples; torchscript-int8" in capsys.readouterr().out
 
 
 def test_every_convolution_runs_in_int8(int8, tmp_path):
@@ -188,7 +242,7 @@ def test_reduce_range_only_without_vnni():
 def test_int8_mistakes_are_one_error_line(int8, tmp_path, capsys):
     from cli.export import main as export
     assert export([int8["run"], str(tmp_path / "m.pt2"), "--int8"]) == 1
-    assert "quantizes the ONNX model" in only_error_line(capsys.readouterr().err)
+    assert "quantizes onnx or torchscript models" in only_error_line(capsys.readouterr().err)
     assert export([int8["run"], str(tmp_path / "m.int8.onnx"), "--data-dir", str(tmp_path / "nowhere")]) == 1
     assert "needs the run's training images" in only_error_line(capsys.readouterr().err)
 

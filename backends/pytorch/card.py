@@ -55,6 +55,10 @@ CARD = Card(
                     "torch.export ExportedProgram (dynamic batch)"),
              Format("torchscript", NAME, "file", "model.torchscript.pt", "torch.jit.load",
                     "TorchScript, traced and frozen in eval mode")),
+    int8_formats=(Format("torchscript-int8", NAME, "file", "model.int8.pt", "torch.jit.load",
+                         "int8 TorchScript: torch.ao FX post-training static quantization (the x86 engine's "
+                         "default recipe), calibrated on the run's training images, traced and frozen",
+                         int8_of="torchscript"),),
     onnx_opset=17,
     d2l_module="d2l.torch", d2l_needs_torchvision=True,
     launch=launch, launch_ports=lambda nproc: 1, matmul=matmul, elastic=elastic,

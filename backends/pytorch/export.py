@@ -12,6 +12,13 @@ of the trained size with a dynamic batch, on the CPU; its metadata is written be
   the network (its forward walks the Python table, ``common.net.model.run``); tracing records
   that walk, which is fixed in evaluation mode.  Both are deprecated in torch 2.13 in
   favour of ``torch.export``, which is why that format comes first.
+* ``torchscript-int8``: PyTorch's own int8 path, ``torch.ao`` FX graph mode post-training
+  static quantization with the engine's default recipe (``get_default_qconfig_mapping('x86')``:
+  per-channel symmetric int8 weights, uint8 activations with histogram observers and
+  ``reduce_range``), calibrated on the run's training images (``common/serve/quantize.py``'s
+  :class:`Calibration`), then traced and frozen as ``torchscript``; it runs fbgemm/oneDNN int8
+  kernels (``quantized::conv2d_relu``...).  The FX API is deprecated in torch 2.13 in favour of
+  torchao's PT2E, which is not installed beside the pinned torch (docs/export.md).
 * ONNX: the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``, opset
   17).  The default dynamo exporter needs ``onnxscript`` >= 0.6, whose ``onnx_ir`` needs
   ``ml_dtypes`` >= 0.5, which TensorFlow 2.15 refuses (docs/export.md).  It has no
@@ -33,6 +40,7 @@ from backends.config import FORMATS as ALL_FORMATS
 from .card import CARD
 
 FORMATS = CARD.format_names
+INT8_FORMATS = CARD.int8_names
 ONNX_OPSET = CARD.onnx_opset
 #: the largest batch the ``.pt2``'s dynamic batch dimension admits
 MAX_BATCH = 4096
@@ -55,15 +63,46 @@ def _meta(net, path, format, meta, exporter, **facts):
                            path=path, framework_version=framework_version(), exporter=exporter, **facts)
 
 
-def export(net, path, format=None, meta=None):
-    """Write the network's serving artifact ``format`` (one of :data:`FORMATS`; default the
-    first) at ``path``, and its metadata beside it (:func:`common.serve.export.base_meta`'s
-    ``meta`` completed with the format's facts).  Returns the metadata."""
+def quantize(net, batches):
+    """``net`` (evaluation mode, CPU) quantized to int8 by ``torch.ao``'s FX graph mode
+    post-training static quantization, calibrated on ``batches`` (NCHW float32 arrays); returns
+    (the quantized ``GraphModule``, the settings for the metadata)."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    engine = torch.backends.quantized.engine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                      # the FX API's deprecation notice
+        prepared = prepare_fx(copy.deepcopy(net), get_default_qconfig_mapping(engine), (_example(net),))
+        with torch.no_grad():
+            for b in batches:
+                prepared(torch.from_numpy(np.ascontiguousarray(b, np.float32)))
+        quantized = convert_fx(prepared)
+        qconfig = get_default_qconfig_mapping(engine).global_qconfig
+        observers = [f"{type(o).__name__}(dtype={o.dtype}, qscheme={o.qscheme}, reduce_range={o.reduce_range})"
+                     for o in (qconfig.activation(), qconfig.weight())]
+    return quantized, dict(method="torch.ao.quantization.quantize_fx (prepare_fx, calibrate, convert_fx)",
+                           engine=engine, activations="uint8", weights="int8",
+                           qconfig=f"get_default_qconfig_mapping({engine!r})",
+                           activation_observer=observers[0], weight_observer=observers[1])
+
+
+def export(net, path, format=None, meta=None, calibration=None):
+    """Write the network's serving artifact ``format`` (one of :data:`FORMATS` or
+    :data:`INT8_FORMATS`, which needs ``calibration``, a :class:`common.serve.quantize.Calibration`;
+    default the first) at ``path``, and its metadata beside it
+    (:func:`common.serve.export.base_meta`'s ``meta`` completed with the format's facts).
+    Returns the metadata."""
     format = format or FORMATS[0]
-    if format not in FORMATS:
-        raise X.ExportError(f"the {NAME} backend writes {', '.join(FORMATS)} and ONNX, not {format!r}")
+    if format not in FORMATS + INT8_FORMATS:
+        raise X.ExportError(f"the {NAME} backend writes {', '.join(FORMATS + INT8_FORMATS)} and ONNX, not {format!r}")
     net = _eval_cpu(net)
     x = _example(net)
+    facts = {}
+    if format in INT8_FORMATS:
+        if calibration is None:
+            raise X.ExportError(f"the {format} format is calibrated on training images: give calibration")
+        net, settings = quantize(net, calibration.batches)
+        facts = dict(quantization=dict(settings, calibration=calibration.describe))
     if format == "torch-export":
         meta = _meta(net, path, format, meta, f"torch.export.export (torch {torch.__version__})",
                      max_batch=MAX_BATCH)
@@ -72,7 +111,9 @@ def export(net, path, format=None, meta=None):
             program = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
         torch.export.save(program, path, extra_files={X.META_FILE: json.dumps(meta)})
     else:
-        meta = _meta(net, path, format, meta, f"torch.jit.trace + torch.jit.freeze (torch {torch.__version__})")
+        int8 = "torch.ao FX int8; " if facts else ""
+        meta = _meta(net, path, format, meta, f"{int8}torch.jit.trace + torch.jit.freeze (torch {torch.__version__})",
+                     **facts)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")                  # trace's deprecation notice
             module = torch.jit.freeze(torch.jit.trace(net, x))
@@ -170,7 +211,7 @@ def predictor(path, format):
     model code."""
     if format == "torch-export":
         module = torch.export.load(path).module()
-    elif format == "torchscript":
+    elif format in ("torchscript",) + INT8_FORMATS:
         module = torch.jit.load(path, map_location="cpu")
     else:
         raise X.ExportError(f"the {NAME} runtime does not run {format!r} artifacts")

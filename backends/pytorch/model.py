@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from common.net import model as M
 from common.net.weights import WeightsError
@@ -31,7 +32,7 @@ class ConvBlock(nn.Module):
         X = self.conv(X)
         if self.bn is not None:
             X = self.bn(X)
-        return torch.relu(X) if self.relu else X
+        return F.relu(X) if self.relu else X
 
 
 class DenseBlock(nn.Module):
@@ -44,7 +45,7 @@ class DenseBlock(nn.Module):
 
     def forward(self, X):
         X = self.linear(X)
-        return torch.relu(X) if self.relu else X
+        return F.relu(X) if self.relu else X
 
 
 class Concat(nn.Module):
@@ -57,7 +58,7 @@ class Concat(nn.Module):
 
     def forward(self, X):
         X = torch.cat([b(X) for b in self.branches], dim=1)
-        return torch.relu(X) if self.relu else X
+        return F.relu(X) if self.relu else X
 
 
 class Residual(nn.Module):
@@ -70,7 +71,7 @@ class Residual(nn.Module):
 
     def forward(self, X):
         X = X + self.scale * self.branches[0](X)
-        return torch.relu(X) if self.relu else X
+        return F.relu(X) if self.relu else X
 
 
 class Affine(nn.Module):

@@ -65,6 +65,9 @@ class Format:
     default_name: str
     runtime: str
     what: str
+    #: an int8 format: the float32 format it is the quantized sibling of (``--int8`` turns that
+    #: one into this one); it needs calibration images (``common/serve/quantize.py``)
+    int8_of: Optional[str] = None
 
 
 #: ONNX, which every backend's own exporter writes; each backend's serving formats are on its
@@ -75,12 +78,12 @@ ONNX = Format("onnx", None, "file", "model.onnx", "onnxruntime.InferenceSession"
 #: quantization, calibrated on the run's training images (``common/serve/quantize.py``)
 ONNX_INT8 = Format("onnx-int8", None, "file", "model.int8.onnx", "onnxruntime.InferenceSession",
                    "int8 ONNX (QDQ): the backend's ONNX file, post-training static quantization by "
-                   "ONNX Runtime, calibrated on the run's training images")
+                   "ONNX Runtime, calibrated on the run's training images", int8_of="onnx")
 #: the formats ONNX Runtime serves
 ONNX_FORMATS = (ONNX.name, ONNX_INT8.name)
 #: file suffix -> format, to tell the format from an output path (longest suffix first)
-SUFFIXES = {".int8.onnx": "onnx-int8", ".onnx": "onnx", ".pt2": "torch-export", ".pt": "torchscript",
-            ".torchscript": "torchscript", ".tflite": "tflite"}
+SUFFIXES = {".int8.onnx": "onnx-int8", ".onnx": "onnx", ".pt2": "torch-export", ".int8.pt": "torchscript-int8",
+            ".pt": "torchscript", ".torchscript": "torchscript", ".tflite": "tflite"}
 
 
 def format_from_path(path: str) -> Optional[str]:
