@@ -56,9 +56,11 @@ def _save(net, prefix):
     return _files(prefix)
 
 
-def export(net, path, format=None, meta=None):
+def export(net, path, format=None, meta=None, calibration=None):
     """Write the network's symbol and parameters into the folder ``path`` and its metadata
-    (``googlenet.json``) there.  The network is left hybridized.  Returns the metadata."""
+    (``googlenet.json``) there.  The network is left hybridized.  Returns the metadata.
+    ``calibration`` is for a card's own int8 format; this backend has none (ONNX's int8 is
+    ``cli/export.py``'s)."""
     format = format or FORMATS[0]
     if format not in FORMATS:
         raise X.ExportError(f"the {NAME} backend writes {', '.join(FORMATS)} and ONNX, not {format!r}")

@@ -52,9 +52,11 @@ def _save(net, prefix):
     return model_file, prefix + ".pdiparams"
 
 
-def export(net, path, format=None, meta=None):
+def export(net, path, format=None, meta=None, calibration=None):
     """Write the network's Paddle inference model into the folder ``path`` (``model.json``
-    + ``model.pdiparams``) and its metadata (``googlenet.json``) there.  Returns the metadata."""
+    + ``model.pdiparams``) and its metadata (``googlenet.json``) there.  Returns the metadata.
+    ``calibration`` is for a card's own int8 format; this backend has none (ONNX's int8 is
+    ``cli/export.py``'s)."""
     format = format or FORMATS[0]
     if format not in FORMATS:
         raise X.ExportError(f"the {NAME} backend writes {', '.join(FORMATS)} and ONNX, not {format!r}")

@@ -54,9 +54,11 @@ def _meta(net, path, format, meta, exporter, **facts):
                            path=path, framework_version=framework_version(), exporter=exporter, **facts)
 
 
-def export(net, path, format=None, meta=None):
+def export(net, path, format=None, meta=None, calibration=None):
     """Write the network's serving artifact ``format`` (one of :data:`FORMATS`; default the
-    first) at ``path``, and its metadata beside it.  Returns the metadata."""
+    first) at ``path``, and its metadata beside it.  Returns the metadata.
+    ``calibration`` is for a card's own int8 format; this backend has none (ONNX's int8 is
+    ``cli/export.py``'s)."""
     format = format or FORMATS[0]
     if format not in FORMATS:
         raise X.ExportError(f"the {NAME} backend writes {', '.join(FORMATS)} and ONNX, not {format!r}")
