@@ -206,9 +206,7 @@ def _write(bk, net, fmt, out, base, calibration):
         return export_int8(bk, net, out, base, calibration)
     if fmt == "onnx":
         return bk.export.export_onnx(net, out, base)
-    if FORMATS[fmt].int8_of:
-        return bk.export.export(net, out, fmt, base, calibration=calibration)
-    return bk.export.export(net, out, fmt, base)
+    return bk.export.export(net, out, fmt, base, calibration=calibration)   # used by a card's own int8 format
 
 
 def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=print,
