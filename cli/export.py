@@ -63,6 +63,10 @@ def parser():
                         "post-training static quantization) or PyTorch's TorchScript (--format "
                         "torchscript-int8: torch.ao's); with --all, also every int8 format, each "
                         "calibrated on the run's training images")
+    g.add_argument("--int8-format", choices=Q.INT8_FORMATS, default=Q.INT8_FORMATS[0],
+                   help="the int8 ONNX layout: qoperator (quantized operators, uint8 activations: the "
+                        "fastest in ONNX Runtime on a CPU) or qdq (Quantize/DequantizeLinear pairs, int8 "
+                        "activations: what other runtimes read); default qoperator")
     g.add_argument("--calibration-size", type=int, default=Q.CALIBRATION_COUNT,
                    help=f"training images to calibrate on ({Q.CALIBRATION_COUNT}; never test images)")
     g.add_argument("--data-dir", help="the run's dataset folder, for the calibration (default: the run's own)")
@@ -184,13 +188,13 @@ def calibration_for(run: dict, data_dir=None, count: int = Q.CALIBRATION_COUNT) 
     return Q.calibration_from_train(ds.train, count, what=f"{options.get('dataset')} in {where}", **norm)
 
 
-def export_int8(bk, net, out: str, base: dict, calibration: Q.Calibration) -> dict:
-    """The backend's ONNX file, quantized to int8 (``common/serve/quantize.py``), with its
-    metadata (the ONNX file's, format ``onnx-int8``, and how it was quantized)."""
+def export_int8(bk, net, out: str, base: dict, calibration: Q.Calibration, layout: str = Q.INT8_FORMATS[0]) -> dict:
+    """The backend's ONNX file, quantized to int8 in ``layout`` (``common/serve/quantize.py``),
+    with its metadata (the ONNX file's, format ``onnx-int8``, and how it was quantized)."""
     with tempfile.TemporaryDirectory() as tmp:
         float_path = os.path.join(tmp, "model.onnx")
         meta = bk.export.export_onnx(net, float_path, base)
-        settings = Q.quantize(float_path, out, calibration.batches)
+        settings = Q.quantize(float_path, out, calibration.batches, format=layout)
     onnx = X.require("onnx", "int8 quantization")
     meta = dict(meta, format=X.ONNX_INT8.name, artifact=os.path.basename(out),
                 exporter=meta["exporter"] + "; int8: " + settings["method"],
@@ -200,17 +204,17 @@ def export_int8(bk, net, out: str, base: dict, calibration: Q.Calibration) -> di
     return X.write_meta(out, meta)
 
 
-def _write(bk, net, fmt, out, base, calibration):
+def _write(bk, net, fmt, out, base, calibration, layout):
     """The artifact written by the backend's exporter (ONNX's int8: ONNX Runtime's quantizer on it)."""
     if fmt == X.ONNX_INT8.name:
-        return export_int8(bk, net, out, base, calibration)
+        return export_int8(bk, net, out, base, calibration, layout)
     if fmt == "onnx":
         return bk.export.export_onnx(net, out, base)
     return bk.export.export(net, out, fmt, base, calibration=calibration)   # used by a card's own int8 format
 
 
 def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=print,
-               calibration: Q.Calibration = None) -> dict:
+               calibration: Q.Calibration = None, layout: str = Q.INT8_FORMATS[0]) -> dict:
     """Write one artifact with backend ``bk``'s exporter; check it against the eager model
     with the serving runtime; the result (path, seconds, max |diff|).  An int8 format
     (``onnx-int8``, ``torchscript-int8``) needs ``calibration`` (:func:`calibration_for`)."""
@@ -221,7 +225,7 @@ def export_one(bk, net, fmt: str, out: str, base: dict, check: bool = True, log=
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     t0 = time.perf_counter()
     try:
-        meta = _write(bk, net, fmt, out, base, calibration)
+        meta = _write(bk, net, fmt, out, base, calibration, layout)
     except Exception:
         for p in (out, X.meta_path(out)):               # nothing half-written stays behind
             _remove(p)
@@ -294,7 +298,8 @@ def export_backend(args, name, run_dir, ckpt, run, state):
     for fmt in bk.export.FORMATS + ("onnx",) + (bk.CARD.int8_names + (X.ONNX_INT8.name,) if args.int8 else ()):
         out = os.path.join(folder, FORMATS[fmt].default_name)
         try:
-            results.append(export_one(bk, net, fmt, out, base, args.check, calibration=calibration))
+            results.append(export_one(bk, net, fmt, out, base, args.check, calibration=calibration,
+                                      layout=args.int8_format))
         except Exception as e:                           # the other formats still get written
             msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             print(f"FAILED {out} ({fmt}): {msg}", flush=True)
@@ -318,7 +323,8 @@ def export_all(args, run_dir, ckpt, run, state):
         print(f"{name}: exporting in its own process ...", flush=True)
         cmd = command("export") + [args.source, "--all", args.all, "--backend", name]
         cmd += [] if args.check else ["--no-check"]
-        cmd += ["--int8", "--calibration-size", str(args.calibration_size)] if args.int8 else []
+        cmd += ["--int8", "--calibration-size", str(args.calibration_size),
+                "--int8-format", args.int8_format] if args.int8 else []
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -409,5 +415,6 @@ def main(argv=None):
     bk = get_backend(name)
     calibration = calibration_for(run, args.data_dir, args.calibration_size) if FORMATS[fmt].int8_of else None
     net = load_net(bk, run, ckpt)
-    export_one(bk, net, fmt, args.out, run_meta(run_dir, ckpt, run, state), args.check, calibration=calibration)
+    export_one(bk, net, fmt, args.out, run_meta(run_dir, ckpt, run, state), args.check, calibration=calibration,
+               layout=args.int8_format)
     return 0

@@ -61,10 +61,12 @@ def colour_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def int8(colour_run):
-    """The colour run exported twice with PyTorch's exporter: float32 ONNX and int8 ONNX."""
+    """The colour run exported with PyTorch's exporter: float32 ONNX, int8 ONNX (the default
+    layout, QOperator) and int8 ONNX in the QDQ layout."""
     from cli.export import main as export
     tmp = colour_run["tmp"]
-    paths = dict(float=str(tmp / "m.onnx"), int8=str(tmp / "m.int8.onnx"))
+    paths = dict(float=str(tmp / "m.onnx"), int8=str(tmp / "m.int8.onnx"), qdq=str(tmp / "m.qdq.int8.onnx"))
+    assert export([colour_run["run"], paths["qdq"], "--backend", "pytorch", "--int8-format", "qdq"]) == 0
     assert export([colour_run["run"], paths["float"], "--backend", "pytorch"]) == 0
     assert export([colour_run["run"], paths["float"], "--backend", "pytorch", "--int8"]) == 0   # .onnx + --int8
     os.replace(paths["float"], paths["int8"])            # ... wrote the int8 model there; keep it aside
@@ -106,10 +108,11 @@ def _keeps_top1(int8, float_logits, int8_logits):
     assert 0 < d < 0.1 * float(np.abs(f).max())           # quantized (not float), and close
 
 
-def test_int8_agrees_with_float32_on_held_out_pictures(int8):
-    """ONNX Runtime's int8 file against the float32 ONNX file (:func:`_keeps_top1`)."""
+@pytest.mark.parametrize("layout", ["int8", "qdq"])
+def test_int8_agrees_with_float32_on_held_out_pictures(int8, layout):
+    """ONNX Runtime's int8 file (either layout) against the float32 ONNX file (:func:`_keeps_top1`)."""
     paths = int8["paths"]
-    _keeps_top1(int8, lambda x: _logits(paths["float"], x), lambda x: _logits(paths["int8"], x))
+    _keeps_top1(int8, lambda x: _logits(paths["float"], x), lambda x: _logits(paths[layout], x))
 
 
 @pytest.fixture(scope="module")
@@ -160,14 +163,15 @@ def test_torch_int8_metadata_predict_and_evaluate(torch_int8, capsys):
     assert "test acc 1.0000 (12 examples; torchscript-int8" in capsys.readouterr().out
 
 
-def test_every_convolution_runs_in_int8(int8, tmp_path):
-    """ONNX Runtime's optimised graph of the int8 file: every Conv is a QLinearConv."""
+@pytest.mark.parametrize("layout", ["int8", "qdq"])
+def test_every_convolution_runs_in_int8(int8, layout, tmp_path):
+    """ONNX Runtime's optimised graph of the int8 file (either layout): every Conv is a QLinearConv."""
     import onnx
     import onnxruntime as ort
     n_conv = sum(n.op_type == "Conv" for n in onnx.load(int8["paths"]["float"]).graph.node)
     opts = ort.SessionOptions()
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(int8["paths"]["int8"], opts, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(int8["paths"][layout], opts, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
     assert ops.count("QLinearConv") == n_conv and "Conv" not in ops, ops
 
@@ -176,7 +180,10 @@ def test_the_metadata_says_how_it_was_quantized(int8):
     meta = X.read_meta(int8["paths"]["int8"])
     assert meta["format"] == "onnx-int8" and meta["backend"] == "pytorch"
     qz = meta["quantization"]
-    assert qz["format"] == "QDQ" and qz["per_channel"] and qz["reduce_range"] == Q.needs_reduce_range()
+    assert qz["format"] == "QOperator" and qz["activations"] == "uint8" and qz["weights"] == "int8"
+    assert qz["per_channel"] and qz["reduce_range"] == Q.needs_reduce_range()
+    qdq = X.read_meta(int8["paths"]["qdq"])["quantization"]
+    assert qdq["format"] == "QDQ" and qdq["activations"] == "int8" and qdq["dedicated_qdq_pairs"]
     cal = qz["calibration"]
     assert cal["split"] == "train" and cal["examples"] == len(int8["ds"].train) == cal["training_examples"]
     import onnx
@@ -247,7 +254,8 @@ def test_int8_mistakes_are_one_error_line(int8, tmp_path, capsys):
     assert "needs the run's training images" in only_error_line(capsys.readouterr().err)
 
 
-def test_a_minus_infinity_pad_and_the_classifier_stay_float32(tmp_path):
+@pytest.mark.parametrize("layout", Q.INT8_FORMATS)
+def test_a_minus_infinity_pad_and_the_classifier_stay_float32(tmp_path, layout):
     """tf2onnx writes a ceil-mode max pool as Pad(value=-inf) + MaxPool, and mxnet.onnx leaves
     nodes unnamed: a hand-made graph with both (conv, relu, -inf pad, pool, global pool,
     dense) quantizes with the pad and the dense layer in float32, and its logits stay within
@@ -278,10 +286,12 @@ def test_a_minus_infinity_pad_and_the_classifier_stay_float32(tmp_path):
     src, out = str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx")
     onnx.save(model, src)
     batches = [rng.random((8, 3, 12, 12), dtype=np.float32) for _ in range(4)]
-    settings = Q.quantize(src, out, batches)
+    settings = Q.quantize(src, out, batches, format=layout)
     assert {"pad", "dense"} <= set(settings["kept_float32"])
     ops = [n.op_type for n in onnx.load(out).graph.node]
-    assert "QuantizeLinear" in ops and ops.count("Conv") == 1
+    assert "QuantizeLinear" in ops                                # the input is quantized ...
+    assert ops.count("Conv") == 1 if layout == "qdq" else ops.count("QLinearConv") == 1   # ... and the conv
+    assert "Pad" in ops and "Gemm" in ops                         # the two kept in float32
     x = rng.random((16, 3, 12, 12), dtype=np.float32)
     f, q = _logits(src, x), _logits(out, x)
     assert np.isfinite(q).all() and np.abs(q - f).max() <= 0.1 * np.abs(f).max(), (f, q)
