@@ -77,7 +77,8 @@ ONNX = Format("onnx", None, "file", "model.onnx", "onnxruntime.InferenceSession"
 #: int8 ONNX: the backend's ONNX file quantized by ONNX Runtime's post-training static
 #: quantization, calibrated on the run's training images (``common/serve/quantize.py``)
 ONNX_INT8 = Format("onnx-int8", None, "file", "model.int8.onnx", "onnxruntime.InferenceSession",
-                   "int8 ONNX (QDQ): the backend's ONNX file, post-training static quantization by "
+                   "int8 ONNX (QOperator, or QDQ with --int8-format qdq): the backend's ONNX file, "
+                   "post-training static quantization by "
                    "ONNX Runtime, calibrated on the run's training images", int8_of="onnx")
 #: the formats ONNX Runtime serves
 ONNX_FORMATS = (ONNX.name, ONNX_INT8.name)
