@@ -239,10 +239,12 @@ class Trainer(TrainerBase):
             before = [p.data().copy() for p, _ in self._bn]
             l.backward()
             self.trainer.allreduce_grads()      # one process: nothing to do
-            squares = self._grad_squares() if self.clip_norm else None
-            finite = onp.isfinite(squares).all() if self.clip_norm else self._grads_finite()
             if self.clip_norm:
+                squares = self._grad_squares()
+                finite = onp.isfinite(squares).all()
                 self._clip(squares, batch)
+            else:
+                finite = self._grads_finite()
             self.trainer.update(batch)
             if self._bn:
                 self._fix_running_vars(before, X.shape[0])

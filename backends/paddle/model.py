@@ -216,7 +216,6 @@ def save_native(net, path):
     return path
 
 
-#: the bookkeeping entries ``paddle.save`` adds to a state dict
 def read_pickle(path, what="Paddle file"):
     """A Paddle pickle (``.pdparams``, ``.pdopt``) as a dict of NumPy arrays, by the restricted
     unpickler (:func:`common.net.safepickle.read_paddle`), never ``paddle.load``."""

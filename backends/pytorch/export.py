@@ -72,18 +72,20 @@ def quantize(net, batches):
     engine = torch.backends.quantized.engine
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                      # the FX API's deprecation notice
-        prepared = prepare_fx(copy.deepcopy(net), get_default_qconfig_mapping(engine), (_example(net),))
+        mapping = get_default_qconfig_mapping(engine)
+        prepared = prepare_fx(copy.deepcopy(net), mapping, (_example(net),))
         with torch.no_grad():
             for b in batches:
                 prepared(torch.from_numpy(np.ascontiguousarray(b, np.float32)))
         quantized = convert_fx(prepared)
-        qconfig = get_default_qconfig_mapping(engine).global_qconfig
-        observers = [f"{type(o).__name__}(dtype={o.dtype}, qscheme={o.qscheme}, reduce_range={o.reduce_range})"
-                     for o in (qconfig.activation(), qconfig.weight())]
+        act, weight = mapping.global_qconfig.activation(), mapping.global_qconfig.weight()
+    kind = {torch.quint8: "uint8", torch.qint8: "int8"}
+    described = [f"{type(o).__name__}(dtype={o.dtype}, qscheme={o.qscheme}, reduce_range={o.reduce_range})"
+                 for o in (act, weight)]
     return quantized, dict(method="torch.ao.quantization.quantize_fx (prepare_fx, calibrate, convert_fx)",
-                           engine=engine, activations="uint8", weights="int8",
+                           engine=engine, activations=kind[act.dtype], weights=kind[weight.dtype],
                            qconfig=f"get_default_qconfig_mapping({engine!r})",
-                           activation_observer=observers[0], weight_observer=observers[1])
+                           activation_observer=described[0], weight_observer=described[1])
 
 
 def export(net, path, format=None, meta=None, calibration=None):

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Optional, Tuple
 
-
 from . import zoofiles as ZF
 from .family import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from .spec import get_spec
@@ -100,6 +99,7 @@ class Source:
 _TV = "https://download.pytorch.org/models/"
 _KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _KERAS_NOTE = "tf.keras.applications.{} (Keras's own get_file address and md5)"
+
 
 def _keras(name: str, model: str, md5: str, md5_notop: str) -> Tuple[Source, Source]:
     """A Keras application's two files, with and without its top: the same folder, preset and

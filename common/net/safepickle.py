@@ -25,6 +25,7 @@ _NAME_TABLE, _BIG_PARAMS = "StructuredToParameterName@@", "UnpackBigParamInfor@@
 class PickleFileError(ValueError):
     """A data pickle that is damaged, refused or not of the expected shape (one line)."""
 
+
 #: NumPy's array and dtype reconstruction (protocols 2-5, NumPy 1.x and 2.x module names)
 ARRAYS: FrozenSet[Tuple[str, str]] = frozenset({
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -91,8 +92,6 @@ def is_plain(obj, depth: int = 0, max_depth: int = 8) -> bool:
     return False
 
 
-
-
 def read_paddle(path, what="Paddle file"):
     """A Paddle pickle (``paddle.save`` of a dict: ``.pdparams``, ``.pdopt``) as a dict of NumPy
     arrays, read with the restricted unpickler of :func:`loads` instead of
@@ -113,10 +112,10 @@ def read_paddle(path, what="Paddle file"):
         raise PickleFileError(f"{path}: {e}") from None
     except Exception as e:            # UnpicklingError, EOFError, ValueError ... on a damaged file
         raise PickleFileError(f"{path}: not a readable {what} ({type(e).__name__}: {e}); it is "
-                           f"damaged or truncated") from None
+                              f"damaged or truncated") from None
     if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
         raise PickleFileError(f"{path}: not a {what} (expected a dict of tensor names to arrays, "
-                           f"got {type(obj).__name__})")
+                              f"got {type(obj).__name__})")
     obj = dict(obj)
     obj.pop(_NAME_TABLE, None)
     big = obj.pop(_BIG_PARAMS, None) or {}
@@ -131,6 +130,6 @@ def read_paddle(path, what="Paddle file"):
             value = value[1]                     # a tensor pickled as (name, array)
         if not isinstance(value, np.ndarray) or value.dtype == object:
             raise PickleFileError(f"{path}: not a {what}: entry {name!r} is a {type(value).__name__}, "
-                               f"not an array")
+                                  f"not an array")
         out[name] = value
     return out

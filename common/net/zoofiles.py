@@ -130,19 +130,19 @@ def keras_creation_order(names: Sequence[str], kinds: Optional[Sequence[str]] = 
             continue
         m = _AUTO.match(name)
         if m:
-            running = max(running, int(m.group(2) or 0))
-            keys.append((int(m.group(2) or 0), 0, i))
+            n = int(m.group(2) or 0)
+            running = max(running, n)
+            keys.append((n, 0, i))
         else:
             keys.append((running, 1, i))
     layers = [k[2] for k in sorted(keys)]
     number = lambda i: int(_AUTO.match(names[i]).group(2) or 0)                  # noqa: E731
     auto_bn = sorted((i for i, k in enumerate(kinds) if k == "bn" and _AUTO.match(names[i])), key=number)
     named_bn = {names[i][:-3]: i for i, k in enumerate(kinds) if k == "bn" and not _AUTO.match(names[i])}
-    auto_with_bn = [i for i in layers if _AUTO.match(names[i]) and names[i].startswith("conv2d")
-                    and (auto_bn or named_bn)]
-    bn_of = dict(zip(auto_with_bn, auto_bn))
-    if len(auto_bn) > len(auto_with_bn):
-        raise ZooMismatch(f"{len(auto_bn)} automatic batch norms but {len(auto_with_bn)} automatic convs")
+    auto_convs = [i for i in layers if _AUTO.match(names[i]) and names[i].startswith("conv2d")]
+    bn_of = dict(zip(auto_convs, auto_bn))
+    if len(auto_bn) > len(auto_convs):
+        raise ZooMismatch(f"{len(auto_bn)} automatic batch norms but {len(auto_convs)} automatic convs")
     out = []
     for i in layers:
         out.append(i)

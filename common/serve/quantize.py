@@ -212,7 +212,7 @@ INT8_FORMATS = ("qoperator", "qdq")
 
 
 def quantize(float_path: str, out_path: str, batches: Iterable[np.ndarray], *, per_channel: bool = True,
-             reduce_range: Optional[bool] = None, format: str = "qoperator") -> dict:
+             reduce_range: Optional[bool] = None, format: str = INT8_FORMATS[0]) -> dict:
     """Write the int8 model of the float ONNX file ``float_path`` to ``out_path`` in ``format``
     (:data:`INT8_FORMATS`), calibrated on ``batches``; returns the settings used (for the
     metadata)."""
